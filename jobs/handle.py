@@ -1,0 +1,70 @@
+"""The training handle: the one object the user's training function receives.
+
+colabrun calls ``train(run)``; ``run`` satisfies :class:`TrainingRun`. The
+user keeps their own loop and routes it through the handle::
+
+    def train(run):
+        model = Net().to(run.device)
+        opt = torch.optim.SGD(model.parameters(), lr=run.params["lr"])
+        run.track(model=model, optimizer=opt)
+        for epoch in run.epochs():          # only the epochs still to do
+            for x, y in run.batches(loader):  # only the batches still to do
+                ...
+                run.step(loss=loss.item())    # counts a step; saves when due
+            run.log(val_acc=evaluate(model))
+
+The implementation lives in ``runner``; this module only states the contract.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    import torch
+
+    from jobs.spec import JobSpec
+
+
+@runtime_checkable
+class Stateful(Protocol):
+    """Anything with ``state_dict()``/``load_state_dict()``: modules, optimizers,
+    schedulers, GradScalers, or the user's own objects."""
+
+    def state_dict(self) -> Mapping[str, Any]: ...
+
+    def load_state_dict(self, state_dict: Mapping[str, Any], /) -> Any: ...
+
+
+class TrainingRun(Protocol):
+    """What the training function may use. See the module docstring for the loop."""
+
+    spec: JobSpec
+    device: torch.device
+    params: Mapping[str, Any]
+    extras: dict[str, Any]
+    resumed: bool
+
+    @property
+    def epoch(self) -> int:
+        """The current epoch, counted from 0."""
+
+    @property
+    def global_step(self) -> int:
+        """Optimizer steps taken so far, across all sessions."""
+
+    def track(self, **objects: Stateful) -> None:
+        """Register objects whose state is saved, and restored now if resuming."""
+
+    def epochs(self) -> Iterator[int]:
+        """Yield the epoch numbers still to do."""
+
+    def batches(self, loader: Iterable[Any]) -> Iterator[Any]:
+        """Yield this epoch's batches still to do, skipping consumed ones unloaded."""
+
+    def step(self, **metrics: float) -> None:
+        """Count one optimizer step, with optional metrics to log."""
+
+    def log(self, **metrics: float) -> None:
+        """Record metrics at the current step (e.g. validation accuracy)."""

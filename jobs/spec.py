@@ -1,0 +1,158 @@
+"""The job spec: what to run, declared once, frozen.
+
+A :class:`JobSpec` is the whole configuration of a job. It is validated by
+pydantic (unknown fields are rejected), frozen, and fingerprinted over the
+fields that define the model and the data, so a later run can tell "train
+longer" (allowed) from "train something else" (refused unless forced).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Callable
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, field_validator, model_validator
+from pydantic.json_schema import SkipJsonSchema
+
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+ENTRYPOINT_PATTERN = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
+
+#: Fields whose change means a different model or data; see :func:`defining_fields`.
+DEFINING_FIELDS: tuple[str, ...] = ("entrypoint", "params", "seed")
+
+Device = Literal["auto", "cuda", "cpu"]
+
+
+class CheckpointPolicy(BaseModel):
+    """When checkpoints are taken and how many are kept.
+
+    Saves happen at step boundaries when any trigger fires. Periodic saves
+    are the main defence on Colab, where a runtime can vanish without a
+    signal (COLAB.md fact 2).
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    every_steps: int | None = Field(
+        default=None, gt=0, description="Save every N optimizer steps (None: off)."
+    )
+    every_s: float | None = Field(
+        default=300.0, gt=0, description="Save when this many seconds passed since the last save."
+    )
+    at_epoch_end: bool = Field(default=True, description="Save after every epoch.")
+    keep_last: int = Field(
+        default=3, ge=1, description="Committed checkpoints to keep; older ones are rotated out."
+    )
+
+
+class JobSpec(BaseModel):
+    """A training job: which function to run, with what, for how long, saved how.
+
+    Build it in Python (``JobSpec(name=..., entrypoint=train, epochs=5)``) or
+    load it from YAML/TOML/JSON with :func:`jobs.load_spec`.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid", arbitrary_types_allowed=True)
+
+    name: str = Field(description="Job name: letters, digits, '-' and '_' (the job's folder).")
+    entrypoint: str | SkipJsonSchema[Callable[..., Any]] = Field(
+        description="'package.module:function' taking the run handle, or the function itself."
+    )
+    epochs: int = Field(gt=0, description="Total epochs; raise it later to train longer.")
+    params: dict[str, JsonValue] = Field(
+        default_factory=dict, description="Passed to the training code as run.params."
+    )
+    seed: int = Field(default=0, description="Seeds Python, NumPy and torch, and the data order.")
+    device: Device = Field(default="auto", description="'auto' (cuda if usable), 'cuda' or 'cpu'.")
+    cpu_fallback: bool | None = Field(
+        default=None,
+        description="Run on CPU when no GPU is usable (default: yes for 'auto', no for 'cuda').",
+    )
+    deterministic: bool = Field(
+        default=True, description="Ask torch for deterministic algorithms (bit-exact resume)."
+    )
+    checkpoint: CheckpointPolicy = Field(default_factory=CheckpointPolicy)
+    root: str | None = Field(
+        default=None,
+        description="Folder holding all jobs (default: Drive's MyDrive/colabrun on Colab, "
+        "else ./colabrun-runs).",
+    )
+    budget_s: float | None = Field(
+        default=None, gt=0, description="This runtime's budget in seconds (default: platform's)."
+    )
+    description: str = Field(default="", description="Free text shown by `colabrun status`.")
+
+    @field_validator("name")
+    @classmethod
+    def _check_name(cls, value: str) -> str:
+        if not NAME_PATTERN.match(value):
+            raise ValueError(
+                f"{value!r} is not a safe job name; use 1-64 letters, digits, '-' or '_' "
+                "(no '/', '..' or spaces), e.g. 'digits-cnn'"
+            )
+        return value
+
+    @field_validator("entrypoint")
+    @classmethod
+    def _check_entrypoint(cls, value: object) -> object:
+        if isinstance(value, str) and not ENTRYPOINT_PATTERN.match(value):
+            raise ValueError(
+                f"{value!r} is not of the form 'package.module:function', "
+                "e.g. 'jobs.examples.digits:train'"
+            )
+        if not isinstance(value, str) and not callable(value):
+            raise ValueError("must be 'package.module:function' or a callable")
+        return value
+
+    @model_validator(mode="after")
+    def _check_params_json(self) -> JobSpec:
+        json.dumps(self.params)  # JsonValue already guarantees it; keep the invariant explicit
+        return self
+
+    @property
+    def allows_cpu_fallback(self) -> bool:
+        """Whether a missing GPU may be replaced by the CPU (with a warning)."""
+        if self.cpu_fallback is not None:
+            return self.cpu_fallback
+        return self.device == "auto"
+
+    @property
+    def entrypoint_ref(self) -> str:
+        """The entrypoint as text: itself, or ``module:qualname`` of a function."""
+        if isinstance(self.entrypoint, str):
+            return self.entrypoint
+        module = getattr(self.entrypoint, "__module__", "?")
+        qualname = getattr(self.entrypoint, "__qualname__", repr(self.entrypoint))
+        return f"{module}:{qualname}"
+
+    def defining_fields(self) -> dict[str, Any]:
+        """The fields that define the model and data, as plain JSON values."""
+        return {"entrypoint": self.entrypoint_ref, "params": self.params, "seed": self.seed}
+
+    def fingerprint(self) -> str:
+        """sha256 over :meth:`defining_fields`; equal specs train the same thing."""
+        canonical = json.dumps(self.defining_fields(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()
+
+    def to_json_dict(self) -> dict[str, Any]:
+        """The spec as JSON values, with the entrypoint as text (stored in the job folder)."""
+        data = self.model_dump(mode="json", exclude={"entrypoint"})
+        data["entrypoint"] = self.entrypoint_ref
+        return data
+
+
+def changed_defining_fields(old: dict[str, Any], new: JobSpec) -> list[str]:
+    """Names of defining fields whose value in ``new`` differs from ``old``.
+
+    Args:
+        old: the defining fields recorded when the job was created.
+        new: the spec of this run.
+
+    Returns:
+        The differing field names, sorted; empty when the job is the same.
+    """
+    current = new.defining_fields()
+    return sorted(name for name in DEFINING_FIELDS if old.get(name) != current[name])

@@ -1,0 +1,65 @@
+"""The Python entry points: what a notebook cell calls.
+
+    import runner
+    result = runner.run("jobs/examples/digits.yaml")        # or a JobSpec
+    result = runner.run(JobSpec(name="mnist", entrypoint=train, epochs=5))
+
+Re-running the cell continues the job; once complete, it returns at once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from jobs.loading import load_spec, validate_spec
+from jobs.spec import JobSpec
+from runner.platform import default_root
+from runner.session import RunResult, resume_job, run_job
+
+
+def resolve_root(root: str | Path | None, spec: JobSpec | None = None) -> Path:
+    """The root: the explicit one, else the spec's, else the platform default."""
+    if root is not None:
+        return Path(root).expanduser()
+    if spec is not None and spec.root is not None:
+        return Path(spec.root).expanduser()
+    return default_root()
+
+
+def as_spec(spec: JobSpec | Mapping[str, Any] | str | Path) -> JobSpec:
+    """A spec from a :class:`JobSpec`, a dict of its fields, or a spec file's path."""
+    if isinstance(spec, JobSpec):
+        return spec
+    if isinstance(spec, Mapping):
+        return validate_spec(spec)
+    return load_spec(spec)
+
+
+def run(
+    spec: JobSpec | Mapping[str, Any] | str | Path,
+    *,
+    root: str | Path | None = None,
+    force: bool = False,
+    **options: Any,
+) -> RunResult:
+    """Start or continue a job, in the foreground, until it is done.
+
+    Args:
+        spec: a :class:`JobSpec`, a dict of its fields, or the path of a spec file.
+        root: the folder holding all jobs (default: the spec's, else the platform's).
+        force: continue even if params or seed changed since the job was created.
+        **options: passed to :func:`runner.session.run_job` (``clock``, ``storage``...).
+
+    Returns:
+        The :class:`RunResult`; ``result.exit_code`` is what the CLI would exit with.
+    """
+    job_spec = as_spec(spec)
+    return run_job(job_spec, root=resolve_root(root, job_spec), force=force,
+                   search_path=[Path.cwd()], **options)
+
+
+def resume(name: str, *, root: str | Path | None = None, **options: Any) -> RunResult:
+    """Continue job ``name`` from what its folder under ``root`` holds."""
+    return resume_job(name, root=resolve_root(root), search_path=[Path.cwd()], **options)

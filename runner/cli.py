@@ -1,0 +1,149 @@
+"""The ``colabrun`` command. Exit codes (docs/cli.md):
+
+0 completed (or already complete) · 1 the job failed · 2 bad input (spec,
+entrypoint, unknown job) · 3 stopped before the end, run again to continue ·
+5 storage or state problem · 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from jobs.errors import ColabrunError, JobNotFound, StateCorrupt
+from jobs.loading import load_spec
+from jobs.spec import JobSpec
+from runner.api import resolve_root, resume, run
+from runner.jobdir import JobDir
+from runner.report import read_states, status_detail, status_table
+from state.storage import Storage
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every subcommand."""
+    parser = argparse.ArgumentParser(
+        prog="colabrun", description="Resilient PyTorch training on runtimes that die.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name: str, help_text: str, *, root: bool = True) -> argparse.ArgumentParser:
+        command = sub.add_parser(name, help=help_text, description=help_text)
+        if root:
+            command.add_argument("--root", help="folder holding the jobs (default: the spec's, "
+                                 "else Drive's MyDrive/colabrun on Colab, else ./colabrun-runs)")
+        return command
+
+    p = add("run", "start or continue the job a spec file declares")
+    p.add_argument("spec", help="spec file (.yaml, .yml, .toml, .json or .py)")
+    p.add_argument("--force", action="store_true",
+                   help="continue even if params or seed changed since the job was created")
+    p = add("resume", "continue a job from its folder under the root alone")
+    p.add_argument("name", help="the job's name")
+    p = add("validate", "check a spec file and print it normalised", root=False)
+    p.add_argument("spec")
+    add("schema", "print the JSON Schema of spec files", root=False)
+    p = add("status", "show all jobs, or one job in detail")
+    p.add_argument("name", nargs="?")
+    p.add_argument("--json", action="store_true", help="print the state as JSON")
+    add("list", "list the jobs under the root")
+    p = add("repair", "rebuild a corrupt state.json from the committed checkpoints")
+    p.add_argument("name")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; return the exit code."""
+    args = build_parser().parse_args(argv)
+    try:
+        return int(COMMANDS[args.command](args))
+    except ColabrunError as exc:
+        for line in str(exc).splitlines():
+            print(f"colabrun: error: {line}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("colabrun: interrupted", file=sys.stderr)
+        return 130
+
+
+def _run(args: argparse.Namespace) -> int:
+    return run(args.spec, root=args.root, force=args.force).exit_code
+
+
+def _resume(args: argparse.Namespace) -> int:
+    return resume(args.name, root=args.root).exit_code
+
+
+def _validate(args: argparse.Namespace) -> int:
+    spec = load_spec(args.spec)
+    print(json.dumps(spec.to_json_dict(), indent=2))
+    return 0
+
+
+def _schema(args: argparse.Namespace) -> int:
+    print(json.dumps(JobSpec.model_json_schema(), indent=2))
+    return 0
+
+
+def _status(args: argparse.Namespace) -> int:
+    root = resolve_root(args.root)
+    storage = Storage()
+    if args.name is None:
+        jobs = read_states(root, storage)
+        if args.json:
+            print(json.dumps([s.model_dump(mode="json") for _, s in jobs if not isinstance(s, str)],
+                             indent=2))
+        else:
+            print(status_table(jobs, now=time.time()) if jobs else f"no jobs under {root}")
+        return 0
+    job = JobDir(root, args.name, storage=storage)
+    state = job.statefile.read()
+    if state is None:
+        raise JobNotFound(f"no job {args.name!r} under {root}; `colabrun list --root {root}` "
+                          "shows the jobs there")
+    print(state.model_dump_json(indent=2) if args.json
+          else status_detail(state, job_dir=job.path, now=time.time()))
+    return 0
+
+
+def _list(args: argparse.Namespace) -> int:
+    root = resolve_root(args.root)
+    jobs = read_states(root, Storage())
+    for name, state in jobs:
+        print(f"{name}\t{state if isinstance(state, str) else state.status.value}")
+    if not jobs:
+        print(f"no jobs under {root}")
+    return 0
+
+
+def _repair(args: argparse.Namespace) -> int:
+    root = resolve_root(args.root)
+    job = JobDir(root, args.name)
+    try:
+        if job.statefile.read() is not None:
+            print(f"{job.statefile.path} is valid; nothing to repair")
+            return 0
+    except StateCorrupt:
+        pass
+    spec = job.read_spec()
+    state, problems = job.rebuild_state(spec, now=time.time())
+    aside = job.statefile.quarantine()
+    job.statefile.write(state)
+    for problem in problems:
+        print(f"colabrun: skipped {problem}")
+    kept = f"; the corrupt file is kept as {aside}" if aside else ""
+    print(f"rebuilt {job.statefile.path} from {len(state.checkpoints)} committed "
+          f"checkpoints{kept}; continue with `colabrun resume {args.name} --root {root}`")
+    return 0
+
+
+COMMANDS = {
+    "run": _run, "resume": _resume, "validate": _validate, "schema": _schema,
+    "status": _status, "list": _list, "repair": _repair,
+}
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

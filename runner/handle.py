@@ -1,0 +1,254 @@
+"""The run handle the user's training function receives (see :mod:`jobs.handle`).
+
+Saves and restores happen at the same two kinds of program point, so a
+resumed run re-enters the user's loop exactly where the saved one left it:
+
+* ``in_epoch``: inside :meth:`Run.batches`, between two batches (before the
+  next one is fetched) or after the last one;
+* ``epoch_start``: inside :meth:`Run.epochs`, between two epochs.
+
+``run.step()`` only counts and records; a checkpoint that falls due is taken
+at the next of those points. On resume, tracked objects are loaded when they
+are tracked, and the RNG states are restored last, at the resume point.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any
+
+import torch
+
+from jobs.errors import HandleError
+from jobs.handle import Stateful
+from jobs.spec import JobSpec
+from runner.clock import Clock
+from runner.data import remaining_batches
+from runner.metrics import MetricsLog
+from runner.policy import save_due
+from runner.rng import capture_rng, restore_rng
+from runner.saving import Saver
+from runner.snapshot import payload_bytes, snapshot_tracked
+from state.model import CheckpointRecord
+
+IN_EPOCH = "in_epoch"
+EPOCH_START = "epoch_start"
+
+
+@dataclass(frozen=True)
+class ResumePoint:
+    """Where a checkpoint left the loop, and what it holds."""
+
+    name: str
+    step: int
+    epochs_done: int
+    batch: int
+    where: str
+    payload: Mapping[str, Any]
+    extras: Mapping[str, Any]
+
+
+def _no_hook(point: str) -> None:
+    return None
+
+
+class Run:
+    """The concrete :class:`jobs.handle.TrainingRun`.
+
+    Args:
+        spec: the job spec.
+        device: where training runs.
+        saver: commits checkpoints.
+        metrics: the job's metrics log.
+        clock: the injected clock.
+        resume: the checkpoint to continue from, or ``None`` for a fresh start.
+        session: this session's index, stamped on metrics.
+        on_point: called at ``"step"`` and ``"epoch.end"`` (fault injection).
+    """
+
+    def __init__(
+        self,
+        *,
+        spec: JobSpec,
+        device: torch.device,
+        saver: Saver,
+        metrics: MetricsLog,
+        clock: Clock,
+        resume: ResumePoint | None = None,
+        session: int = 0,
+        on_point: Callable[[str], None] = _no_hook,
+    ) -> None:
+        self.spec = spec
+        self.device = device
+        self.params: Mapping[str, Any] = MappingProxyType(dict(spec.params))
+        self.extras: dict[str, Any] = dict(resume.extras) if resume else {}
+        self.resumed = resume is not None
+        self._saver = saver
+        self._metrics = metrics
+        self._clock = clock
+        self._resume = resume
+        self._session = session
+        self._on_point = on_point
+        self._tracked: dict[str, Stateful] = {}
+        self._epochs_done = resume.epochs_done if resume else 0
+        self._batch = resume.batch if resume else 0
+        self._global_step = resume.step if resume else 0
+        self._steps_since_save = 0
+        self._last_save_at = clock.monotonic()
+        self._last_step_at: float | None = None
+        self._step_s: float | None = None
+        self._epochs_started = False
+        self._finished = False
+
+    # -- what the user reads ------------------------------------------------------
+
+    @property
+    def epoch(self) -> int:
+        """The current epoch, counted from 0."""
+        return self._epochs_done
+
+    @property
+    def global_step(self) -> int:
+        """Optimizer steps taken so far, across all sessions."""
+        return self._global_step
+
+    @property
+    def last_checkpoint(self) -> CheckpointRecord | None:
+        """The checkpoint this session committed last, if any."""
+        return self._saver.last
+
+    # -- what the user calls ------------------------------------------------------
+
+    def track(self, **objects: Stateful) -> None:
+        """Register objects to save; when resuming, load their saved state now.
+
+        Raises:
+            HandleError: an object has no ``state_dict``/``load_state_dict``, or
+                the checkpoint has no state under that name.
+        """
+        for name, obj in objects.items():
+            if not isinstance(obj, Stateful):
+                raise HandleError(
+                    f"run.track({name}=...): a {type(obj).__name__} has no state_dict() and "
+                    "load_state_dict(); track modules, optimizers, schedulers or such objects"
+                )
+            if self._resume is not None:
+                saved = self._resume.payload["tracked"]
+                if name not in saved:
+                    raise HandleError(
+                        f"run.track({name}=...): checkpoint {self._resume.name} holds no state "
+                        f"for {name!r} (it holds {sorted(saved)}); track the same objects under "
+                        "the same names in every run"
+                    )
+                obj.load_state_dict(saved[name])
+            self._tracked[name] = obj
+
+    def epochs(self) -> Iterator[int]:
+        """Yield the epoch numbers still to do; saves between epochs when due."""
+        if self._epochs_started:
+            raise HandleError("run.epochs() can be iterated only once per run")
+        self._epochs_started = True
+        for epoch in range(self._epochs_done, self.spec.epochs):
+            self._restore_rng_at(EPOCH_START)
+            yield epoch
+            self._epochs_done = epoch + 1
+            self._batch = 0
+            self._on_point("epoch.end")
+            self._boundary(where=EPOCH_START, at_epoch_end=True)
+        self._finish()
+
+    def batches(self, loader: Iterable[Any]) -> Iterator[Any]:
+        """Yield the current epoch's batches still to do; saves between batches when due."""
+        self._restore_rng_at(EPOCH_START)  # the user may loop over batches without epochs()
+        it = iter(remaining_batches(loader, seed=self.spec.seed, epoch=self._epochs_done,
+                                    skip=self._batch))
+        while True:
+            self._boundary(where=IN_EPOCH)
+            self._restore_rng_at(IN_EPOCH)
+            try:
+                batch = next(it)
+            except StopIteration:
+                return
+            yield batch
+            self._batch += 1
+
+    def step(self, **metrics: float) -> None:
+        """Count one optimizer step; ``metrics`` (e.g. ``loss=``) go to the metrics log."""
+        now = self._clock.monotonic()
+        if self._last_step_at is not None:
+            self._step_s = now - self._last_step_at
+        self._last_step_at = now
+        self._global_step += 1
+        self._steps_since_save += 1
+        if metrics:
+            self._record(metrics)
+        self._on_point("step")
+
+    def log(self, **metrics: float) -> None:
+        """Record metrics at the current step (validation accuracy, say)."""
+        self._record(metrics)
+
+    # -- the runner's side --------------------------------------------------------
+
+    def close(self) -> None:
+        """After the training function returned: save what is not saved yet."""
+        if not self._finished:
+            self._finish()
+        self._metrics.flush()
+
+    def _finish(self) -> None:
+        self._finished = True
+        if self._steps_since_save > 0 or (self._saver.last is None and not self.resumed):
+            self._save(where=EPOCH_START, reason="final")
+        self._metrics.flush()
+
+    def _record(self, metrics: Mapping[str, float]) -> None:
+        self._metrics.append(
+            {"step": self._global_step, "epoch": self._epochs_done, "session": self._session,
+             "time": self._clock.time(), **{k: float(v) for k, v in metrics.items()}}
+        )
+
+    def _boundary(self, *, where: str, at_epoch_end: bool = False) -> None:
+        reason = save_due(
+            self.spec.checkpoint,
+            steps_since_save=self._steps_since_save,
+            seconds_since_save=self._clock.monotonic() - self._last_save_at,
+            at_epoch_end=at_epoch_end,
+        )
+        if reason is not None:
+            self._save(where=where, reason=reason)
+
+    def _save(self, *, where: str, reason: str) -> None:
+        self._check_all_restored()
+        payload = {"tracked": snapshot_tracked(self._tracked), "rng": capture_rng()}
+        meta = {"where": where, "reason": reason, "extras": dict(self.extras),
+                "tracked": sorted(self._tracked), "seed": self.spec.seed,
+                "torch_version": torch.__version__}
+        self._metrics.flush()
+        self._saver.save(
+            payload, step=self._global_step, epoch=self._epochs_done,
+            batch=self._batch if where == IN_EPOCH else 0, meta=meta,
+            expected_bytes=payload_bytes(payload), step_s=self._step_s,
+        )
+        self._steps_since_save = 0
+        self._last_save_at = self._clock.monotonic()
+
+    def _restore_rng_at(self, where: str) -> None:
+        resume = self._resume
+        if resume is None or resume.where != where or "rng" not in resume.payload:
+            return
+        self._check_all_restored()
+        restore_rng(resume.payload["rng"])
+        self._resume = None  # resumed: from here on the run is like any other
+
+    def _check_all_restored(self) -> None:
+        if self._resume is None:
+            return
+        missing = sorted(set(self._resume.payload["tracked"]) - set(self._tracked))
+        if missing:
+            raise HandleError(
+                f"checkpoint {self._resume.name} holds state for {missing}, which this run did "
+                "not track; call run.track(...) with the same names before the first batch"
+            )

@@ -1,0 +1,68 @@
+"""Where we run: Colab or not, the default root, the runtime's identity, the device."""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from pathlib import Path
+
+import torch
+
+from jobs.errors import ColabrunError
+from jobs.spec import JobSpec
+
+COLAB_DRIVE = Path("/content/drive/MyDrive")
+
+
+class DeviceUnavailable(ColabrunError, RuntimeError):
+    """The spec asks for a GPU this runtime does not have, and forbids the CPU."""
+
+    exit_code = 2
+
+
+def is_colab() -> bool:
+    """Colab's VM has ``/var/colab/hostname`` and sets ``COLAB_RELEASE_TAG`` (COLAB.md 5)."""
+    return Path("/var/colab/hostname").exists() or "COLAB_RELEASE_TAG" in os.environ
+
+
+def default_root() -> Path:
+    """Drive's ``MyDrive/colabrun`` when on Colab with Drive mounted, else ``./colabrun-runs``."""
+    if is_colab() and COLAB_DRIVE.is_dir():
+        return COLAB_DRIVE / "colabrun"
+    return Path.cwd() / "colabrun-runs"
+
+
+def runtime_id() -> str:
+    """An id for this VM/boot: the kernel's boot id, which a fresh runtime changes."""
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()[:8]
+    except OSError:
+        return uuid.uuid5(uuid.NAMESPACE_DNS, socket.gethostname()).hex[:8]
+
+
+def choose_device(
+    spec: JobSpec, *, cuda_available: bool | None = None
+) -> tuple[torch.device, str | None]:
+    """The device to train on, by the spec's ``device`` and ``cpu_fallback``.
+
+    Returns:
+        The device, and a warning to show when a GPU was wanted but is missing.
+
+    Raises:
+        DeviceUnavailable: ``cuda`` is required but missing and fallback is off.
+    """
+    if spec.device == "cpu":
+        return torch.device("cpu"), None
+    has_cuda = torch.cuda.is_available() if cuda_available is None else cuda_available
+    if has_cuda:
+        return torch.device("cuda"), None
+    if not spec.allows_cpu_fallback:
+        raise DeviceUnavailable(
+            f"job {spec.name!r} asks for device 'cuda' but this runtime has no usable GPU; "
+            "on Colab pick Runtime > Change runtime type > GPU, or set cpu_fallback: true"
+        )
+    return torch.device("cpu"), (
+        "no usable GPU on this runtime: training on the CPU (much slower); "
+        "on Colab pick Runtime > Change runtime type > GPU"
+    )

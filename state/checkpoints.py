@@ -1,0 +1,258 @@
+"""The checkpoint store: the commit protocol, verification, loading, rotation.
+
+Layout under the job folder::
+
+    checkpoints/
+      step-000000450-g0002/      one folder per checkpoint, never overwritten
+        state.pt                 the tensors (torch.save; loaded weights_only)
+        manifest.json            written LAST: the commit marker
+      .tmp-step-...-1a2b3c/      a save in progress; readers ignore it
+
+A save (:meth:`CheckpointStore.commit`) writes the payload into a fresh
+temporary folder, fsyncs it while hashing it, checks its size on disk, writes
+the manifest (sizes and sha256 of every file), fsyncs, and renames the folder
+into place. Readers trust only folders with a manifest whose files verify; a
+torn, truncated, zero-byte or missing one is skipped (COLAB.md F10/F11).
+The named points of :data:`SAVE_POINTS` are reported to ``on_point`` so fault
+injection can kill the process at each of them.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from jobs.errors import CheckpointError, StorageError
+from state.model import CheckpointRecord
+from state.storage import Storage
+
+CHECKPOINTS_DIR = "checkpoints"
+MANIFEST_NAME = "manifest.json"
+PAYLOAD_NAME = "state.pt"
+MANIFEST_SCHEMA_VERSION = 1
+
+#: Named points of one save, in order; fault injection kills at each of them.
+SAVE_POINTS = (
+    "save.folder_created",
+    "save.payload_written",
+    "save.manifest_written",
+    "save.renamed",
+)
+#: Named points of rotation, in order.
+ROTATE_POINTS = ("rotate.manifest_removed",)
+
+_NAME = re.compile(r"^step-(\d{9,})-g(\d{4,})(?:-r(\d+))?$")
+
+Hook = Callable[[str], None]
+
+
+def _no_hook(point: str) -> None:
+    return None
+
+
+class ManifestFile(BaseModel):
+    """One file of a checkpoint, as committed."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    path: str
+    size_bytes: int
+    sha256: str
+
+
+class Manifest(BaseModel):
+    """A checkpoint's commit marker: what it holds and how to verify it."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    schema_version: int = MANIFEST_SCHEMA_VERSION
+    name: str
+    step: int
+    epoch: int
+    batch: int
+    generation: int
+    created_at: float
+    files: tuple[ManifestFile, ...]
+    meta: dict[str, Any]
+
+    @property
+    def size_bytes(self) -> int:
+        """Total bytes of the checkpoint's files."""
+        return sum(f.size_bytes for f in self.files)
+
+    def record(self) -> CheckpointRecord:
+        """The state file's record of this checkpoint."""
+        payload = next(f for f in self.files if f.path == PAYLOAD_NAME)
+        return CheckpointRecord(
+            name=self.name,
+            step=self.step,
+            epoch=self.epoch,
+            batch=self.batch,
+            generation=self.generation,
+            size_bytes=self.size_bytes,
+            sha256=payload.sha256,
+            created_at=self.created_at,
+        )
+
+
+def checkpoint_name(step: int, generation: int, retry: int = 0) -> str:
+    """``step-000000450-g0002`` (``-r1``... when that name is taken)."""
+    base = f"step-{step:09d}-g{generation:04d}"
+    return f"{base}-r{retry}" if retry else base
+
+
+def parse_checkpoint_name(name: str) -> tuple[int, int, int] | None:
+    """``(step, generation, retry)`` of a checkpoint folder name, or ``None``."""
+    match = _NAME.match(name)
+    if not match:
+        return None
+    return int(match[1]), int(match[2]), int(match[3] or 0)
+
+
+class CheckpointStore:
+    """Checkpoints of one job, committed and read through the storage edge.
+
+    Args:
+        job_dir: the job's folder.
+        storage: the storage edge.
+        on_point: called with each name of :data:`SAVE_POINTS`/:data:`ROTATE_POINTS`.
+    """
+
+    def __init__(self, job_dir: Path, storage: Storage, *, on_point: Hook = _no_hook) -> None:
+        self.dir = job_dir / CHECKPOINTS_DIR
+        self.storage = storage
+        self.on_point = on_point
+
+    # -- writing ------------------------------------------------------------------
+
+    def commit(
+        self,
+        payload: Mapping[str, Any],
+        *,
+        step: int,
+        epoch: int,
+        batch: int,
+        generation: int,
+        created_at: float,
+        meta: Mapping[str, Any],
+        expected_bytes: int = 0,
+    ) -> Manifest:
+        """Write ``payload`` as a new checkpoint and commit it; return its manifest.
+
+        Raises:
+            StorageError: the root failed even after retries (nothing is committed).
+        """
+        self.storage.makedirs(self.dir)
+        name = self._free_name(step, generation)
+        tmp = self.dir / f".tmp-{name}-{uuid.uuid4().hex[:6]}"
+        self.storage.makedirs(tmp)
+        self.on_point("save.folder_created")
+        written = self.storage.write_stream(
+            tmp / PAYLOAD_NAME, lambda f: torch.save(dict(payload), f),
+            expected_bytes=expected_bytes,
+        )
+        on_disk = self.storage.size_of(tmp / PAYLOAD_NAME)
+        if on_disk != written.size_bytes:
+            raise StorageError(
+                f"{tmp / PAYLOAD_NAME}: wrote {written.size_bytes} bytes but {on_disk} are on "
+                "disk; the storage lost data (is the disk full?)"
+            )
+        self.on_point("save.payload_written")
+        manifest = Manifest(
+            name=name, step=step, epoch=epoch, batch=batch, generation=generation,
+            created_at=created_at, meta=dict(meta),
+            files=(ManifestFile(path=PAYLOAD_NAME, size_bytes=written.size_bytes,
+                                sha256=written.sha256),),
+        )
+        self.storage.write_bytes(tmp / MANIFEST_NAME, manifest.model_dump_json(indent=2).encode())
+        self.storage.fsync_dir(tmp)
+        self.on_point("save.manifest_written")
+        self.storage.replace(tmp, self.dir / name)
+        self.storage.fsync_dir(self.dir)
+        self.on_point("save.renamed")
+        return manifest
+
+    def _free_name(self, step: int, generation: int) -> str:
+        taken = set(self.storage.listdir(self.dir))
+        retry = 0
+        while checkpoint_name(step, generation, retry) in taken:
+            retry += 1
+        return checkpoint_name(step, generation, retry)
+
+    # -- reading ------------------------------------------------------------------
+
+    def list_names(self) -> list[str]:
+        """Checkpoint folder names found by listing (which may be stale on Drive)."""
+        return [n for n in self.storage.listdir(self.dir) if parse_checkpoint_name(n)]
+
+    def verify(self, name: str) -> Manifest:
+        """Read the manifest and check every file's size and sha256.
+
+        Raises:
+            CheckpointError: missing folder or manifest, unreadable manifest, or a
+                file that is missing, of the wrong size, or of the wrong hash.
+        """
+        manifest = self.read_manifest(name)
+        for file in manifest.files:
+            path = self.dir / name / file.path
+            size = self.storage.size_of(path)
+            if size != file.size_bytes:
+                raise CheckpointError(
+                    f"checkpoint {name}: {file.path} is {size} bytes, the manifest says "
+                    f"{file.size_bytes} (a write that never fully reached the storage)"
+                    if size is not None else f"checkpoint {name}: {file.path} is missing"
+                )
+            actual = self.storage.sha256_of(path, expected_bytes=file.size_bytes).sha256
+            if actual != file.sha256:
+                raise CheckpointError(f"checkpoint {name}: {file.path} fails its sha256 check")
+        return manifest
+
+    def read_manifest(self, name: str) -> Manifest:
+        """The manifest of ``name``, or :class:`CheckpointError` if it is not committed."""
+        path = self.dir / name / MANIFEST_NAME
+        if self.storage.size_of(path) is None:
+            raise CheckpointError(f"checkpoint {name}: no manifest (never committed, or lost)")
+        try:
+            return Manifest.model_validate_json(self.storage.read_bytes(path))
+        except ValidationError as exc:
+            raise CheckpointError(f"checkpoint {name}: manifest is torn or invalid") from exc
+
+    def load_payload(self, name: str, *, map_location: str | torch.device = "cpu") -> Any:
+        """Load a verified checkpoint's tensors with ``torch.load(weights_only=True)``.
+
+        Raises:
+            CheckpointError: the payload does not deserialise (e.g. a newer
+                torch format, COLAB.md F16).
+        """
+        path = self.dir / name / PAYLOAD_NAME
+
+        def attempt() -> Any:
+            with self.storage.fs.open(path, "rb") as f:
+                return torch.load(f, map_location=map_location, weights_only=True)
+
+        try:
+            return self.storage.call("read", path, attempt)
+        except (RuntimeError, ValueError, EOFError) as exc:  # torch's unpickling errors
+            raise CheckpointError(f"checkpoint {name}: cannot load {PAYLOAD_NAME}: {exc}") from exc
+
+    # -- deleting -----------------------------------------------------------------
+
+    def discard(self, name: str) -> None:
+        """Un-commit (manifest first), truncate and delete one checkpoint."""
+        folder = self.dir / name
+        self.storage.discard_file(folder / MANIFEST_NAME)
+        self.on_point("rotate.manifest_removed")
+        self.storage.discard_tree(folder)
+
+    def discard_uncommitted(self) -> list[str]:
+        """Delete temporary folders left by saves that never committed; return their names."""
+        leftovers = [n for n in self.storage.listdir(self.dir) if n.startswith(".tmp-")]
+        for name in leftovers:
+            self.storage.discard_tree(self.dir / name)
+        return leftovers

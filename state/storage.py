@@ -1,0 +1,351 @@
+"""The one edge through which every byte of the root folder passes.
+
+:class:`Storage` wraps a raw filesystem (:class:`Fs`, by default the real one)
+with two things a Drive mount needs (COLAB.md facts 10 and 14):
+
+* **retries** with exponential backoff (tenacity) for transient errors:
+  ``EIO``, ``ENOTCONN`` (107, "Transport endpoint is not connected"),
+  ``ETIMEDOUT``, ``EAGAIN``;
+* a **timeout** on every call, because a dying mount can also hang: the call
+  runs in a daemon thread, and if it has not returned in time the caller gets
+  :class:`StorageTimeout` (the stuck thread is abandoned; nothing else can be
+  done to a thread blocked in the kernel).
+
+After the last try the error is translated into :class:`StorageError`, whose
+message names the path, the errno and what to check. The :class:`Fs` seam is
+where tests and ``colabrun chaos`` inject faults.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any, Protocol, TypeVar
+
+from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential
+
+from jobs.errors import StorageError, StorageTimeout
+
+T = TypeVar("T")
+
+TRANSIENT_ERRNOS = frozenset({errno.EIO, errno.ENOTCONN, errno.ETIMEDOUT, errno.EAGAIN})
+
+CHUNK_BYTES = 8 * 1024 * 1024
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether an error is worth retrying (a flaky mount, not a wrong path)."""
+    return isinstance(exc, OSError) and exc.errno in TRANSIENT_ERRNOS
+
+
+class Fs(Protocol):
+    """Raw filesystem calls: the seam where faults are injected."""
+
+    def open(self, path: Path, mode: str) -> IO[bytes]: ...
+
+    def fsync(self, file: IO[bytes]) -> None: ...
+
+    def fsync_dir(self, path: Path) -> None: ...
+
+    def replace(self, src: Path, dst: Path) -> None: ...
+
+    def listdir(self, path: Path) -> list[str]: ...
+
+    def stat_size(self, path: Path) -> int: ...
+
+    def makedirs(self, path: Path) -> None: ...
+
+    def truncate(self, path: Path) -> None: ...
+
+    def unlink(self, path: Path) -> None: ...
+
+    def rmdir(self, path: Path) -> None: ...
+
+
+class OsFs:
+    """The real filesystem."""
+
+    def open(self, path: Path, mode: str) -> IO[bytes]:
+        return open(path, mode)  # noqa: SIM115 - the caller closes it
+
+    def fsync(self, file: IO[bytes]) -> None:
+        file.flush()
+        os.fsync(file.fileno())
+
+    def fsync_dir(self, path: Path) -> None:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def replace(self, src: Path, dst: Path) -> None:
+        os.replace(src, dst)
+
+    def listdir(self, path: Path) -> list[str]:
+        return os.listdir(path)
+
+    def stat_size(self, path: Path) -> int:
+        return os.stat(path).st_size
+
+    def makedirs(self, path: Path) -> None:
+        os.makedirs(path, exist_ok=True)
+
+    def truncate(self, path: Path) -> None:
+        os.truncate(path, 0)
+
+    def unlink(self, path: Path) -> None:
+        os.unlink(path)
+
+    def rmdir(self, path: Path) -> None:
+        os.rmdir(path)
+
+
+@dataclass(frozen=True)
+class Written:
+    """What a streamed write produced: its size and sha256."""
+
+    size_bytes: int
+    sha256: str
+
+
+class _HashingWriter:
+    """A write-only file object that hashes and counts what passes through."""
+
+    def __init__(self, file: IO[bytes]) -> None:
+        self._file = file
+        self._hash = hashlib.sha256()
+        self.size = 0
+
+    def write(self, data: bytes | bytearray | memoryview) -> int:
+        view = memoryview(data)
+        self._hash.update(view)
+        self.size += view.nbytes
+        return self._file.write(view)
+
+    def flush(self) -> None:
+        self._file.flush()
+
+    @property
+    def sha256(self) -> str:
+        return self._hash.hexdigest()
+
+
+class Storage:
+    """Retried, time-limited file operations on the root (and local staging).
+
+    Args:
+        fs: the raw filesystem; tests pass one that fails on cue.
+        attempts: tries per call for transient errors.
+        timeout_s: longest a metadata call may take before :class:`StorageTimeout`.
+        bytes_per_s: slowest acceptable throughput; a bulk write's timeout is
+            ``timeout_s + size / bytes_per_s``.
+        sleep: how backoff waits (a fake clock's sleep in tests).
+    """
+
+    def __init__(
+        self,
+        fs: Fs | None = None,
+        *,
+        attempts: int = 5,
+        timeout_s: float = 120.0,
+        bytes_per_s: float = 2e6,
+        backoff_s: float = 0.5,
+        sleep: Callable[[float], None] | None = None,
+    ) -> None:
+        self.fs: Fs = fs or OsFs()
+        self.attempts = attempts
+        self.timeout_s = timeout_s
+        self.bytes_per_s = bytes_per_s
+        self.backoff_s = backoff_s
+        self._sleep = sleep
+
+    # -- the two wrappers every call goes through ---------------------------------
+
+    def call(self, what: str, path: Path, fn: Callable[[], T], *, timeout_s: float | None = None
+             ) -> T:
+        """Run ``fn`` with retries on transient errors and a timeout per try.
+
+        Raises:
+            StorageTimeout: one try did not return in time.
+            StorageError: the last try failed with an ``OSError``.
+        """
+        retrying = Retrying(
+            retry=retry_if_exception(is_transient),
+            stop=stop_after_attempt(self.attempts),
+            wait=wait_exponential(multiplier=self.backoff_s, max=10 * self.backoff_s),
+            reraise=True,
+            **({"sleep": self._sleep} if self._sleep else {}),
+        )
+        limit = self.timeout_s if timeout_s is None else timeout_s
+        try:
+            return retrying(self._with_timeout, what, path, fn, limit)
+        except StorageError:
+            raise
+        except OSError as exc:
+            raise _translate(what, path, exc, tries=self.attempts) from exc
+
+    def _with_timeout(self, what: str, path: Path, fn: Callable[[], T], limit: float) -> T:
+        box: dict[str, Any] = {}
+
+        def target() -> None:
+            try:
+                box["value"] = fn()
+            except BaseException as exc:  # handed back to the caller below
+                box["error"] = exc
+
+        thread = threading.Thread(target=target, name=f"colabrun-io-{what}", daemon=True)
+        thread.start()
+        thread.join(limit)
+        if thread.is_alive():
+            raise StorageTimeout(
+                f"{what} {path} did not finish within {limit:.0f} s; the storage may be hanging "
+                "(on Colab: is Google Drive still mounted? try `ls /content/drive/MyDrive`)"
+            )
+        if "error" in box:
+            raise box["error"]
+        return box["value"]  # type: ignore[no-any-return]
+
+    # -- operations ---------------------------------------------------------------
+
+    def write_stream(
+        self, path: Path, produce: Callable[[Any], None], *, expected_bytes: int = 0
+    ) -> Written:
+        """Create ``path``, let ``produce(file)`` write into it, fsync; return size and sha256.
+
+        The whole write is retried from the start on a transient error, so
+        ``produce`` must be repeatable.
+        """
+
+        def attempt() -> Written:
+            with self.fs.open(path, "wb") as raw:
+                writer = _HashingWriter(raw)
+                produce(writer)
+                self.fs.fsync(raw)
+            return Written(writer.size, writer.sha256)
+
+        timeout = self.timeout_s + expected_bytes / self.bytes_per_s
+        return self.call("write", path, attempt, timeout_s=timeout)
+
+    def write_bytes(self, path: Path, data: bytes) -> Written:
+        """Write ``data`` to ``path`` and fsync it."""
+        return self.write_stream(path, lambda f: f.write(data), expected_bytes=len(data))
+
+    def append_bytes(self, path: Path, data: bytes) -> None:
+        """Append ``data`` to ``path`` (logs and metrics; not a commit)."""
+
+        def attempt() -> None:
+            with self.fs.open(path, "ab") as f:
+                f.write(data)
+
+        self.call("append", path, attempt)
+
+    def read_bytes(self, path: Path) -> bytes:
+        """The whole content of ``path``."""
+
+        def attempt() -> bytes:
+            with self.fs.open(path, "rb") as f:
+                return f.read()
+
+        return self.call("read", path, attempt)
+
+    def sha256_of(self, path: Path, *, expected_bytes: int = 0) -> Written:
+        """Size and sha256 of ``path``, read in chunks."""
+
+        def attempt() -> Written:
+            digest = hashlib.sha256()
+            size = 0
+            with self.fs.open(path, "rb") as f:
+                while chunk := f.read(CHUNK_BYTES):
+                    digest.update(chunk)
+                    size += len(chunk)
+            return Written(size, digest.hexdigest())
+
+        timeout = self.timeout_s + expected_bytes / self.bytes_per_s
+        return self.call("read", path, attempt, timeout_s=timeout)
+
+    def replace(self, src: Path, dst: Path) -> None:
+        """Atomically rename ``src`` over ``dst`` (on one local filesystem)."""
+        self.call("rename", src, lambda: self.fs.replace(src, dst))
+
+    def fsync_dir(self, path: Path) -> None:
+        """Make a folder's entries durable (after a create or rename)."""
+        self.call("fsync", path, lambda: self.fs.fsync_dir(path))
+
+    def listdir(self, path: Path) -> list[str]:
+        """Names in ``path``; empty when it does not exist."""
+
+        def attempt() -> list[str]:
+            try:
+                return self.fs.listdir(path)
+            except FileNotFoundError:
+                return []
+
+        return self.call("list", path, attempt)
+
+    def size_of(self, path: Path) -> int | None:
+        """Size of ``path`` in bytes, or ``None`` when it does not exist."""
+
+        def attempt() -> int | None:
+            try:
+                return self.fs.stat_size(path)
+            except FileNotFoundError:
+                return None
+
+        return self.call("stat", path, attempt)
+
+    def makedirs(self, path: Path) -> None:
+        """Create ``path`` and its parents if missing."""
+        self.call("mkdir", path, lambda: self.fs.makedirs(path))
+
+    def discard_file(self, path: Path) -> None:
+        """Truncate then delete ``path``: a deleted Drive file still counts
+        against the quota from the Trash for 30 days (COLAB.md fact 13)."""
+
+        def attempt() -> None:
+            try:
+                self.fs.truncate(path)
+                self.fs.unlink(path)
+            except FileNotFoundError:
+                pass
+
+        self.call("delete", path, attempt)
+
+    def discard_tree(self, path: Path) -> None:
+        """Truncate and delete every file below ``path`` (manifests first), then the folders."""
+        names = self.listdir(path)
+        names.sort(key=lambda n: n != "manifest.json")  # un-commit before anything else
+        for name in names:
+            child = path / name
+            if self.call("stat", child, lambda c=child: c.is_dir()):  # type: ignore[misc]
+                self.discard_tree(child)
+            else:
+                self.discard_file(child)
+
+        def remove_dir() -> None:
+            try:
+                self.fs.rmdir(path)
+            except FileNotFoundError:
+                pass
+
+        self.call("rmdir", path, remove_dir)
+
+
+def _translate(what: str, path: Path, exc: OSError, *, tries: int) -> StorageError:
+    hint = "check the path and its permissions"
+    if exc.errno in (errno.ENOTCONN, errno.EIO, errno.ETIMEDOUT):
+        hint = ("the mount may be gone; on Colab check `ls /content/drive/MyDrive` "
+                "and remount Drive if needed")
+    elif exc.errno == errno.ENOSPC:
+        hint = "the disk is full; free space (on Drive, empty the Trash too)"
+    elif exc.errno in (errno.EACCES, errno.EROFS, errno.EPERM):
+        hint = "the folder is not writable; choose another root with --root"
+    after = f" (after {tries} tries)" if is_transient(exc) else ""
+    error = StorageError(f"cannot {what} {path}: {exc.strerror or exc}{after}; {hint}")
+    error.errno = exc.errno
+    return error
