@@ -1,0 +1,88 @@
+"""Shared test helpers: specs for tiny jobs, the CLI in a subprocess, exact comparison."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from jobs.spec import JobSpec
+from state.checkpoints import CheckpointStore
+from state.statefile import StateFile
+from state.storage import Storage
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def digits_spec(root: Path, *, name: str = "digits", epochs: int = 3, **overrides: Any) -> JobSpec:
+    """The built-in digits job, small: 3 epochs of 45 steps, a save every 10 steps."""
+    fields: dict[str, Any] = {
+        "name": name,
+        "entrypoint": "jobs.examples.digits:train",
+        "epochs": epochs,
+        "seed": 7,
+        "params": {"lr": 0.05, "batch_size": 32, "width": 8},
+        "checkpoint": {"every_steps": 10, "every_s": None, "at_epoch_end": True, "keep_last": 2},
+        "root": str(root),
+    }
+    fields.update(overrides)
+    return JobSpec.model_validate(fields)
+
+
+def write_spec_file(path: Path, spec: JobSpec) -> Path:
+    """Write ``spec`` as JSON to ``path``."""
+    import json
+
+    path.write_text(json.dumps(spec.to_json_dict(), indent=2))
+    return path
+
+
+def run_cli(*args: str, cwd: Path, env: dict[str, str] | None = None,
+            timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """``colabrun ARGS`` in a fresh Python process."""
+    full_env = {**os.environ, "PYTHONPATH": str(REPO), **(env or {})}
+    return subprocess.run(
+        [sys.executable, "-m", "runner.cli", *args], cwd=cwd, env=full_env,
+        capture_output=True, text=True, timeout=timeout,
+    )
+
+
+def final_payload(job_dir: Path) -> dict[str, Any]:
+    """The tracked state of the job's newest committed checkpoint."""
+    store = CheckpointStore(job_dir, Storage())
+    state = StateFile(job_dir, Storage()).read()
+    assert state is not None and state.latest_checkpoint is not None
+    name = state.latest_checkpoint.name
+    store.verify(name)
+    payload = store.load_payload(name)
+    return payload["tracked"]  # type: ignore[no-any-return]
+
+
+def assert_exactly_equal(a: Any, b: Any, path: str = "") -> None:
+    """``torch.equal`` on every tensor, ``==`` on everything else, same structure."""
+    if isinstance(a, torch.Tensor):
+        assert isinstance(b, torch.Tensor), f"{path}: tensor vs {type(b).__name__}"
+        assert a.dtype == b.dtype and a.shape == b.shape, f"{path}: dtype/shape differ"
+        assert torch.equal(a, b), f"{path}: tensors differ"
+    elif isinstance(a, dict):
+        assert isinstance(b, dict) and set(a) == set(b), f"{path}: keys differ"
+        for key in a:
+            assert_exactly_equal(a[key], b[key], f"{path}.{key}")
+    elif isinstance(a, (list, tuple)):
+        assert isinstance(b, (list, tuple)) and len(a) == len(b), f"{path}: lengths differ"
+        for i, (x, y) in enumerate(zip(a, b)):
+            assert_exactly_equal(x, y, f"{path}[{i}]")
+    else:
+        assert a == b, f"{path}: {a!r} != {b!r}"
+
+
+def tree_snapshot(root: Path) -> dict[str, bytes]:
+    """Every file under ``root`` with its content (to assert nothing changed)."""
+    if not root.exists():
+        return {}
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*"))
+            if p.is_file()}
