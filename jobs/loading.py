@@ -61,7 +61,9 @@ def load_spec(path: str | Path, *, overrides: Mapping[str, Any] | None = None) -
     path = Path(path)
     data = read_spec_data(path)
     if isinstance(data, JobSpec):
-        return data.model_copy(update=dict(overrides or {})) if overrides else data
+        if not overrides:
+            return data
+        data = data.model_dump()  # model_copy(update=...) would skip validation
     data = {**data, **(overrides or {})}
     return validate_spec(data, source=str(path))
 

@@ -88,7 +88,7 @@ class JobSpec(BaseModel):
     @field_validator("name")
     @classmethod
     def _check_name(cls, value: str) -> str:
-        if not NAME_PATTERN.match(value):
+        if not NAME_PATTERN.fullmatch(value):  # `$` alone lets a trailing newline in
             raise ValueError(
                 f"{value!r} is not a safe job name; use 1-64 letters, digits, '-' or '_' "
                 "(no '/', '..' or spaces), e.g. 'digits-cnn'"
@@ -98,7 +98,7 @@ class JobSpec(BaseModel):
     @field_validator("entrypoint")
     @classmethod
     def _check_entrypoint(cls, value: object) -> object:
-        if isinstance(value, str) and not ENTRYPOINT_PATTERN.match(value):
+        if isinstance(value, str) and not ENTRYPOINT_PATTERN.fullmatch(value):
             raise ValueError(
                 f"{value!r} is not of the form 'package.module:function', "
                 "e.g. 'jobs.examples.digits:train'"

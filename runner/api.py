@@ -20,11 +20,14 @@ from runner.session import RunResult, resume_job, run_job
 
 
 def resolve_root(root: str | Path | None, spec: JobSpec | None = None) -> Path:
-    """The root: the explicit one, else the spec's, else the platform default."""
+    """The root, made absolute: the explicit one, else the spec's, else the platform default.
+
+    Absolute because a notebook may ``os.chdir`` while a job runs.
+    """
     if root is not None:
-        return Path(root).expanduser()
+        return Path(root).expanduser().absolute()
     if spec is not None and spec.root is not None:
-        return Path(spec.root).expanduser()
+        return Path(spec.root).expanduser().absolute()
     return default_root()
 
 

@@ -19,6 +19,7 @@ injection can kill the process at each of them.
 
 from __future__ import annotations
 
+import pickle
 import re
 import uuid
 from collections.abc import Callable, Mapping
@@ -228,7 +229,7 @@ class CheckpointStore:
 
         Raises:
             CheckpointError: the payload does not deserialise (e.g. a newer
-                torch format, COLAB.md F16).
+                torch format, COLAB.md F16), or holds objects ``weights_only`` refuses.
         """
         path = self.dir / name / PAYLOAD_NAME
 
@@ -238,6 +239,11 @@ class CheckpointStore:
 
         try:
             return self.storage.call("read", path, attempt)
+        except pickle.UnpicklingError as exc:  # weights_only refused a non-tensor object
+            raise CheckpointError(
+                f"checkpoint {name}: {PAYLOAD_NAME} holds objects other than tensors and plain "
+                "data; refused, since loading it could run arbitrary code"
+            ) from exc
         except (RuntimeError, ValueError, EOFError) as exc:  # torch's unpickling errors
             raise CheckpointError(f"checkpoint {name}: cannot load {PAYLOAD_NAME}: {exc}") from exc
 

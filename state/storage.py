@@ -121,12 +121,18 @@ class _HashingWriter:
         self._file = file
         self._hash = hashlib.sha256()
         self.size = 0
+        #: the first write error, kept because torch.save turns it into a RuntimeError
+        self.error: OSError | None = None
 
     def write(self, data: bytes | bytearray | memoryview) -> int:
         view = memoryview(data)
         self._hash.update(view)
         self.size += view.nbytes
-        return self._file.write(view)
+        try:
+            return self._file.write(view)
+        except OSError as exc:
+            self.error = self.error or exc
+            raise
 
     def flush(self) -> None:
         self._file.flush()
@@ -225,7 +231,12 @@ class Storage:
         def attempt() -> Written:
             with self.fs.open(path, "wb") as raw:
                 writer = _HashingWriter(raw)
-                produce(writer)
+                try:
+                    produce(writer)
+                except Exception:
+                    if writer.error is not None:  # the storage failed, not the producer
+                        raise writer.error from None
+                    raise
                 self.fs.fsync(raw)
             return Written(writer.size, writer.sha256)
 

@@ -8,6 +8,8 @@ from collections.abc import Iterator
 import pytest
 import torch
 
+torch.set_num_threads(1)  # as in tests.helpers.run_cli: tiny models, loaded 2-core machines
+
 
 @pytest.fixture(autouse=True)
 def no_leaked_threads() -> Iterator[None]:

@@ -44,7 +44,9 @@ def write_spec_file(path: Path, spec: JobSpec) -> Path:
 def run_cli(*args: str, cwd: Path, env: dict[str, str] | None = None,
             timeout: float = 120) -> subprocess.CompletedProcess[str]:
     """``colabrun ARGS`` in a fresh Python process."""
-    full_env = {**os.environ, "PYTHONPATH": str(REPO), **(env or {})}
+    # One torch thread: tiny models gain nothing from more, and on a loaded 2-core
+    # machine OpenMP spin-waiting made steps 10x slower.
+    full_env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", **(env or {})}
     return subprocess.run(
         [sys.executable, "-m", "runner.cli", *args], cwd=cwd, env=full_env,
         capture_output=True, text=True, timeout=timeout,
