@@ -12,7 +12,6 @@ import json
 import sys
 import time
 from collections.abc import Sequence
-from pathlib import Path
 
 from jobs.errors import ColabrunError, JobNotFound, StateCorrupt
 from jobs.loading import load_spec

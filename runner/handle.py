@@ -7,6 +7,10 @@ resumed run re-enters the user's loop exactly where the saved one left it:
   next one is fetched) or after the last one;
 * ``epoch_start``: inside :meth:`Run.epochs`, between two epochs.
 
+A mid-epoch checkpoint also holds the RNG state of its epoch's start, restored
+when :meth:`Run.epochs` yields that epoch again, so draws at the top of an
+epoch repeat too.
+
 ``run.step()`` only counts and records; a checkpoint that falls due is taken
 at the next of those points. On resume, tracked objects are loaded when they
 are tracked, and the RNG states are restored last, at the resume point.
@@ -35,6 +39,7 @@ from state.model import CheckpointRecord
 
 IN_EPOCH = "in_epoch"
 EPOCH_START = "epoch_start"
+RNG_EPOCH = "rng_epoch_start"  # payload key: the RNG state when the current epoch began
 
 
 @dataclass(frozen=True)
@@ -101,6 +106,7 @@ class Run:
         self._step_s: float | None = None
         self._epochs_started = False
         self._finished = False
+        self._epoch_rng: dict[str, Any] | None = None
 
     # -- what the user reads ------------------------------------------------------
 
@@ -151,7 +157,7 @@ class Run:
             raise HandleError("run.epochs() can be iterated only once per run")
         self._epochs_started = True
         for epoch in range(self._epochs_done, self.spec.epochs):
-            self._restore_rng_at(EPOCH_START)
+            self._start_epoch()
             yield epoch
             self._epochs_done = epoch + 1
             self._batch = 0
@@ -223,6 +229,8 @@ class Run:
     def _save(self, *, where: str, reason: str) -> None:
         self._check_all_restored()
         payload = {"tracked": snapshot_tracked(self._tracked), "rng": capture_rng()}
+        if where == IN_EPOCH and self._epoch_rng is not None:
+            payload[RNG_EPOCH] = self._epoch_rng
         meta = {"where": where, "reason": reason, "extras": dict(self.extras),
                 "tracked": sorted(self._tracked), "seed": self.spec.seed,
                 "torch_version": torch.__version__}
@@ -234,6 +242,19 @@ class Run:
         )
         self._steps_since_save = 0
         self._last_save_at = self._clock.monotonic()
+
+    def _start_epoch(self) -> None:
+        """Restore the RNG as the saved run had it when this epoch began, and keep it.
+
+        A mid-epoch checkpoint carries the RNG state of its epoch's start too, so
+        code at the top of an epoch (a random augmentation strength, say) draws
+        the same numbers on resume as it did the first time.
+        """
+        resume = self._resume
+        if resume is not None and resume.where == IN_EPOCH and RNG_EPOCH in resume.payload:
+            restore_rng(resume.payload[RNG_EPOCH])
+        self._restore_rng_at(EPOCH_START)
+        self._epoch_rng = capture_rng()
 
     def _restore_rng_at(self, where: str) -> None:
         resume = self._resume

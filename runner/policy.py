@@ -21,8 +21,9 @@ def save_due(
         at_epoch_end: whether this boundary closes an epoch.
 
     Returns:
-        ``"epoch_end"``, ``"every_steps"``, ``"every_s"`` or ``None``. A boundary
-        with no new step is never due: there is nothing new to save.
+        ``"epoch_end"``, ``"every_steps"``, ``"every_s"`` or ``None``. Within an
+        epoch, a boundary with no new step is never due (nothing new to save);
+        an epoch end is due even so, since the position moved to the next epoch.
     """
     if steps_since_save <= 0 and not at_epoch_end:
         return None

@@ -68,7 +68,7 @@ def status_table(jobs: Sequence[tuple[str, JobState | str]], *, now: float) -> s
             str(len(state.sessions)),
         ))
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
-    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip()
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
                      for row in rows)
 
 

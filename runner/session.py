@@ -186,8 +186,7 @@ def _find_resume_point(
         except CheckpointError as exc:
             console.warn(f"skipping {exc}; falling back to an older checkpoint")
             continue
-        load_s = clock.monotonic() - started
-        job.statefile.update(lambda s: learn_timing(s, load_s=load_s, now=clock.time()))
+        _learn_load_time(job, clock, clock.monotonic() - started)
         return ResumePoint(
             name=name, step=manifest.step, epochs_done=manifest.epoch, batch=manifest.batch,
             where=str(manifest.meta.get("where", EPOCH_START)), payload=payload,
@@ -197,6 +196,10 @@ def _find_resume_point(
         console.warn("no checkpoint verified: starting from scratch (the unverifiable ones "
                      "are kept for inspection)")
     return None
+
+
+def _learn_load_time(job: JobDir, clock: Clock, load_s: float) -> None:
+    job.statefile.update(lambda s: learn_timing(s, load_s=load_s, now=clock.time()))
 
 
 def _announce(console: Console, spec: JobSpec, state: JobState, resume: ResumePoint | None

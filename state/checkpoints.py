@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
 from jobs.errors import CheckpointError, StorageError
 from state.model import CheckpointRecord
@@ -81,6 +81,13 @@ class Manifest(BaseModel):
     created_at: float
     files: tuple[ManifestFile, ...]
     meta: dict[str, Any]
+
+    @field_validator("files")
+    @classmethod
+    def _has_payload(cls, files: tuple[ManifestFile, ...]) -> tuple[ManifestFile, ...]:
+        if not any(f.path == PAYLOAD_NAME for f in files):
+            raise ValueError(f"a manifest must list {PAYLOAD_NAME}")
+        return files
 
     @property
     def size_bytes(self) -> int:

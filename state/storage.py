@@ -22,6 +22,7 @@ import errno
 import hashlib
 import os
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -186,11 +187,12 @@ class Storage:
             stop=stop_after_attempt(self.attempts),
             wait=wait_exponential(multiplier=self.backoff_s, max=10 * self.backoff_s),
             reraise=True,
-            **({"sleep": self._sleep} if self._sleep else {}),
+            sleep=self._sleep or time.sleep,
         )
         limit = self.timeout_s if timeout_s is None else timeout_s
         try:
-            return retrying(self._with_timeout, what, path, fn, limit)
+            result: T = retrying(self._with_timeout, what, path, fn, limit)
+            return result
         except StorageError:
             raise
         except OSError as exc:
@@ -210,7 +212,7 @@ class Storage:
         thread.join(limit)
         if thread.is_alive():
             raise StorageTimeout(
-                f"{what} {path} did not finish within {limit:.0f} s; the storage may be hanging "
+                f"{what} {path} did not finish within {limit:g} s; the storage may be hanging "
                 "(on Colab: is Google Drive still mounted? try `ls /content/drive/MyDrive`)"
             )
         if "error" in box:

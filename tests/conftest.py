@@ -29,7 +29,10 @@ def restore_torch_determinism() -> Iterator[None]:
     mode = torch.are_deterministic_algorithms_enabled()
     warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
     yield
-    torch.use_deterministic_algorithms(mode, warn_only=warn_only)
+    changed = (torch.are_deterministic_algorithms_enabled() != mode
+               or torch.is_deterministic_algorithms_warn_only_enabled() != warn_only)
+    if changed:  # the call costs seconds the first time: make it only when needed
+        torch.use_deterministic_algorithms(mode, warn_only=warn_only)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

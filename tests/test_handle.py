@@ -1,0 +1,159 @@
+"""Tier 1/2: the run handle in-process, interrupted at many points and resumed.
+
+An interruption here is an exception raised from the fault hook: cheaper than a
+SIGKILL (tests/test_resume_exact.py does those), so it can sweep every kind of
+resume point: mid-epoch, first and last batch, epoch boundary, before any save.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+import runner
+from jobs.errors import HandleError, TrainingError
+from jobs.spec import JobSpec
+from runner.data import remaining_batches
+from state.model import Status
+from tests.helpers import assert_exactly_equal, final_payload
+from tests.rng_heavy_job import train as rng_heavy_train
+
+STEPS_PER_EPOCH = 15  # 120 samples, batch 8
+
+
+class Crash(Exception):
+    """Stands for a runtime dying at a fault point."""
+
+
+def crash_at(point: str, nth: int) -> Any:
+    seen = {"n": 0}
+
+    def hook(name: str) -> None:
+        if name == point:
+            seen["n"] += 1
+            if seen["n"] == nth:
+                raise Crash(f"{point} #{nth}")
+
+    return hook
+
+
+def heavy_spec(root: Path, **overrides: Any) -> JobSpec:
+    fields: dict[str, Any] = dict(
+        name="heavy", entrypoint=rng_heavy_train, epochs=3, seed=3, params={"lr": 0.01},
+        checkpoint={"every_steps": 4, "every_s": None, "at_epoch_end": True, "keep_last": 2},
+    )
+    fields.update(overrides)
+    return JobSpec(root=str(root), **fields)
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    root = tmp_path_factory.mktemp("ref")
+    result = runner.run(heavy_spec(root))
+    assert result.status is Status.COMPLETED and result.value == 3 * STEPS_PER_EPOCH
+    return final_payload(root / "heavy")
+
+
+@pytest.mark.parametrize(
+    ("point", "nth"),
+    [
+        ("step", 1), ("step", 4), ("step", 5), ("step", 14), ("step", 15), ("step", 16),
+        ("step", 23), ("step", 31), ("step", 44), ("epoch.end", 1), ("epoch.end", 2),
+        ("save.payload_written", 2), ("state.tmp_written", 3), ("save.renamed", 4),
+    ],
+)
+def test_interrupted_anywhere_resumes_exactly(
+    tmp_path: Path, reference: dict[str, Any], point: str, nth: int
+) -> None:
+    spec = heavy_spec(tmp_path)
+    with pytest.raises((Crash, TrainingError)):
+        runner.run(spec, on_point=crash_at(point, nth))
+    result = runner.run(spec)
+    assert result.status is Status.COMPLETED
+    assert result.value == 3 * STEPS_PER_EPOCH, "run.extras must survive the resume"
+    assert_exactly_equal(final_payload(tmp_path / "heavy"), reference)
+
+
+def test_twice_interrupted_resumes_exactly(tmp_path: Path, reference: dict[str, Any]) -> None:
+    spec = heavy_spec(tmp_path)
+    for nth in (7, 12):
+        with pytest.raises((Crash, TrainingError)):
+            runner.run(spec, on_point=crash_at("step", nth))
+    runner.run(spec)
+    assert_exactly_equal(final_payload(tmp_path / "heavy"), reference)
+
+
+def test_a_broken_resume_would_be_caught(tmp_path: Path, reference: dict[str, Any]) -> None:
+    """The comparison is not vacuous: a different seed ends with different weights."""
+    runner.run(heavy_spec(tmp_path, seed=4))
+    with pytest.raises(AssertionError, match="tensors differ"):
+        assert_exactly_equal(final_payload(tmp_path / "heavy"), reference)
+
+
+def _train_tracking(names: list[str]) -> Any:
+    def train(run: Any) -> None:
+        model = torch.nn.Linear(2, 1)
+        opt = torch.optim.SGD(model.parameters(), lr=0.1)
+        objects = {"model": model, "optimizer": opt}
+        run.track(**{n: objects[n] for n in names})
+        for _ in run.epochs():
+            for x in run.batches([torch.ones(1, 2)] * 4):
+                model(x).sum().backward()
+                opt.step()
+                run.step()
+
+    return train
+
+
+def test_untracking_an_object_on_resume_is_refused(tmp_path: Path) -> None:
+    spec = JobSpec(name="t", entrypoint=_train_tracking(["model", "optimizer"]), epochs=2,
+                   root=str(tmp_path), checkpoint={"every_steps": 1})
+    with pytest.raises((Crash, TrainingError)):
+        runner.run(spec, on_point=crash_at("step", 6))
+    fewer = spec.model_copy(update={"entrypoint": _train_tracking(["model"])})
+    with pytest.raises(HandleError, match=r"holds state for \['optimizer'\]"):
+        runner.run(fewer, force=True)
+
+
+def test_tracking_something_without_state_dict_is_refused(tmp_path: Path) -> None:
+    def train(run: Any) -> None:
+        run.track(model=object())
+
+    with pytest.raises(HandleError, match=r"has no state_dict\(\)"):
+        runner.run(JobSpec(name="t", entrypoint=train, epochs=1, root=str(tmp_path)))
+
+
+def test_batches_skip_without_loading(tmp_path: Path) -> None:
+    loaded: list[int] = []
+
+    class Recording(torch.utils.data.Dataset[int]):
+        def __len__(self) -> int:
+            return 20
+
+        def __getitem__(self, index: int) -> int:
+            loaded.append(index)
+            return index
+
+    loader = torch.utils.data.DataLoader(Recording(), batch_size=4, shuffle=True)
+    full = [b.tolist() for b in remaining_batches(loader, seed=1, epoch=2, skip=0)]
+    loaded.clear()
+    rest = [b.tolist() for b in remaining_batches(loader, seed=1, epoch=2, skip=3)]
+    assert rest == full[3:]
+    assert sorted(loaded) == sorted(i for batch in full[3:] for i in batch)
+    other_epoch = [b.tolist() for b in remaining_batches(loader, seed=1, epoch=3, skip=0)]
+    assert other_epoch != full
+
+
+def test_batches_refuse_a_custom_sampler() -> None:
+    data = list(range(10))
+    sampler = torch.utils.data.WeightedRandomSampler([1.0] * 10, 10)
+    loader = torch.utils.data.DataLoader(data, batch_size=2, sampler=sampler)
+    with pytest.raises(HandleError, match="WeightedRandomSampler"):
+        list(remaining_batches(loader, seed=0, epoch=0, skip=1))
+
+
+def test_batches_of_a_sequence_are_sliced() -> None:
+    assert list(remaining_batches(["a", "b", "c"], seed=0, epoch=0, skip=2)) == ["c"]
