@@ -84,6 +84,7 @@ class Run:
         resume: ResumePoint | None = None,
         session: int = 0,
         on_point: Callable[[str], None] = _no_hook,
+        on_epoch_end: Callable[[str], None] | None = None,
     ) -> None:
         self.spec = spec
         self.device = device
@@ -107,6 +108,8 @@ class Run:
         self._epochs_started = False
         self._finished = False
         self._epoch_rng: dict[str, Any] | None = None
+        self._on_epoch_end = on_epoch_end
+        self._epoch_metrics: dict[str, list[float]] = {}
 
     # -- what the user reads ------------------------------------------------------
 
@@ -163,6 +166,7 @@ class Run:
             self._batch = 0
             self._on_point("epoch.end")
             self._boundary(where=EPOCH_START, at_epoch_end=True)
+            self._report_epoch()
         self._finish()
 
     def batches(self, loader: Iterable[Any]) -> Iterator[Any]:
@@ -210,7 +214,20 @@ class Run:
             self._save(where=EPOCH_START, reason="final")
         self._metrics.flush()
 
+    def _report_epoch(self) -> None:
+        """One plain line per epoch: progress, metric means, the newest checkpoint."""
+        means = ", ".join(f"{key} {sum(v) / len(v):.4g}" for key, v in self._epoch_metrics.items())
+        self._epoch_metrics = {}
+        if self._on_epoch_end is None:
+            return
+        last = self._saver.last
+        saved = f"; saved {last.name}" if last is not None else ""
+        self._on_epoch_end(f"epoch {self._epochs_done}/{self.spec.epochs} done, "
+                           f"step {self._global_step}" + (f": {means}" if means else "") + saved)
+
     def _record(self, metrics: Mapping[str, float]) -> None:
+        for key, value in metrics.items():
+            self._epoch_metrics.setdefault(key, []).append(float(value))
         self._metrics.append(
             {"step": self._global_step, "epoch": self._epochs_done, "session": self._session,
              "time": self._clock.time(), **{k: float(v) for k, v in metrics.items()}}

@@ -228,7 +228,8 @@ def _train(
     saver = Saver(job.store, job.statefile, keep_last=spec.checkpoint.keep_last,
                   generation=state.generation, clock=clock)
     run = Run(spec=spec, device=device, saver=saver, metrics=MetricsLog(job.path, job.storage),
-              clock=clock, resume=resume, session=len(state.sessions) - 1, on_point=hook)
+              clock=clock, resume=resume, session=len(state.sessions) - 1, on_point=hook,
+              on_epoch_end=console.info)
     seed_everything(spec.seed)
     torch.use_deterministic_algorithms(spec.deterministic, warn_only=True)
     try:

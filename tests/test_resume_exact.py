@@ -116,3 +116,19 @@ def test_damaged_newest_checkpoint_falls_back(
     assert f"skipping checkpoint {newest.name}" in output
     assert "falling back to an older checkpoint" in output
     assert_exactly_equal(final_payload(job_dir), reference)
+
+
+def test_resume_on_a_fresh_runtime_from_the_root_alone(
+    tmp_path: Path, reference: dict[str, Any]
+) -> None:
+    """F4: a new VM sees only the Drive folder: no spec file, no cwd, no local state."""
+    root, job_dir = _killed_run(tmp_path / "old-vm", "step:100")
+    drive_copy = tmp_path / "drive" / "colabrun"
+    shutil.copytree(root, drive_copy)
+    shutil.rmtree(tmp_path / "old-vm")
+    elsewhere = tmp_path / "new-vm"
+    elsewhere.mkdir()
+    resumed = run_cli("resume", NAME, "--root", str(drive_copy), cwd=elsewhere)
+    assert resumed.returncode == 0, resumed.stderr + resumed.stdout
+    assert "resuming from step-" in resumed.stdout
+    assert_exactly_equal(final_payload(drive_copy / NAME), reference)

@@ -1,0 +1,45 @@
+"""README examples run as tests, and the README's test command is what CI runs."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import REPO
+
+README = (REPO / "README.md").read_text(encoding="utf-8")
+
+
+def code_blocks(language: str) -> list[str]:
+    return re.findall(rf"```{language}\n(.*?)```", README, flags=re.DOTALL)
+
+
+def test_python_examples_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                             capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.chdir(tmp_path)  # the default root, ./colabrun-runs, lands here
+    blocks = code_blocks("python")
+    assert blocks, "the README shows a Python example"
+    for block in blocks:
+        namespace: dict[str, object] = {"__name__": "readme_example"}
+        exec(compile(block, "README.md", "exec"), namespace)
+        assert (tmp_path / "colabrun-runs" / "toy" / "state.json").exists()
+        exec(compile(block, "README.md", "exec"), namespace)  # the re-run cell
+    out = capsys.readouterr().out
+    assert "completed 24" in out  # the printed status and step, twice
+    assert out.count("fresh start") == 1, "re-running the cell must not train again"
+
+
+def test_ci_runs_the_readme_test_command() -> None:
+    commands = [line for block in code_blocks("bash") for line in block.splitlines()
+                if "pytest" in line and not line.startswith("#")]
+    assert len(commands) == 1
+    install, test = (part.strip() for part in commands[0].split("&&"))
+    ci = (REPO / ".ci" / "run").read_text(encoding="utf-8")
+    assert install in ci and test in ci
+
+
+def test_example_command_names_a_real_spec() -> None:
+    assert "colabrun run jobs/examples/digits.yaml" in README
+    assert (REPO / "jobs" / "examples" / "digits.yaml").is_file()
