@@ -37,14 +37,15 @@ class CheckpointPolicy(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     every_steps: int | None = Field(
-        default=None, gt=0, description="Save every N optimizer steps (None: off)."
+        default=None, gt=0, strict=True, description="Save every N optimizer steps (None: off)."
     )
     every_s: float | None = Field(
         default=300.0, gt=0, description="Save when this many seconds passed since the last save."
     )
     at_epoch_end: bool = Field(default=True, description="Save after every epoch.")
     keep_last: int = Field(
-        default=3, ge=1, description="Committed checkpoints to keep; older ones are rotated out."
+        default=3, ge=1, strict=True,
+        description="Committed checkpoints to keep; older ones are rotated out.",
     )
 
 
@@ -61,11 +62,16 @@ class JobSpec(BaseModel):
     entrypoint: str | SkipJsonSchema[Callable[..., Any]] = Field(
         description="'package.module:function' taking the run handle, or the function itself."
     )
-    epochs: int = Field(gt=0, description="Total epochs; raise it later to train longer.")
+    # strict ints: in lax mode `epochs: yes` (YAML's true) would silently mean 1 epoch
+    epochs: int = Field(
+        gt=0, strict=True, description="Total epochs; raise it later to train longer."
+    )
     params: dict[str, JsonValue] = Field(
         default_factory=dict, description="Passed to the training code as run.params."
     )
-    seed: int = Field(default=0, description="Seeds Python, NumPy and torch, and the data order.")
+    seed: int = Field(
+        default=0, strict=True, description="Seeds Python, NumPy and torch, and the data order."
+    )
     device: Device = Field(default="auto", description="'auto' (cuda if usable), 'cuda' or 'cpu'.")
     cpu_fallback: bool | None = Field(
         default=None,
@@ -74,14 +80,18 @@ class JobSpec(BaseModel):
     deterministic: bool = Field(
         default=True, description="Ask torch for deterministic algorithms (bit-exact resume)."
     )
-    checkpoint: CheckpointPolicy = Field(default_factory=CheckpointPolicy)
+    checkpoint: CheckpointPolicy = Field(
+        default_factory=CheckpointPolicy, description="When to save and how many to keep."
+    )
     root: str | None = Field(
         default=None,
         description="Folder holding all jobs (default: Drive's MyDrive/colabrun on Colab, "
         "else ./colabrun-runs).",
     )
     budget_s: float | None = Field(
-        default=None, gt=0, description="This runtime's budget in seconds (default: platform's)."
+        default=None, gt=0,
+        description="This runtime's budget in seconds, counted from its start (recorded; "
+        "the deadline save that uses it is not built yet).",
     )
     description: str = Field(default="", description="Free text shown by `colabrun status`.")
 

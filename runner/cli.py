@@ -15,6 +15,7 @@ from collections.abc import Sequence
 
 from jobs.errors import ColabrunError, JobNotFound, StateCorrupt
 from jobs.loading import load_spec
+from jobs.reference import spec_reference_markdown
 from jobs.spec import JobSpec
 from runner.api import resolve_root, resume, run
 from runner.jobdir import JobDir
@@ -43,7 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name", help="the job's name")
     p = add("validate", "check a spec file and print it normalised", root=False)
     p.add_argument("spec")
-    add("schema", "print the JSON Schema of spec files", root=False)
+    p = add("schema", "print the JSON Schema of spec files", root=False)
+    p.add_argument("--markdown", action="store_true", help="print the spec reference instead")
     p = add("status", "show all jobs, or one job in detail")
     p.add_argument("name", nargs="?")
     p.add_argument("--json", action="store_true", help="print the state as JSON")
@@ -82,6 +84,9 @@ def _validate(args: argparse.Namespace) -> int:
 
 
 def _schema(args: argparse.Namespace) -> int:
+    if args.markdown:
+        print(spec_reference_markdown(), end="")
+        return 0
     print(json.dumps(JobSpec.model_json_schema(), indent=2))
     return 0
 
