@@ -93,6 +93,11 @@ class JobSpec(BaseModel):
         description="This runtime's budget in seconds, counted from its start (recorded; "
         "the deadline save that uses it is not built yet).",
     )
+    lease_s: float = Field(
+        default=600.0, gt=0,
+        description="Seconds without a heartbeat after which another runtime may take the "
+        "job over (a runtime that vanished).",
+    )
     description: str = Field(default="", description="Free text shown by `colabrun status`.")
 
     @field_validator("name")

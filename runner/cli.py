@@ -2,7 +2,8 @@
 
 0 completed (or already complete) · 1 the job failed · 2 bad input (spec,
 entrypoint, unknown job) · 3 stopped before the end, run again to continue ·
-5 storage or state problem · 130 interrupted.
+4 another runner holds the job (or took it over) · 5 storage or state problem ·
+130 interrupted.
 """
 
 from __future__ import annotations
@@ -23,6 +24,10 @@ from runner.report import read_states, status_detail, status_table
 from state.storage import Storage
 
 
+TAKEOVER_HELP = ("take the job over although its lease looks live (only when you know the "
+                 "runtime holding it is gone)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
     parser = argparse.ArgumentParser(
@@ -40,8 +45,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("spec", help="spec file (.yaml, .yml, .toml, .json or .py)")
     p.add_argument("--force", action="store_true",
                    help="continue even if params or seed changed since the job was created")
+    p.add_argument("--takeover", action="store_true", help=TAKEOVER_HELP)
     p = add("resume", "continue a job from its folder under the root alone")
     p.add_argument("name", help="the job's name")
+    p.add_argument("--takeover", action="store_true", help=TAKEOVER_HELP)
     p = add("validate", "check a spec file and print it normalised", root=False)
     p.add_argument("spec")
     p = add("schema", "print the JSON Schema of spec files", root=False)
@@ -70,11 +77,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    return run(args.spec, root=args.root, force=args.force).exit_code
+    return run(args.spec, root=args.root, force=args.force, takeover=args.takeover).exit_code
 
 
 def _resume(args: argparse.Namespace) -> int:
-    return resume(args.name, root=args.root).exit_code
+    return resume(args.name, root=args.root, takeover=args.takeover).exit_code
 
 
 def _validate(args: argparse.Namespace) -> int:

@@ -234,6 +234,7 @@ class Run:
         )
 
     def _boundary(self, *, where: str, at_epoch_end: bool = False) -> None:
+        self._saver.refresh_lease()
         reason = save_due(
             self.spec.checkpoint,
             steps_since_save=self._steps_since_save,

@@ -41,6 +41,17 @@ def runtime_id() -> str:
         return uuid.uuid5(uuid.NAMESPACE_DNS, socket.gethostname()).hex[:8]
 
 
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` of this machine still exists."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def choose_device(
     spec: JobSpec, *, cuda_available: bool | None = None
 ) -> tuple[torch.device, str | None]:

@@ -13,6 +13,7 @@ from typing import Any
 
 from runner.clock import Clock
 from state.checkpoints import CheckpointStore
+from state.lease import check_fence, heartbeat
 from state.model import CheckpointRecord, JobState
 from state.rotation import plan_rotation
 from state.statefile import StateFile
@@ -26,8 +27,10 @@ class Saver:
         store: the job's checkpoint store.
         statefile: the job's state file.
         keep_last: checkpoints to keep (the spec's policy).
-        generation: this session's generation, part of every checkpoint name.
+        generation: this session's generation, part of every checkpoint name; a
+            newer one in the state file means another runner took over (fencing).
         clock: the injected clock.
+        heartbeat_s: how often :meth:`refresh_lease` writes a heartbeat.
     """
 
     def __init__(
@@ -38,13 +41,16 @@ class Saver:
         keep_last: int,
         generation: int,
         clock: Clock,
+        heartbeat_s: float = 60.0,
     ) -> None:
         self.store = store
         self.statefile = statefile
         self.keep_last = keep_last
         self.generation = generation
         self.clock = clock
+        self.heartbeat_s = heartbeat_s
         self.last: CheckpointRecord | None = None
+        self._last_beat = clock.monotonic()
 
     def save(
         self,
@@ -57,7 +63,14 @@ class Saver:
         expected_bytes: int = 0,
         step_s: float | None = None,
     ) -> CheckpointRecord:
-        """Commit ``payload``, record it, rotate; return its record."""
+        """Commit ``payload``, record it, rotate; return its record.
+
+        Raises:
+            LeaseLost: another runner took the job over; nothing was recorded.
+        """
+        current = self.statefile.read()
+        if current is not None:
+            check_fence(current, self.generation)  # do not even write a fenced checkpoint
         started = self.clock.monotonic()
         manifest = self.store.commit(
             payload, step=step, epoch=epoch, batch=batch, generation=self.generation,
@@ -68,9 +81,10 @@ class Saver:
         if step_s is not None:
             observed["step_s"] = step_s
         now = self.clock.time()
-        state = self.statefile.update(
-            lambda s: learn_timing(record_checkpoint(s, record, now=now), now=now, **observed)
-        )
+        state = self.statefile.update(lambda s: learn_timing(
+            record_checkpoint(heartbeat(s, self.generation, now=now), record, now=now),
+            now=now, **observed))
+        self._last_beat = self.clock.monotonic()
         self.last = record
         self._rotate(state, newest=record.name)
         return record
@@ -80,6 +94,19 @@ class Saver:
         if not doomed:
             return
         now = self.clock.time()
-        self.statefile.update(lambda s: forget_checkpoints(s, doomed, now=now))
+        self.statefile.update(
+            lambda s: forget_checkpoints(heartbeat(s, self.generation, now=now), doomed, now=now))
         for name in doomed:
             self.store.discard(name)
+
+    def refresh_lease(self) -> None:
+        """Write a heartbeat when the last one is ``heartbeat_s`` old.
+
+        Raises:
+            LeaseLost: another runner took the job over.
+        """
+        if self.clock.monotonic() - self._last_beat < self.heartbeat_s:
+            return
+        now = self.clock.time()
+        self.statefile.update(lambda s: heartbeat(s, self.generation, now=now))
+        self._last_beat = self.clock.monotonic()

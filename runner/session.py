@@ -33,10 +33,11 @@ from runner.handle import EPOCH_START, ResumePoint, Run
 from runner.jobdir import JobDir
 from runner.metrics import MetricsLog
 from runner.plan import plan_resume
-from runner.platform import choose_device, runtime_id
+from runner.platform import choose_device, pid_alive, runtime_id
 from runner.rng import seed_everything
 from runner.saving import Saver
-from state.model import JobState, Status
+from state.lease import LeaseHeld, Owner, Verdict, check_fence, held_message, judge, release, take
+from state.model import JobState, Lease, Status
 from state.storage import Storage
 from state.transitions import (
     begin_session,
@@ -86,6 +87,7 @@ def run_job(
     console: Console | None = None,
     on_point: Callable[[str], None] | None = None,
     search_path: Iterable[Path] = (),
+    takeover: bool = False,
 ) -> RunResult:
     """Start or continue ``spec`` under ``root`` and train until done.
 
@@ -98,6 +100,8 @@ def run_job(
         console: where messages go (stdout by default).
         on_point: fault-injection hook (``COLABRUN_KILL_AT`` by default).
         search_path: folders to import the entrypoint from (e.g. the cwd).
+        takeover: take the job over even from a live-looking lease (the user
+            knows that runtime is gone).
 
     Returns:
         The result; ``trained`` is False when the job was already complete.
@@ -106,6 +110,8 @@ def run_job(
         SpecError, EntrypointError: bad input; nothing was written.
         StateCorrupt: ``state.json`` does not parse; see ``colabrun repair``.
         TrainingError: the training function raised; the job is ``failed``.
+        LeaseHeld: another live runner owns the job; nothing was changed.
+        LeaseLost: another runner took the job over mid-run; this one stopped writing.
     """
     clock = clock or SystemClock()
     storage = storage or Storage(sleep=clock.sleep)
@@ -120,16 +126,44 @@ def run_job(
         return _result(state, job.path, trained=False)
     if device_note:
         console.warn(device_note)
+    me = Owner(runtime_id=runtime_id(), host=socket.gethostname(), pid=os.getpid())
+    generation = _acquire(job, spec, me, takeover=takeover, clock=clock, console=console)
     resume = _find_resume_point(job, state, console, clock)
-    state = job.statefile.update(lambda s: begin_session(
-        set_epochs_total(s, spec.epochs, now=clock.time()), runtime_id=runtime_id(),
-        host=socket.gethostname(), pid=os.getpid(), device=str(device),
-        resumed_from=resume.name if resume else None, now=clock.time()))
+
+    def begin(s: JobState) -> JobState:
+        check_fence(s, generation)
+        return begin_session(set_epochs_total(s, spec.epochs, now=clock.time()),
+                             runtime_id=me.runtime_id, host=me.host, pid=me.pid,
+                             device=str(device), resumed_from=resume.name if resume else None,
+                             now=clock.time())
+
+    state = job.statefile.update(begin)
     job.store.discard_uncommitted()
     job.statefile.discard_stale_temporaries()
     _announce(console, spec, state, resume)
     return _train(train, spec, job, state, resume, device=device, clock=clock, console=console,
                   hook=hook)
+
+
+def _acquire(job: JobDir, spec: JobSpec, me: Owner, *, takeover: bool, clock: Clock,
+             console: Console) -> int:
+    """Take the job's lease (or raise :class:`LeaseHeld`); return the new generation."""
+    seen: list[tuple[Verdict, Lease | None]] = []
+
+    def change(s: JobState) -> JobState:
+        verdict = judge(s.lease, me, now=clock.time(), is_alive=pid_alive)
+        if verdict is Verdict.HELD and not takeover:
+            assert s.lease is not None
+            raise LeaseHeld(held_message(s, s.lease, now=clock.time()))
+        seen.append((verdict, s.lease))
+        return take(s, me, now=clock.time(), duration_s=spec.lease_s)
+
+    state = job.statefile.update(change)
+    verdict, old = seen[-1]
+    if old is not None and verdict is not Verdict.MINE:
+        console.warn(f"took job {spec.name!r} over from pid {old.pid} on {old.host} "
+                     f"(runtime {old.owner}): {verdict.value.replace('_', ' ')}")
+    return state.generation
 
 
 def _open_state(
@@ -225,8 +259,9 @@ def _train(
     console: Console,
     hook: Callable[[str], None],
 ) -> RunResult:
+    generation = state.generation
     saver = Saver(job.store, job.statefile, keep_last=spec.checkpoint.keep_last,
-                  generation=state.generation, clock=clock)
+                  generation=generation, clock=clock, heartbeat_s=spec.lease_s / 4)
     run = Run(spec=spec, device=device, saver=saver, metrics=MetricsLog(job.path, job.storage),
               clock=clock, resume=resume, session=len(state.sessions) - 1, on_point=hook,
               on_epoch_end=console.info)
@@ -236,26 +271,34 @@ def _train(
         value = train(run)
         run.close()
     except KeyboardInterrupt:
-        _end(job, Status.STOPPED, "interrupted", clock)
+        _end(job, generation, Status.STOPPED, "interrupted", clock)
         console.info(f"job {spec.name!r} interrupted; continue it with `colabrun resume "
                      f"{spec.name} --root {job.root}`")
         raise
     except ColabrunError as exc:
-        _end(job, Status.FAILED, str(exc), clock)
+        _end(job, generation, Status.FAILED, str(exc), clock)
         raise
     except Exception as exc:
         reason = f"the training function raised {type(exc).__name__}: {exc}"
-        _end(job, Status.FAILED, reason, clock)
+        _end(job, generation, Status.FAILED, reason, clock)
         console.info("".join(traceback.format_exception(exc)).rstrip())
         raise TrainingError(f"job {spec.name!r} failed: {reason}; fix the code and run it again "
                             "(it resumes from the last checkpoint)") from exc
-    state = _end(job, Status.COMPLETED, "completed", clock)
+    state = _end(job, generation, Status.COMPLETED, "completed", clock)
     console.info(summary_line(state, job.path))
     return _result(state, job.path, trained=True, value=value)
 
 
-def _end(job: JobDir, status: Status, reason: str, clock: Clock) -> JobState:
-    return job.statefile.update(lambda s: end_session(s, status, reason=reason, now=clock.time()))
+def _end(job: JobDir, generation: int, status: Status, reason: str, clock: Clock) -> JobState:
+    """Close the session and release the lease, unless another runner took over."""
+
+    def change(s: JobState) -> JobState:
+        if s.generation != generation:  # fenced: the job is someone else's now
+            return s
+        ended = end_session(s, status, reason=reason, now=clock.time())
+        return release(ended, generation, now=clock.time())
+
+    return job.statefile.update(change)
 
 
 def _result(state: JobState, job_dir: Path, *, trained: bool, value: Any = None) -> RunResult:

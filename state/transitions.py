@@ -62,9 +62,10 @@ def begin_session(
     resumed_from: str | None,
     now: float,
 ) -> JobState:
-    """Open a new session: close a session left open by a crash, bump the generation."""
+    """Open a new session under the current generation (the lease's: see
+    :func:`state.lease.take`), closing a session left open by a crash."""
     state = _close_open_session(state, reason="lost (no clean end recorded)", now=now)
-    generation = state.generation + 1
+    generation = state.generation
     session = Session(
         index=len(state.sessions),
         runtime_id=runtime_id,
@@ -77,9 +78,7 @@ def begin_session(
         resumed_from=resumed_from,
     )
     state = move(state, Status.RUNNING, now=now)
-    return state.model_copy(
-        update={"generation": generation, "sessions": (*state.sessions, session)}
-    )
+    return state.model_copy(update={"sessions": (*state.sessions, session)})
 
 
 def end_session(state: JobState, status: Status, *, reason: str, now: float) -> JobState:

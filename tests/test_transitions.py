@@ -8,6 +8,7 @@ import pytest
 
 from jobs.errors import ColabrunError
 from state.model import CheckpointRecord, JobState, Status
+from state.lease import Owner, take
 from state.transitions import (
     LEGAL_MOVES,
     TIMING_SMOOTHING,
@@ -35,7 +36,9 @@ def fresh(now: float = 100.0) -> JobState:
 
 
 def begun(state: JobState, now: float, runtime_id: str = "rt") -> JobState:
-    return begin_session(state, runtime_id=runtime_id, host="vm", pid=1, device="cpu",
+    """Take the lease (bumping the generation), then open a session, as the runner does."""
+    leased = take(state, Owner(runtime_id, "vm", 1), now=now, duration_s=600.0)
+    return begin_session(leased, runtime_id=runtime_id, host="vm", pid=1, device="cpu",
                          resumed_from=None, now=now)
 
 
@@ -81,8 +84,9 @@ def test_move_between_every_pair(source: Status, target: Status) -> None:
     assert state.status is source  # the input is untouched
 
 
-def test_begin_session_opens_a_session_and_bumps_generation() -> None:
-    state = begin_session(fresh(), runtime_id="rt-1", host="vm", pid=9, device="cuda",
+def test_begin_session_opens_a_session_under_the_leased_generation() -> None:
+    leased = take(fresh(), Owner("rt-1", "vm", 9), now=150.0, duration_s=600.0)
+    state = begin_session(leased, runtime_id="rt-1", host="vm", pid=9, device="cuda",
                           resumed_from="step-000000010-g0001", now=150.0)
 
     assert state.status is R
