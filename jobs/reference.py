@@ -11,7 +11,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from jobs.spec import CheckpointPolicy, JobSpec
+from jobs.spec import CheckpointPolicy, JobSpec, WatchdogPolicy
 
 HEADER = """# Spec reference
 
@@ -54,5 +54,6 @@ def _table(model: type[BaseModel]) -> list[str]:
 def spec_reference_markdown() -> str:
     """The whole reference page as Markdown."""
     lines = [HEADER, "## Top-level fields", "", *_table(JobSpec), "",
-             "## `checkpoint`", "", *_table(CheckpointPolicy), ""]
+             "## `checkpoint`", "", *_table(CheckpointPolicy), "",
+             "## `watchdog`", "", *_table(WatchdogPolicy), ""]
     return "\n".join(lines)

@@ -24,6 +24,7 @@ ENTRYPOINT_PATTERN = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
 DEFINING_FIELDS: tuple[str, ...] = ("entrypoint", "params", "seed")
 
 Device = Literal["auto", "cuda", "cpu"]
+Platform = Literal["auto", "colab", "colab_pro", "kaggle", "local"]
 
 
 class CheckpointPolicy(BaseModel):
@@ -46,6 +47,35 @@ class CheckpointPolicy(BaseModel):
     keep_last: int = Field(
         default=3, ge=1, strict=True,
         description="Committed checkpoints to keep; older ones are rotated out.",
+    )
+
+
+class WatchdogPolicy(BaseModel):
+    """How the supervisor watches the worker, restarts it, and handles CUDA OOM."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    max_restarts: int = Field(
+        default=3, ge=0,
+        description="Restarts in a row without a new checkpoint before the job fails.",
+    )
+    stall_floor_s: float = Field(
+        default=300.0, gt=0, description="Never call the loop hung before this many seconds."
+    )
+    stall_factor: float = Field(
+        default=20.0, gt=1,
+        description="Hung after this many times the longest learned gap between steps.",
+    )
+    heartbeat_s: float = Field(
+        default=1.0, gt=0, description="How often the worker reports progress."
+    )
+    status_every_s: float = Field(
+        default=60.0, gt=0, description="How often a status line is printed."
+    )
+    oom_halve_batch: bool = Field(
+        default=True,
+        description="On CUDA OOM, restart with half the micro-batch and twice the "
+        "accumulation (the effective batch stays the same).",
     )
 
 
@@ -88,10 +118,26 @@ class JobSpec(BaseModel):
         description="Folder holding all jobs (default: Drive's MyDrive/colabrun on Colab, "
         "else ./colabrun-runs).",
     )
+    platform: Platform = Field(
+        default="auto",
+        description="Whose runtime limits apply: 'auto' detects Colab (12 h), Kaggle (12 h) "
+        "or local (none); say 'colab_pro' for 24 h.",
+    )
     budget_s: float | None = Field(
         default=None, gt=0,
-        description="This runtime's budget in seconds, counted from its start (recorded; "
-        "the deadline save that uses it is not built yet).",
+        description="This runtime's budget in seconds, counted from the runtime's start "
+        "(default: the platform's).",
+    )
+    deadline_margin_s: float = Field(
+        default=120.0, ge=0, description="Extra seconds kept free before the cutoff."
+    )
+    supervise: bool = Field(
+        default=True,
+        description="Train in a watched child process (restarts, hang detection); false "
+        "trains in this process, e.g. to debug.",
+    )
+    watchdog: WatchdogPolicy = Field(
+        default_factory=WatchdogPolicy, description="Restarts, stalls and CUDA OOM."
     )
     lease_s: float = Field(
         default=600.0, gt=0,

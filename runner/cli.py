@@ -23,7 +23,6 @@ from runner.jobdir import JobDir
 from runner.report import read_states, status_detail, status_table
 from state.storage import Storage
 
-
 TAKEOVER_HELP = ("take the job over although its lease looks live (only when you know the "
                  "runtime holding it is gone)")
 

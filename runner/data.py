@@ -111,3 +111,44 @@ def _skip_by_reading(loader: Iterable[Any], skip: int) -> Iterable[Any]:
             stacklevel=3,
         )
     return islice(loader, skip, None)
+
+
+def split_batch(batch: Any, pieces: int) -> Iterator[tuple[Any, float]]:
+    """Cut ``batch`` (a tensor, or a tuple/list/dict of them) into ``pieces`` along dim 0.
+
+    Yields:
+        ``(piece, weight)`` where ``weight`` is the piece's share of the batch.
+
+    Raises:
+        HandleError: the batch has fewer rows than pieces (the micro-batch would be empty).
+    """
+    size = _rows(batch)
+    if pieces <= 1:
+        yield batch, 1.0
+        return
+    if size < pieces:
+        raise HandleError(
+            f"run.split(): cannot cut a batch of {size} into {pieces} micro-batches; the batch "
+            "no longer fits in GPU memory even one sample at a time: use a smaller model"
+        )
+    bounds = [round(i * size / pieces) for i in range(pieces + 1)]
+    for start, stop in zip(bounds, bounds[1:], strict=False):
+        yield _slice(batch, start, stop), (stop - start) / size
+
+
+def _rows(batch: Any) -> int:
+    if isinstance(batch, torch.Tensor):
+        return int(batch.shape[0])
+    if isinstance(batch, dict):
+        return _rows(next(iter(batch.values())))
+    if isinstance(batch, (list, tuple)):
+        return _rows(batch[0])
+    raise HandleError(f"run.split(): cannot split a {type(batch).__name__}; give tensors")
+
+
+def _slice(batch: Any, start: int, stop: int) -> Any:
+    if isinstance(batch, torch.Tensor):
+        return batch[start:stop]
+    if isinstance(batch, dict):
+        return {key: _slice(value, start, stop) for key, value in batch.items()}
+    return type(batch)(_slice(item, start, stop) for item in batch)

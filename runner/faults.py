@@ -35,7 +35,13 @@ class KillAt:
             os.kill(os.getpid(), signal.SIGKILL)
 
 
-def hook_from_environment() -> Callable[[str], None] | None:
-    """The kill hook ``COLABRUN_KILL_AT`` asks for, if any."""
-    wanted = knobs.kill_at()
-    return KillAt(*wanted) if wanted else None
+def hook_from_environment(attempt: int = 0) -> Callable[[str], None] | None:
+    """The kill hook ``COLABRUN_KILL_AT`` asks for this worker attempt, if any.
+
+    ``POINT:N,POINT:N,...``: the i-th entry applies to the i-th attempt of a
+    session (restarted workers), so a test can kill a worker several times.
+    """
+    entries = knobs.kill_at()
+    if attempt >= len(entries):
+        return None
+    return KillAt(*entries[attempt])

@@ -29,7 +29,8 @@ from jobs.errors import HandleError
 from jobs.handle import Stateful
 from jobs.spec import JobSpec
 from runner.clock import Clock
-from runner.data import remaining_batches
+from runner.data import remaining_batches, split_batch
+from runner.live import Controls, LiveProgress, StopTraining
 from runner.metrics import MetricsLog
 from runner.policy import save_due
 from runner.rng import capture_rng, restore_rng
@@ -40,6 +41,7 @@ from state.model import CheckpointRecord
 IN_EPOCH = "in_epoch"
 EPOCH_START = "epoch_start"
 RNG_EPOCH = "rng_epoch_start"  # payload key: the RNG state when the current epoch began
+MICRO_BATCHES = "_colabrun_micro_batches"  # kept with the extras: survives restarts
 
 
 @dataclass(frozen=True)
@@ -71,6 +73,11 @@ class Run:
         resume: the checkpoint to continue from, or ``None`` for a fresh start.
         session: this session's index, stamped on metrics.
         on_point: called at ``"step"`` and ``"epoch.end"`` (fault injection).
+        on_epoch_end: receives one progress line per epoch.
+        controls: stop/checkpoint requests and the deadline, read at boundaries.
+        progress: where the loop is, for the heartbeat thread.
+        micro_batches: pieces :meth:`split` cuts each batch into (raised after a CUDA OOM).
+        save_s: the learned duration of one save, for the deadline until measured.
     """
 
     def __init__(
@@ -85,11 +92,17 @@ class Run:
         session: int = 0,
         on_point: Callable[[str], None] = _no_hook,
         on_epoch_end: Callable[[str], None] | None = None,
+        controls: Controls | None = None,
+        progress: LiveProgress | None = None,
+        micro_batches: int = 1,
+        save_s: float | None = None,
     ) -> None:
         self.spec = spec
         self.device = device
         self.params: Mapping[str, Any] = MappingProxyType(dict(spec.params))
-        self.extras: dict[str, Any] = dict(resume.extras) if resume else {}
+        self.extras: dict[str, Any] = (
+            {k: v for k, v in resume.extras.items() if k != MICRO_BATCHES} if resume else {}
+        )
         self.resumed = resume is not None
         self._saver = saver
         self._metrics = metrics
@@ -110,6 +123,15 @@ class Run:
         self._epoch_rng: dict[str, Any] | None = None
         self._on_epoch_end = on_epoch_end
         self._epoch_metrics: dict[str, list[float]] = {}
+        self.controls = controls or Controls()
+        self.progress = progress or LiveProgress()
+        saved_micro = int(resume.extras.get(MICRO_BATCHES, 1)) if resume else 1
+        self.micro_batches = max(micro_batches, saved_micro)
+        self._save_s = save_s
+        self.progress.step = self._global_step
+        self.progress.epoch = self._epochs_done
+        self.progress.epochs_total = spec.epochs
+        self.progress.micro_batches = self.micro_batches
 
     # -- what the user reads ------------------------------------------------------
 
@@ -164,6 +186,7 @@ class Run:
             yield epoch
             self._epochs_done = epoch + 1
             self._batch = 0
+            self.progress.epoch, self.progress.batch = self._epochs_done, 0
             self._on_point("epoch.end")
             self._boundary(where=EPOCH_START, at_epoch_end=True)
             self._report_epoch()
@@ -174,15 +197,19 @@ class Run:
         self._restore_rng_at(EPOCH_START)  # the user may loop over batches without epochs()
         it = iter(remaining_batches(loader, seed=self.spec.seed, epoch=self._epochs_done,
                                     skip=self._batch))
+        self.progress.batches_in_epoch = _length(loader)
         while True:
             self._boundary(where=IN_EPOCH)
             self._restore_rng_at(IN_EPOCH)
             try:
                 batch = next(it)
             except StopIteration:
+                self.progress.phase = "between"
                 return
+            self.progress.phase = "train"
             yield batch
             self._batch += 1
+            self.progress.batch = self._batch
 
     def step(self, **metrics: float) -> None:
         """Count one optimizer step; ``metrics`` (e.g. ``loss=``) go to the metrics log."""
@@ -192,9 +219,25 @@ class Run:
         self._last_step_at = now
         self._global_step += 1
         self._steps_since_save += 1
+        self.progress.step = self._global_step
+        self.progress.step_s = self._step_s
         if metrics:
             self._record(metrics)
         self._on_point("step")
+
+    def split(self, batch: Any) -> Iterator[tuple[Any, float]]:
+        """Cut a batch into :attr:`micro_batches` pieces along dim 0: ``(piece, weight)``.
+
+        Normally one piece of weight 1. After a CUDA OOM the supervisor restarts
+        with twice as many pieces; accumulate gradients over them, scaling each
+        piece's mean loss by its weight, and the effective batch is unchanged::
+
+            optimizer.zero_grad()
+            for (x, y), weight in run.split(batch):
+                (loss_fn(model(x), y) * weight).backward()
+            optimizer.step()
+        """
+        yield from split_batch(batch, self.micro_batches)
 
     def log(self, **metrics: float) -> None:
         """Record metrics at the current step (validation accuracy, say)."""
@@ -210,7 +253,7 @@ class Run:
 
     def _finish(self) -> None:
         self._finished = True
-        if self._steps_since_save > 0 or (self._saver.last is None and not self.resumed):
+        if self._has_unsaved_work():
             self._save(where=EPOCH_START, reason="final")
         self._metrics.flush()
 
@@ -235,21 +278,38 @@ class Run:
 
     def _boundary(self, *, where: str, at_epoch_end: bool = False) -> None:
         self._saver.refresh_lease()
+        controls = self.controls
+        if controls.deadline.must_save_now(self._clock.time(), step_s=self._step_s,
+                                           save_s=self._save_s):
+            controls.request_stop("deadline")
         reason = save_due(
             self.spec.checkpoint,
             steps_since_save=self._steps_since_save,
             seconds_since_save=self._clock.monotonic() - self._last_save_at,
             at_epoch_end=at_epoch_end,
         )
+        if reason is None and controls.checkpoint_requested:
+            reason = "requested"
+        if reason is None and controls.stop_reason is not None and self._has_unsaved_work():
+            reason = controls.stop_reason
         if reason is not None:
+            controls.checkpoint_requested = False
             self._save(where=where, reason=reason)
+        if controls.stop_reason is not None:
+            raise StopTraining(controls.stop_reason)
+
+    def _has_unsaved_work(self) -> bool:
+        return self._steps_since_save > 0 or (self._saver.last is None and not self.resumed)
 
     def _save(self, *, where: str, reason: str) -> None:
         self._check_all_restored()
+        self.progress.phase = "save"
+        started = self._clock.monotonic()
         payload = {"tracked": snapshot_tracked(self._tracked), "rng": capture_rng()}
         if where == IN_EPOCH and self._epoch_rng is not None:
             payload[RNG_EPOCH] = self._epoch_rng
-        meta = {"where": where, "reason": reason, "extras": dict(self.extras),
+        extras = {**self.extras, MICRO_BATCHES: self.micro_batches}
+        meta = {"where": where, "reason": reason, "extras": extras,
                 "tracked": sorted(self._tracked), "seed": self.spec.seed,
                 "torch_version": torch.__version__}
         self._metrics.flush()
@@ -260,6 +320,11 @@ class Run:
         )
         self._steps_since_save = 0
         self._last_save_at = self._clock.monotonic()
+        self._save_s = self._last_save_at - started
+        last = self._saver.last
+        self.progress.last_save = last.name if last else None
+        self.progress.last_save_at = self._clock.time()
+        self.progress.phase = "train"
 
     def _start_epoch(self) -> None:
         """Restore the RNG as the saved run had it when this epoch began, and keep it.
@@ -291,3 +356,10 @@ class Run:
                 f"checkpoint {self._resume.name} holds state for {missing}, which this run did "
                 "not track; call run.track(...) with the same names before the first batch"
             )
+
+
+def _length(loader: Iterable[Any]) -> int | None:
+    try:
+        return len(loader)  # type: ignore[arg-type]
+    except TypeError:
+        return None

@@ -11,6 +11,7 @@ import torch
 
 from jobs.errors import ColabrunError
 from jobs.spec import JobSpec
+from runner import knobs
 
 COLAB_DRIVE = Path("/content/drive/MyDrive")
 
@@ -34,11 +35,55 @@ def default_root() -> Path:
 
 
 def runtime_id() -> str:
-    """An id for this VM/boot: the kernel's boot id, which a fresh runtime changes."""
+    """An id for this runtime: host name plus the kernel's boot id.
+
+    A fresh Colab runtime is a new VM (new boot id); the host name tells apart
+    containers that share one kernel.
+    """
     try:
-        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()[:8]
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()[:8]
     except OSError:
-        return uuid.uuid5(uuid.NAMESPACE_DNS, socket.gethostname()).hex[:8]
+        boot = uuid.uuid5(uuid.NAMESPACE_DNS, socket.gethostname()).hex[:8]
+    return f"{socket.gethostname()}-{boot}"
+
+
+def detect_platform() -> str:
+    """``colab``, ``kaggle`` or ``local``."""
+    if is_colab():
+        return "colab"
+    if "KAGGLE_KERNEL_RUN_TYPE" in os.environ or Path("/kaggle/working").is_dir():
+        return "kaggle"
+    return "local"
+
+
+RUNTIME_MARKER = Path("/tmp/colabrun-runtime-start")
+
+
+def runtime_started_at(platform: str, *, now: float) -> float:
+    """When this runtime's budget started counting (Unix time).
+
+    On Colab and Kaggle: the VM's boot (``/proc/uptime``) or a marker written in
+    /tmp at colabrun's first start on this runtime, whichever is earlier (the
+    safer guess, COLAB.md fact 5). Locally: now, the budget is per session.
+    """
+    override = knobs.runtime_started_at()
+    if override is not None:
+        return override
+    if platform not in ("colab", "colab_pro", "kaggle"):
+        return now
+    candidates = [now]
+    try:
+        candidates.append(now - float(Path("/proc/uptime").read_text().split()[0]))
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        if RUNTIME_MARKER.exists():
+            candidates.append(float(RUNTIME_MARKER.read_text().strip()))
+        else:
+            RUNTIME_MARKER.write_text(f"{now}\n")
+    except (OSError, ValueError):
+        pass
+    return min(candidates)
 
 
 def pid_alive(pid: int) -> bool:

@@ -1,48 +1,41 @@
-"""One session of a job: open its folder, decide where to resume, train, record.
+"""One session of a job: open its folder, take its lease, train, record how it ended.
 
-This is the edge that ties the pure decisions (resume plan, transitions) to
-the folder, the user's function and the console. It runs in the foreground:
-on Colab a busy cell is what keeps the runtime (COLAB.md fact 3).
+The edge that ties the pure decisions (transitions, lease verdicts) to the
+folder. It runs in the foreground: on Colab a busy cell is what keeps the
+runtime (COLAB.md fact 3). The training itself runs in a supervised worker
+process (:mod:`runner.supervisor`), or in this process when the spec says
+``supervise: false``.
 """
 
 from __future__ import annotations
 
 import os
 import socket
-import traceback
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from jobs.entrypoint import resolve_entrypoint
-from jobs.errors import (
-    CheckpointError,
-    ColabrunError,
-    EntrypointError,
-    SpecMismatch,
-    TrainingError,
-)
+from jobs.errors import ColabrunError, EntrypointError, SpecMismatch, TrainingError
 from jobs.spec import JobSpec, changed_defining_fields
+from runner import knobs
 from runner.clock import Clock, SystemClock
 from runner.console import Console
+from runner.deadline import Deadline, budget_s
 from runner.faults import hook_from_environment
-from runner.handle import EPOCH_START, ResumePoint, Run
 from runner.jobdir import JobDir
-from runner.metrics import MetricsLog
-from runner.plan import plan_resume
-from runner.platform import choose_device, pid_alive, runtime_id
-from runner.rng import seed_everything
-from runner.saving import Saver
-from state.lease import LeaseHeld, Owner, Verdict, check_fence, held_message, judge, release, take
+from runner.live import Controls, LiveProgress
+from runner.platform import detect_platform, is_colab, pid_alive, runtime_id, runtime_started_at
+from runner.restarts import Exit
+from runner.supervisor import Supervisor
+from runner.training import Outcome, SessionContext, fenced, train_session
+from state.lease import LeaseHeld, Owner, Verdict, held_message, judge, release, take
 from state.model import JobState, Lease, Status
 from state.storage import Storage
 from state.transitions import (
     begin_session,
     end_session,
-    learn_timing,
     new_job,
     set_epochs_total,
     set_fingerprint,
@@ -50,6 +43,8 @@ from state.transitions import (
 
 #: exit codes of a finished run, by status (see docs/cli.md)
 EXIT_CODES = {Status.COMPLETED: 0, Status.FAILED: 1, Status.STOPPED: 3}
+#: how a training outcome ends the session
+STATUS_OF = {Exit.COMPLETED: Status.COMPLETED, Exit.STOPPED: Status.STOPPED}
 
 
 @dataclass(frozen=True)
@@ -98,7 +93,7 @@ def run_job(
         clock: the injected clock (real by default).
         storage: the storage edge (real by default).
         console: where messages go (stdout by default).
-        on_point: fault-injection hook (``COLABRUN_KILL_AT`` by default).
+        on_point: a fault-injection hook; a Python hook trains in this process.
         search_path: folders to import the entrypoint from (e.g. the cwd).
         takeover: take the job over even from a live-looking lease (the user
             knows that runtime is gone).
@@ -109,40 +104,73 @@ def run_job(
     Raises:
         SpecError, EntrypointError: bad input; nothing was written.
         StateCorrupt: ``state.json`` does not parse; see ``colabrun repair``.
-        TrainingError: the training function raised; the job is ``failed``.
+        TrainingError: the training failed; the job is ``failed``.
         LeaseHeld: another live runner owns the job; nothing was changed.
         LeaseLost: another runner took the job over mid-run; this one stopped writing.
     """
     clock = clock or SystemClock()
     storage = storage or Storage(sleep=clock.sleep)
     console = console or Console(storage=storage)
-    hook = on_point or hook_from_environment() or _no_hook
-    train = resolve_entrypoint(spec.entrypoint, search_path=search_path)
-    device, device_note = choose_device(spec)
-    job = JobDir(root, spec.name, storage=storage, on_point=hook)
+    resolve_entrypoint(spec.entrypoint, search_path=search_path)  # fail before any write
+    job = JobDir(root, spec.name, storage=storage,
+                 on_point=on_point or hook_from_environment() or _no_hook)
     state = _open_state(job, spec, force=force, clock=clock, console=console)
     if state.is_done_for(spec.epochs):
         console.info(summary_line(state, job.path))
         return _result(state, job.path, trained=False)
-    if device_note:
-        console.warn(device_note)
+    _warn_if_not_durable(root, console)
     me = Owner(runtime_id=runtime_id(), host=socket.gethostname(), pid=os.getpid())
     generation = _acquire(job, spec, me, takeover=takeover, clock=clock, console=console)
-    resume = _find_resume_point(job, state, console, clock)
+    state = _begin(job, spec, me, generation, force=force, clock=clock, console=console)
+    ctx = SessionContext(
+        job=job, generation=generation, session=len(state.sessions) - 1, clock=clock,
+        console=console, on_point=job.statefile.on_point,
+        controls=Controls(_deadline(spec, clock)), progress=LiveProgress(),
+        search_path=tuple(Path(p) for p in search_path), heartbeat_s=spec.lease_s / 4)
+    if spec.supervise and on_point is None:
+        outcome = Supervisor(spec, job, generation=generation, session=ctx.session, clock=clock,
+                             console=console, deadline=ctx.controls.deadline,
+                             search_path=ctx.search_path).run()
+    else:
+        outcome = train_session(spec, ctx)
+    return _finish(job, spec, generation, outcome, clock=clock, console=console)
 
-    def begin(s: JobState) -> JobState:
-        check_fence(s, generation)
-        return begin_session(set_epochs_total(s, spec.epochs, now=clock.time()),
-                             runtime_id=me.runtime_id, host=me.host, pid=me.pid,
-                             device=str(device), resumed_from=resume.name if resume else None,
-                             now=clock.time())
 
-    state = job.statefile.update(begin)
-    job.store.discard_uncommitted()
-    job.statefile.discard_stale_temporaries()
-    _announce(console, spec, state, resume)
-    return _train(train, spec, job, state, resume, device=device, clock=clock, console=console,
-                  hook=hook)
+def _open_state(
+    job: JobDir, spec: JobSpec, *, force: bool, clock: Clock, console: Console
+) -> JobState:
+    """The job's state: created, rebuilt when lost, or checked against the spec."""
+    job.storage.makedirs(job.path)
+    console.attach_log(job.path)
+    state = job.statefile.read()
+    if state is None:
+        state = _create_state(job, spec, clock=clock, console=console)
+        job.write_spec(spec)
+    differing = changed_defining_fields(state.defining, spec)
+    if differing and not force:
+        details = "; ".join(f"{f}: {state.defining.get(f)!r} -> {spec.defining_fields()[f]!r}"
+                            for f in differing)
+        raise SpecMismatch(
+            f"job {spec.name!r} under {job.root} was created with other {', '.join(differing)} "
+            f"({details}); use a new job name, or pass --force (force=True) to continue "
+            "its checkpoints with the new values"
+        )
+    return state
+
+
+def _create_state(job: JobDir, spec: JobSpec, *, clock: Clock, console: Console) -> JobState:
+    if job.store.list_names():
+        state, problems = job.rebuild_state(spec, now=clock.time())
+        console.warn(f"{job.statefile.path} was missing (a write that never reached the "
+                     f"storage?); rebuilt it from {len(state.checkpoints)} committed checkpoints")
+        for problem in problems:
+            console.warn(f"skipped {problem}")
+    else:
+        state = new_job(name=spec.name, fingerprint=spec.fingerprint(),
+                        defining=spec.defining_fields(), epochs_total=spec.epochs,
+                        now=clock.time())
+    job.statefile.write(state)
+    return state
 
 
 def _acquire(job: JobDir, spec: JobSpec, me: Owner, *, takeover: bool, clock: Clock,
@@ -166,127 +194,64 @@ def _acquire(job: JobDir, spec: JobSpec, me: Owner, *, takeover: bool, clock: Cl
     return state.generation
 
 
-def _open_state(
-    job: JobDir, spec: JobSpec, *, force: bool, clock: Clock, console: Console
-) -> JobState:
-    """The job's state: created, rebuilt when lost, or checked against the spec."""
-    job.storage.makedirs(job.path)
-    console.attach_log(job.path)
+def _begin(job: JobDir, spec: JobSpec, me: Owner, generation: int, *, force: bool,
+           clock: Clock, console: Console) -> JobState:
+    """Now that the job is ours: adopt the spec, open the session, clear leftovers."""
     state = job.statefile.read()
-    if state is None:
-        state = _create_state(job, spec, clock=clock, console=console)
-    differing = changed_defining_fields(state.defining, spec)
-    if differing and not force:
-        details = "; ".join(f"{f}: {state.defining.get(f)!r} -> {spec.defining_fields()[f]!r}"
-                            for f in differing)
-        raise SpecMismatch(
-            f"job {spec.name!r} under {job.root} was created with other {', '.join(differing)} "
-            f"({details}); use a new job name, or pass --force (force=True) to continue "
-            "its checkpoints with the new values"
-        )
-    if differing:
-        console.warn(f"--force: continuing job {spec.name!r} with changed {', '.join(differing)}")
-        state = job.statefile.update(lambda s: set_fingerprint(
-            s, spec.fingerprint(), spec.defining_fields(), now=clock.time()))
+    assert state is not None
+    if changed_defining_fields(state.defining, spec):  # only reached with --force
+        console.warn(f"--force: continuing job {spec.name!r} with the changed spec")
+        job.statefile.update(lambda s: set_fingerprint(
+            fenced(s, generation), spec.fingerprint(), spec.defining_fields(), now=clock.time()))
     job.write_spec(spec)
+    state = job.statefile.update(lambda s: begin_session(
+        set_epochs_total(fenced(s, generation), spec.epochs, now=clock.time()),
+        runtime_id=me.runtime_id, host=me.host, pid=me.pid, device="?", resumed_from=None,
+        now=clock.time()))
+    job.store.discard_uncommitted()
+    job.statefile.discard_stale_temporaries()
     return state
 
 
-def _create_state(job: JobDir, spec: JobSpec, *, clock: Clock, console: Console) -> JobState:
-    if job.store.list_names():
-        state, problems = job.rebuild_state(spec, now=clock.time())
-        console.warn(f"{job.statefile.path} was missing (a write that never reached the "
-                     f"storage?); rebuilt it from {len(state.checkpoints)} committed checkpoints")
-        for problem in problems:
-            console.warn(f"skipped {problem}")
+def _deadline(spec: JobSpec, clock: Clock) -> Deadline:
+    """This runtime's deadline, from the platform (or the spec) and the runtime's start."""
+    platform = detect_platform() if spec.platform == "auto" else spec.platform
+    budget = budget_s(platform, spec_budget_s=spec.budget_s)
+    scale = knobs.time_scale()
+    started = runtime_started_at(platform, now=clock.time())
+    return Deadline.of(started_at=started, budget=None if budget is None else budget / scale,
+                       margin_s=spec.deadline_margin_s / scale)
+
+
+def _warn_if_not_durable(root: Path, console: Console) -> None:
+    if is_colab() and not str(root).startswith("/content/drive"):
+        console.warn(f"the root {root} is on this runtime's disk, which dies with it: mount "
+                     "Google Drive (drive.mount('/content/drive')) to keep checkpoints")
+
+
+def _finish(job: JobDir, spec: JobSpec, generation: int, outcome: Outcome, *, clock: Clock,
+            console: Console) -> RunResult:
+    """Record how the session ended, tell the user, and raise for failures."""
+    if outcome.exit is Exit.FENCED:
+        assert outcome.error is not None
+        raise outcome.error
+    status = STATUS_OF.get(outcome.exit, Status.FAILED)
+    state = _end(job, generation, status, outcome.detail, clock)
+    if status is Status.STOPPED:
+        console.info(f"job {spec.name!r} stopped ({outcome.detail}) at step "
+                     f"{state.progress.global_step}; continue it with `colabrun resume "
+                     f"{spec.name} --root {job.root}` (or re-run the same cell)")
+    elif status is Status.FAILED:
+        if isinstance(outcome.error, ColabrunError):
+            raise outcome.error
+        error = TrainingError(f"job {spec.name!r} failed: {outcome.detail}; fix the cause and "
+                              "run it again (it resumes from the last checkpoint)")
+        if outcome.exit_code:
+            error.exit_code = outcome.exit_code
+        raise error from outcome.error
     else:
-        state = new_job(name=spec.name, fingerprint=spec.fingerprint(),
-                        defining=spec.defining_fields(), epochs_total=spec.epochs,
-                        now=clock.time())
-    job.statefile.write(state)
-    return state
-
-
-def _find_resume_point(
-    job: JobDir, state: JobState, console: Console, clock: Clock
-) -> ResumePoint | None:
-    """Load the newest checkpoint that verifies, warning about each one skipped."""
-    plan = plan_resume(state.checkpoints, job.store.list_names())
-    for name in plan.candidates:
-        started = clock.monotonic()
-        try:
-            manifest = job.store.verify(name)
-            payload = job.store.load_payload(name)
-        except CheckpointError as exc:
-            console.warn(f"skipping {exc}; falling back to an older checkpoint")
-            continue
-        _learn_load_time(job, clock, clock.monotonic() - started)
-        return ResumePoint(
-            name=name, step=manifest.step, epochs_done=manifest.epoch, batch=manifest.batch,
-            where=str(manifest.meta.get("where", EPOCH_START)), payload=payload,
-            extras=dict(manifest.meta.get("extras", {})),
-        )
-    if plan.candidates:
-        console.warn("no checkpoint verified: starting from scratch (the unverifiable ones "
-                     "are kept for inspection)")
-    return None
-
-
-def _learn_load_time(job: JobDir, clock: Clock, load_s: float) -> None:
-    job.statefile.update(lambda s: learn_timing(s, load_s=load_s, now=clock.time()))
-
-
-def _announce(console: Console, spec: JobSpec, state: JobState, resume: ResumePoint | None
-              ) -> None:
-    session = len(state.sessions)
-    if resume is None:
-        console.info(f"job {spec.name!r}: no checkpoint yet, fresh start "
-                     f"(session {session}, {spec.epochs} epochs)")
-        return
-    console.info(f"job {spec.name!r}: resuming from {resume.name} (epoch {resume.epochs_done}, "
-                 f"batch {resume.batch}, step {resume.step}; session {session})")
-
-
-def _train(
-    train: Callable[..., Any],
-    spec: JobSpec,
-    job: JobDir,
-    state: JobState,
-    resume: ResumePoint | None,
-    *,
-    device: torch.device,
-    clock: Clock,
-    console: Console,
-    hook: Callable[[str], None],
-) -> RunResult:
-    generation = state.generation
-    saver = Saver(job.store, job.statefile, keep_last=spec.checkpoint.keep_last,
-                  generation=generation, clock=clock, heartbeat_s=spec.lease_s / 4)
-    run = Run(spec=spec, device=device, saver=saver, metrics=MetricsLog(job.path, job.storage),
-              clock=clock, resume=resume, session=len(state.sessions) - 1, on_point=hook,
-              on_epoch_end=console.info)
-    seed_everything(spec.seed)
-    torch.use_deterministic_algorithms(spec.deterministic, warn_only=True)
-    try:
-        value = train(run)
-        run.close()
-    except KeyboardInterrupt:
-        _end(job, generation, Status.STOPPED, "interrupted", clock)
-        console.info(f"job {spec.name!r} interrupted; continue it with `colabrun resume "
-                     f"{spec.name} --root {job.root}`")
-        raise
-    except ColabrunError as exc:
-        _end(job, generation, Status.FAILED, str(exc), clock)
-        raise
-    except Exception as exc:
-        reason = f"the training function raised {type(exc).__name__}: {exc}"
-        _end(job, generation, Status.FAILED, reason, clock)
-        console.info("".join(traceback.format_exception(exc)).rstrip())
-        raise TrainingError(f"job {spec.name!r} failed: {reason}; fix the code and run it again "
-                            "(it resumes from the last checkpoint)") from exc
-    state = _end(job, generation, Status.COMPLETED, "completed", clock)
-    console.info(summary_line(state, job.path))
-    return _result(state, job.path, trained=True, value=value)
+        console.info(summary_line(state, job.path))
+    return _result(state, job.path, trained=True, value=outcome.value)
 
 
 def _end(job: JobDir, generation: int, status: Status, reason: str, clock: Clock) -> JobState:
@@ -327,15 +292,15 @@ def resume_job(
 
     Raises:
         JobNotFound: no such job under ``root``.
+        EntrypointError: the job trains a function that only a notebook or spec file defines.
     """
     job = JobDir(root, name, storage=kwargs.get("storage"))
     spec = job.read_spec()
-    if spec.entrypoint_ref.startswith("__main__:") or "<" in spec.entrypoint_ref:
+    ref = spec.entrypoint_ref
+    if ref.startswith(("__main__:", "_colabrun_spec_")) or "<" in ref:
         raise EntrypointError(
-            f"job {name!r} trains a function defined in a notebook or script "
-            f"({spec.entrypoint_ref}), which cannot be imported from here; resume it by "
-            "running that cell again (runner.run(spec) continues the job)"
+            f"job {name!r} trains a function defined in a notebook, script or .py spec "
+            f"({ref}), which cannot be imported from here; resume it by running that cell or "
+            "`colabrun run SPEC.py` again (it continues the job)"
         )
     return run_job(spec, root=root, search_path=search_path, **kwargs)
-
-

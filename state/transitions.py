@@ -140,3 +140,13 @@ def learn_timing(state: JobState, *, now: float, **observed: float) -> JobState:
             TIMING_SMOOTHING * seconds
         )
     return state.model_copy(update={"timings": Timings(**values), "updated_at": now})
+
+
+def note_session(state: JobState, *, device: str, resumed_from: str | None, now: float
+                 ) -> JobState:
+    """Record, on the open session, the device it trains on and the checkpoint it
+    resumed from (known only once the worker started)."""
+    if not state.sessions or state.sessions[-1].ended_at is not None:
+        return state
+    last = state.sessions[-1].model_copy(update={"device": device, "resumed_from": resumed_from})
+    return state.model_copy(update={"sessions": (*state.sessions[:-1], last), "updated_at": now})

@@ -19,7 +19,11 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def digits_spec(root: Path, *, name: str = "digits", epochs: int = 3, **overrides: Any) -> JobSpec:
-    """The built-in digits job, small: 3 epochs of 45 steps, a save every 10 steps."""
+    """The built-in digits job, small: 3 epochs of 45 steps, a save every 10 steps.
+
+    Unsupervised by default: a COLABRUN_KILL_AT kill then takes the whole
+    runner down, as a runtime's death does (F1); supervisor tests opt in.
+    """
     fields: dict[str, Any] = {
         "name": name,
         "entrypoint": "jobs.examples.digits:train",
@@ -28,6 +32,7 @@ def digits_spec(root: Path, *, name: str = "digits", epochs: int = 3, **override
         "params": {"lr": 0.05, "batch_size": 32, "width": 8},
         "checkpoint": {"every_steps": 10, "every_s": None, "at_epoch_end": True, "keep_last": 2},
         "root": str(root),
+        "supervise": False,
     }
     fields.update(overrides)
     return JobSpec.model_validate(fields)

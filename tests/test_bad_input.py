@@ -27,9 +27,10 @@ from tests.helpers import digits_spec, run_cli, tree_snapshot, write_spec_file
 
 NAME = "digits"
 
-# Every test here starts `python -m runner.cli` (importing torch): seconds each.
+# Every test starts the real `python -m runner.cli` (which imports torch): 2-3 s
+# each on 2 cores, so the whole module is in the slow tier. The messages alone are
+# checked in-process, fast, by tests/test_spec.py and tests/test_cli.py.
 pytestmark = pytest.mark.slow
-
 
 def _valid_fields(root: Path) -> dict[str, Any]:
     return digits_spec(root, name=NAME, epochs=1).to_json_dict()
@@ -352,12 +353,17 @@ def test_spec_change_is_refused_unless_forced_but_more_epochs_train(
     assert (state.progress.epochs_done, state.progress.epochs_total) == (2, 2)
     assert state.progress.global_step == 90  # one more epoch of 45 steps
     assert len(state.sessions) == 2
-    assert state.sessions[-1].resumed_from == "step-000000045-g0001"
+    first_latest = _state(finished_job[0]).latest_checkpoint
+    assert first_latest is not None
+    assert state.sessions[-1].resumed_from == first_latest.name
 
-    forced = run_cli("run", str(other_params), "--root", str(root), "--force", cwd=tmp_path)
+    # forced: the new params are adopted and the job goes on from its checkpoints
+    new_lr = spec.model_copy(update={"params": {**spec.params, "lr": 0.5}, "epochs": 3})
+    forced_spec = write_spec_file(tmp_path / "forced.json", new_lr)
+    forced = run_cli("run", str(forced_spec), "--root", str(root), "--force", cwd=tmp_path)
     assert forced.returncode == 0, forced.stdout + forced.stderr
-    assert "--force" in forced.stdout and "params" in forced.stdout  # warned
+    assert "--force" in forced.stdout + forced.stderr  # warned
     state = _state(root)
     assert state.defining["params"]["lr"] == 0.5
-    assert state.spec_fingerprint == spec.model_copy(
-        update={"params": {**spec.params, "lr": 0.5}}).fingerprint()
+    assert state.spec_fingerprint == new_lr.fingerprint()
+    assert state.progress.global_step == 135  # continued, not restarted

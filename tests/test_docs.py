@@ -14,8 +14,9 @@ def test_spec_reference_is_current() -> None:
 
 
 def test_spec_reference_lists_every_field() -> None:
-    from jobs.spec import CheckpointPolicy, JobSpec
+    from jobs.spec import CheckpointPolicy, JobSpec, WatchdogPolicy
 
     page = spec_reference_markdown()
-    for name in [*JobSpec.model_fields, *CheckpointPolicy.model_fields]:
+    for name in [*JobSpec.model_fields, *CheckpointPolicy.model_fields,
+                 *WatchdogPolicy.model_fields]:
         assert f"| `{name}` |" in page, name

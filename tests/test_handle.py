@@ -43,6 +43,7 @@ def crash_at(point: str, nth: int) -> Any:
 def heavy_spec(root: Path, **overrides: Any) -> JobSpec:
     fields: dict[str, Any] = dict(
         name="heavy", entrypoint=rng_heavy_train, epochs=3, seed=3, params={"lr": 0.01},
+        supervise=False,  # this tier trains in-process; tests/test_supervisor.py covers workers
         checkpoint={"every_steps": 4, "every_s": None, "at_epoch_end": True, "keep_last": 2},
     )
     fields.update(overrides)
@@ -110,7 +111,7 @@ def _train_tracking(names: list[str]) -> Any:
 
 def test_untracking_an_object_on_resume_is_refused(tmp_path: Path) -> None:
     spec = JobSpec(name="t", entrypoint=_train_tracking(["model", "optimizer"]), epochs=2,
-                   root=str(tmp_path), checkpoint={"every_steps": 1})
+                   root=str(tmp_path), checkpoint={"every_steps": 1}, supervise=False)
     with pytest.raises((Crash, TrainingError)):
         runner.run(spec, on_point=crash_at("step", 6))
     fewer = spec.model_copy(update={"entrypoint": _train_tracking(["model"])})
@@ -123,7 +124,8 @@ def test_tracking_something_without_state_dict_is_refused(tmp_path: Path) -> Non
         run.track(model=object())
 
     with pytest.raises(HandleError, match=r"has no state_dict\(\)"):
-        runner.run(JobSpec(name="t", entrypoint=train, epochs=1, root=str(tmp_path)))
+        runner.run(JobSpec(name="t", entrypoint=train, epochs=1, root=str(tmp_path),
+                           supervise=False))
 
 
 def test_batches_skip_without_loading(tmp_path: Path) -> None:

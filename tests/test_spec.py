@@ -129,9 +129,9 @@ def test_checkpoint_triggers_can_be_switched_off() -> None:
 def test_spec_is_frozen() -> None:
     spec = make()
     with pytest.raises(ValidationError, match="frozen"):
-        spec.epochs = 5  # type: ignore[misc]
+        spec.epochs = 5
     with pytest.raises(ValidationError, match="frozen"):
-        spec.checkpoint.keep_last = 9  # type: ignore[misc]
+        spec.checkpoint.keep_last = 9
     assert spec.epochs == 2 and spec.checkpoint.keep_last == 2
 
 
@@ -203,12 +203,32 @@ def test_positive_epochs_are_accepted(epochs: int) -> None:
     assert make(epochs=epochs).epochs == epochs
 
 
-@pytest.mark.parametrize("epochs", [0, -1, -100, 2.5, "ten", None])
+@pytest.mark.parametrize("epochs", [0, -1, -100, 2.5, "ten", None, True, 2.0, "3"])
 def test_zero_negative_or_non_integer_epochs_are_rejected(epochs: Any) -> None:
     with pytest.raises(ValidationError) as info:
         make(epochs=epochs)
     (error,) = info.value.errors()
     assert error["loc"] == ("epochs",)
+
+
+def test_yaml_yes_is_not_one_epoch(tmp_path: Path) -> None:
+    # YAML 1.1 reads `yes` as true, and a lax int would take true as 1
+    path = tmp_path / "job.yaml"
+    path.write_text(YAML_TEXT.replace("epochs: 2", "epochs: yes"))
+    with pytest.raises(SpecError, match=r"epochs: .*\(got True\); use a whole number"):
+        load_spec(path)
+
+
+@pytest.mark.parametrize("field", ["seed", "checkpoint.every_steps", "checkpoint.keep_last"])
+def test_other_whole_number_fields_refuse_booleans_and_floats(field: str) -> None:
+    for value in (True, 3.0):
+        data: dict[str, Any] = {**FIELDS, "checkpoint": dict(FIELDS["checkpoint"])}
+        if field.startswith("checkpoint."):
+            data["checkpoint"][field.split(".")[1]] = value
+        else:
+            data[field] = value
+        with pytest.raises(SpecError, match=f"spec: {field}: "):
+            validate_spec(data)
 
 
 def test_required_fields_are_name_entrypoint_epochs() -> None:

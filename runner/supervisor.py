@@ -1,0 +1,338 @@
+"""The supervisor: runs the training in a worker process and watches it.
+
+What cannot be handled from inside the worker is handled here (DESIGN.md):
+a crash or a SIGKILL from the kernel's OOM killer (F6), a hang that holds the
+GIL (F17), a CUDA OOM (F7), the runtime's deadline, interrupts (F5), control
+requests, and the lease's heartbeat. Decisions are the pure functions of
+:mod:`runner.restarts`; this module only watches, signals and waits.
+"""
+
+from __future__ import annotations
+
+import importlib
+import multiprocessing
+import signal
+import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
+from multiprocessing.process import BaseProcess
+from pathlib import Path
+from typing import Any
+
+import cloudpickle
+from tenacity import Retrying, retry_if_result
+
+from jobs.errors import ColabrunError
+from jobs.spec import JobSpec
+from runner.clock import Clock
+from runner.console import Console
+from runner.control import ControlWatcher
+from runner.deadline import Deadline
+from runner.jobdir import JobDir
+from runner.restarts import (
+    RESTARTABLE,
+    Attempt,
+    Exit,
+    attempts_without_progress,
+    backoff_s,
+    should_restart,
+    stall_timeout_s,
+)
+from runner.training import Outcome
+from runner.worker import STACKS_NAME, WorkerTask, worker_main
+from state.lease import LeaseLost, heartbeat
+
+POLL_S = 0.2
+EXEMPT_PHASES = ("save", "load")
+
+
+@dataclass
+class _Watch:
+    """What one attempt has seen of its worker."""
+
+    process: BaseProcess
+    conn: Connection
+    end: dict[str, Any] | None = None
+    key: tuple[Any, ...] = ()
+    phase: str = "setup"
+    step_s: float | None = None
+    last_progress: float = 0.0
+    stop_sent: bool = False
+    killed_for: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Supervisor:
+    """Runs one session's training in worker processes until it ends.
+
+    Args:
+        spec: the job.
+        job: the job's folder.
+        generation: the session's lease generation (fencing).
+        session: the session's index.
+        clock: the injected clock.
+        console: where messages go.
+        deadline: this runtime's deadline.
+        search_path: folders the worker imports the entrypoint from.
+    """
+
+    def __init__(self, spec: JobSpec, job: JobDir, *, generation: int, session: int,
+                 clock: Clock, console: Console, deadline: Deadline,
+                 search_path: tuple[Path, ...] = ()) -> None:
+        self.spec = spec
+        self.job = job
+        self.generation = generation
+        self.session = session
+        self.clock = clock
+        self.console = console
+        self.deadline = deadline
+        self.search_path = search_path
+        self.micro_batches = 1
+        self.history: list[Attempt] = []
+        self.longest_gap_s: float | None = None
+        self.interrupts = 0
+        self._last_lease_beat = clock.monotonic()
+        self._watcher = ControlWatcher(job.path, job.storage)
+
+    def run(self) -> Outcome:
+        """Train, restarting crashed or hung workers; return the final outcome."""
+        for name in self._watcher.start():
+            self.console.info(f"ignored a '{name}' request left from before this run")
+        try:
+            with self._interrupts_counted():
+                outcome = Retrying(
+                    retry=retry_if_result(lambda _: should_restart(
+                        self.history, cap=self.spec.watchdog.max_restarts)),
+                    wait=lambda _: backoff_s(self.history),
+                    sleep=self.clock.sleep,
+                    reraise=True,
+                )(self._attempt_and_judge)
+        finally:
+            self._watcher.stop()
+        if outcome.exit in RESTARTABLE:
+            return self._gave_up(outcome)
+        return outcome
+
+    # -- one attempt ----------------------------------------------------------------
+
+    def _attempt_and_judge(self) -> Outcome:
+        before = self._latest_checkpoint()
+        outcome = self._attempt()
+        if outcome.exit is Exit.OOM:
+            outcome = self._on_oom(outcome)
+        self.history.append(Attempt(outcome.exit, self._latest_checkpoint() != before,
+                                    outcome.detail))
+        if should_restart(self.history, cap=self.spec.watchdog.max_restarts):
+            self.console.warn(f"the worker {outcome.detail}; restarting it from the last "
+                              f"checkpoint in {backoff_s(self.history):.0f} s")
+        return outcome
+
+    def _attempt(self) -> Outcome:
+        watch = self._start_worker()
+        try:
+            while watch.process.is_alive():
+                self._receive(watch, timeout=POLL_S)
+                self._act_on_interrupts(watch)
+                self._act_on_requests(watch)
+                self._beat_lease()
+                self._check_stall(watch)
+        except LeaseLost as exc:
+            self._kill(watch, "fenced")
+            return Outcome(Exit.FENCED, str(exc), error=exc, exit_code=exc.exit_code)
+        finally:
+            if watch.process.is_alive():
+                self._kill(watch, watch.killed_for or "supervisor stopped")
+            watch.process.join()
+        while self._receive(watch, timeout=0):
+            pass
+        watch.conn.close()
+        return self._classify(watch)
+
+    def _start_worker(self) -> _Watch:
+        context = multiprocessing.get_context("spawn")
+        parent, child = context.Pipe(duplex=True)
+        task = WorkerTask(spec=self.spec, root=self.job.root, generation=self.generation,
+                          session=self.session, micro_batches=self.micro_batches,
+                          deadline=self.deadline, search_path=self.search_path,
+                          attempt=len(self.history))
+        process = context.Process(target=worker_main, args=(child, cloudpickle.dumps(task)),
+                                  name=f"colabrun-worker-{self.spec.name}")
+        process.start()
+        child.close()
+        return _Watch(process=process, conn=parent, last_progress=self.clock.monotonic())
+
+    def _receive(self, watch: _Watch, *, timeout: float) -> bool:
+        try:
+            if not watch.conn.poll(timeout):
+                return False
+            message = watch.conn.recv()
+        except (EOFError, OSError):
+            return False
+        kind = message.get("kind")
+        if kind == "out":
+            print(message["text"], file=self.console.out or sys.stdout, flush=True)
+        elif kind == "beat":
+            self._on_beat(watch, message)
+        elif kind == "end":
+            watch.end = message
+        return True
+
+    def _on_beat(self, watch: _Watch, beat: dict[str, Any]) -> None:
+        now = self.clock.monotonic()
+        key = (beat["step"], beat["epoch"], beat["phase"])
+        watch.step_s = beat.get("step_s") or watch.step_s
+        if beat["phase"] in EXEMPT_PHASES or watch.phase in EXEMPT_PHASES:
+            watch.last_progress = now  # saves and loads never count as a stall
+        elif key != watch.key:
+            gap = now - watch.last_progress
+            if watch.key and watch.phase != "setup":
+                self.longest_gap_s = max(self.longest_gap_s or 0.0, gap)
+            watch.last_progress = now
+        watch.key, watch.phase = key, beat["phase"]
+
+    # -- watching ---------------------------------------------------------------------
+
+    def _check_stall(self, watch: _Watch) -> None:
+        policy = self.spec.watchdog
+        limit = stall_timeout_s(step_s=watch.step_s, longest_gap_s=self.longest_gap_s,
+                                factor=policy.stall_factor, floor_s=policy.stall_floor_s)
+        silent = self.clock.monotonic() - watch.last_progress
+        if watch.phase in EXEMPT_PHASES or silent < limit:
+            return
+        self.console.warn(f"no progress for {silent:.0f} s (limit {limit:.0f} s, phase "
+                          f"{watch.phase}): the training looks hung; its thread stacks follow")
+        self._dump_stacks(watch)
+        watch.killed_for = f"hung for {silent:.0f} s at step {watch.key[0] if watch.key else 0}"
+        self._kill(watch, watch.killed_for)
+
+    def _dump_stacks(self, watch: _Watch) -> None:
+        stacks = self.job.path / "log" / STACKS_NAME
+        offset = stacks.stat().st_size if stacks.exists() else 0
+        pid = watch.process.pid
+        if pid is None:
+            return
+        try:
+            import os
+
+            os.kill(pid, signal.SIGUSR2)
+        except ProcessLookupError:
+            return
+        self.clock.sleep(1.0)  # faulthandler writes from a signal handler, in C
+        if stacks.exists():
+            with open(stacks, encoding="utf-8", errors="replace") as f:
+                f.seek(offset)
+                self.console.info(f"thread stacks of the hung worker:\n{f.read().rstrip()}")
+
+    def _kill(self, watch: _Watch, reason: str) -> None:
+        watch.killed_for = watch.killed_for or reason
+        if watch.process.is_alive():
+            watch.process.kill()
+
+    def _act_on_interrupts(self, watch: _Watch) -> None:
+        if self.interrupts >= 2:
+            watch.killed_for = "interrupted twice"
+            self._kill(watch, "interrupted twice")
+        elif self.interrupts == 1 and not watch.stop_sent:
+            self.console.info("interrupted: saving at the next step, then stopping "
+                              "(interrupt again to stop at once, without a save)")
+            watch.conn.send({"kind": "stop", "reason": "interrupted"})
+            watch.stop_sent = True
+
+    def _act_on_requests(self, watch: _Watch) -> None:
+        requests, unknown = self._watcher.pending()
+        for name in unknown:
+            self.console.warn(f"ignoring unknown request file control/{name} (known: stop, "
+                              "checkpoint)")
+        for name in requests:
+            self.console.info(f"'{name}' request received")
+            if name == "stop":
+                watch.conn.send({"kind": "stop", "reason": "stop requested"})
+                watch.stop_sent = True
+            else:
+                watch.conn.send({"kind": "checkpoint"})
+
+    def _beat_lease(self) -> None:
+        if self.clock.monotonic() - self._last_lease_beat < self.spec.lease_s / 4:
+            return
+        now = self.clock.time()
+        self.job.statefile.update(lambda s: heartbeat(s, self.generation, now=now))
+        self._last_lease_beat = self.clock.monotonic()
+
+    @contextmanager
+    def _interrupts_counted(self) -> Iterator[None]:
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+
+        def on_signal(signum: int, frame: Any) -> None:
+            self.interrupts += 1
+
+        previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+    # -- judging --------------------------------------------------------------------------
+
+    def _classify(self, watch: _Watch) -> Outcome:
+        end = watch.end
+        if end is not None:
+            self.micro_batches = int(end.get("micro_batches", self.micro_batches))
+            detail = str(end["detail"])
+            return Outcome(Exit(end["exit"]), detail, value=end.get("value"),
+                           error=_rebuild_error(end.get("error"), detail),
+                           exit_code=int(end.get("exit_code", 0)))
+        if watch.killed_for == "interrupted twice":
+            return Outcome(Exit.STOPPED, "interrupted twice: stopped at once, without a save",
+                           exit_code=130)
+        if watch.killed_for and watch.killed_for.startswith("hung"):
+            return Outcome(Exit.HUNG, watch.killed_for)
+        code = watch.process.exitcode or 0
+        how = (f"was killed by {signal.Signals(-code).name}" if code < 0
+               else f"exited with code {code}")
+        return Outcome(Exit.CRASHED, how)
+
+    def _on_oom(self, outcome: Outcome) -> Outcome:
+        if not self.spec.watchdog.oom_halve_batch:
+            return Outcome(Exit.FAILED, f"{outcome.detail}; set watchdog.oom_halve_batch: true "
+                           "to retry with smaller micro-batches, or reduce the batch size",
+                           exit_code=1)
+        self.micro_batches *= 2
+        self.console.warn(f"CUDA ran out of memory: restarting with {self.micro_batches} "
+                          "micro-batches per batch (same effective batch, via run.split)")
+        return outcome
+
+    def _gave_up(self, outcome: Outcome) -> Outcome:
+        misses = attempts_without_progress(self.history)
+        return Outcome(Exit.FAILED, (
+            f"the worker {outcome.detail}, and {misses} attempts in a row made no progress "
+            f"(no new checkpoint; cap watchdog.max_restarts={self.spec.watchdog.max_restarts}). "
+            "Look at the job log (`colabrun status`, log/colabrun.log) for the cause; fix it "
+            "and run again to continue from the last checkpoint"), exit_code=1)
+
+    def _latest_checkpoint(self) -> str | None:
+        state = self.job.statefile.read()
+        latest = state.latest_checkpoint if state else None
+        return latest.name if latest else None
+
+
+def _rebuild_error(ref: str | None, message: str) -> ColabrunError | None:
+    """The worker's colabrun error, as the same class here (``except HandleError`` works)."""
+    if not ref:
+        return None
+    module_name, _, qualname = ref.partition(":")
+    try:
+        cls = getattr(importlib.import_module(module_name), qualname)
+    except (ImportError, AttributeError):
+        return None
+    if not (isinstance(cls, type) and issubclass(cls, ColabrunError)):
+        return None
+    try:
+        return cls(message)
+    except TypeError:
+        return None

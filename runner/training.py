@@ -1,0 +1,193 @@
+"""Training one session: what runs in the worker process (or in-process when
+``supervise`` is off). Finds the resume point, builds the handle, calls the
+user's function, and says how it ended as an :class:`Outcome`, never raising
+for the user's own errors: the caller records the outcome.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+import traceback
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from jobs.entrypoint import resolve_entrypoint
+from jobs.errors import CheckpointError, ColabrunError
+from jobs.spec import JobSpec
+from runner.clock import Clock
+from runner.console import Console
+from runner.handle import EPOCH_START, ResumePoint, Run
+from runner.jobdir import JobDir
+from runner.live import Controls, LiveProgress, StopTraining
+from runner.metrics import MetricsLog
+from runner.plan import plan_resume
+from runner.platform import choose_device
+from runner.restarts import Exit
+from runner.rng import seed_everything
+from runner.saving import Saver
+from state.lease import LeaseLost, check_fence
+from state.model import JobState
+from state.transitions import learn_timing, note_session
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How a session's training ended.
+
+    ``error`` is the exception itself when training ran in this process;
+    ``exit_code`` the CLI exit code its error class carries.
+    """
+
+    exit: Exit
+    detail: str = ""
+    value: Any = None
+    error: BaseException | None = None
+    exit_code: int = 0
+
+
+@dataclass(frozen=True)
+class SessionContext:
+    """What a training session needs besides the spec."""
+
+    job: JobDir
+    generation: int
+    session: int
+    clock: Clock
+    console: Console
+    on_point: Callable[[str], None]
+    controls: Controls
+    progress: LiveProgress
+    micro_batches: int = 1
+    search_path: tuple[Path, ...] = ()
+    heartbeat_s: float = float("inf")
+
+
+def train_session(spec: JobSpec, ctx: SessionContext) -> Outcome:
+    """Train until done, stopped, or failed; never raises for the user's errors."""
+    try:
+        train = resolve_entrypoint(spec.entrypoint, search_path=ctx.search_path)
+        device, note = choose_device(spec)
+        if note:
+            ctx.console.warn(note)
+        state = ctx.job.statefile.read()
+        assert state is not None
+        ctx.progress.phase = "load"
+        resume = find_resume_point(ctx.job, state, ctx.console, ctx.clock)
+        ctx.progress.phase = "setup"
+        state = ctx.job.statefile.update(lambda s: note_session(
+            fenced(s, ctx.generation), device=str(device),
+            resumed_from=resume.name if resume else None, now=ctx.clock.time()))
+        announce(ctx.console, spec, state, resume)
+        run = _build_run(spec, ctx, state, resume, device)
+        seed_everything(spec.seed)
+        torch.use_deterministic_algorithms(spec.deterministic, warn_only=True)
+        with interrupts_request_stop(ctx.controls):
+            value = train(run)
+            run.close()
+    except StopTraining as stop:
+        return Outcome(Exit.STOPPED, stop.reason)
+    except LeaseLost as exc:
+        return Outcome(Exit.FENCED, str(exc), error=exc, exit_code=exc.exit_code)
+    except torch.cuda.OutOfMemoryError as exc:
+        return Outcome(Exit.OOM, f"CUDA out of memory: {exc}".splitlines()[0], error=exc,
+                       exit_code=1)
+    except ColabrunError as exc:
+        return Outcome(Exit.FAILED, str(exc), error=exc, exit_code=exc.exit_code)
+    except Exception as exc:
+        ctx.console.info("".join(traceback.format_exception(exc)).rstrip())
+        return Outcome(Exit.FAILED, f"the training function raised {type(exc).__name__}: {exc}",
+                       error=exc, exit_code=1)
+    return Outcome(Exit.COMPLETED, "completed", value=value)
+
+
+def fenced(state: JobState, generation: int) -> JobState:
+    """``state``, after checking this session still owns the job."""
+    check_fence(state, generation)
+    return state
+
+
+def _build_run(spec: JobSpec, ctx: SessionContext, state: JobState,
+               resume: ResumePoint | None, device: torch.device) -> Run:
+    saver = Saver(ctx.job.store, ctx.job.statefile, keep_last=spec.checkpoint.keep_last,
+                  generation=ctx.generation, clock=ctx.clock, heartbeat_s=ctx.heartbeat_s)
+    return Run(spec=spec, device=device, saver=saver,
+               metrics=MetricsLog(ctx.job.path, ctx.job.storage), clock=ctx.clock,
+               resume=resume, session=ctx.session, on_point=ctx.on_point,
+               on_epoch_end=ctx.console.info, controls=ctx.controls, progress=ctx.progress,
+               micro_batches=ctx.micro_batches, save_s=state.timings.save_s)
+
+
+def find_resume_point(
+    job: JobDir, state: JobState, console: Console, clock: Clock
+) -> ResumePoint | None:
+    """Load the newest checkpoint that verifies, warning about each one skipped."""
+    plan = plan_resume(state.checkpoints, job.store.list_names())
+    for name in plan.candidates:
+        started = clock.monotonic()
+        try:
+            manifest = job.store.verify(name)
+            payload = job.store.load_payload(name)
+        except CheckpointError as exc:
+            console.warn(f"skipping {exc}; falling back to an older checkpoint")
+            continue
+        _learn_load_time(job, clock, clock.monotonic() - started)
+        return ResumePoint(
+            name=name, step=manifest.step, epochs_done=manifest.epoch, batch=manifest.batch,
+            where=str(manifest.meta.get("where", EPOCH_START)), payload=payload,
+            extras=dict(manifest.meta.get("extras", {})),
+        )
+    if plan.candidates:
+        console.warn("no checkpoint verified: starting from scratch (the unverifiable ones "
+                     "are kept for inspection)")
+    return None
+
+
+def _learn_load_time(job: JobDir, clock: Clock, load_s: float) -> None:
+    job.statefile.update(lambda s: learn_timing(s, load_s=load_s, now=clock.time()))
+
+
+def announce(console: Console, spec: JobSpec, state: JobState, resume: ResumePoint | None
+             ) -> None:
+    """Say plainly whether this is a fresh start or a resume, and from where."""
+    session = len(state.sessions)
+    if resume is None:
+        console.info(f"job {spec.name!r}: no checkpoint yet, fresh start "
+                     f"(session {session}, {spec.epochs} epochs)")
+        return
+    console.info(f"job {spec.name!r}: resuming from {resume.name} (epoch {resume.epochs_done}, "
+                 f"batch {resume.batch}, step {resume.step}; session {session})")
+
+
+@contextmanager
+def interrupts_request_stop(controls: Controls) -> Iterator[None]:
+    """SIGINT/SIGTERM: the first asks for a save and a clean stop, a second stops at once.
+
+    Only in the main thread (where Python delivers signals); elsewhere a no-op.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def on_signal(signum: int, frame: Any) -> None:
+        controls.interrupts += 1
+        if controls.interrupts > 1:
+            raise KeyboardInterrupt
+        controls.request_stop("interrupted")
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def search_path_of(paths: Iterable[Path]) -> tuple[Path, ...]:
+    """Folders as a tuple (picklable, for the worker)."""
+    return tuple(Path(p) for p in paths)
