@@ -19,6 +19,7 @@ from jobs.loading import load_spec
 from jobs.reference import spec_reference_markdown
 from jobs.spec import JobSpec
 from runner.api import resolve_root, resume, run
+from runner.control import request
 from runner.jobdir import JobDir
 from runner.report import read_states, status_detail, status_table
 from state.storage import Storage
@@ -57,6 +58,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the state as JSON")
     add("list", "list the jobs under the root")
     p = add("repair", "rebuild a corrupt state.json from the committed checkpoints")
+    p.add_argument("name")
+    p = add("stop", "ask a running job to save and stop (a request file in its control/ folder)")
+    p.add_argument("name")
+    p = add("checkpoint", "ask a running job to save now and go on")
     p.add_argument("name")
     return parser
 
@@ -149,9 +154,22 @@ def _repair(args: argparse.Namespace) -> int:
     return 0
 
 
+def _request(args: argparse.Namespace) -> int:
+    root = resolve_root(args.root)
+    job = JobDir(root, args.name)
+    if not job.exists():
+        raise JobNotFound(f"no job {args.name!r} under {root}; `colabrun list --root {root}` "
+                          "shows the jobs there")
+    path = request(job.path, args.command, job.storage)
+    print(f"asked job {args.name!r} to {'save and stop' if args.command == 'stop' else 'save now'}"
+          f" ({path}); a running job acts on it within a few seconds")
+    return 0
+
+
 COMMANDS = {
     "run": _run, "resume": _resume, "validate": _validate, "schema": _schema,
-    "status": _status, "list": _list, "repair": _repair,
+    "status": _status, "list": _list, "repair": _repair, "stop": _request,
+    "checkpoint": _request,
 }
 
 

@@ -42,12 +42,14 @@ class Deadline:
     ends_at: float | None
     safety: float = SAFETY_FACTOR
     margin_s: float = MARGIN_S
+    assumed_save_s: float = UNMEASURED_SAVE_S
 
     @classmethod
-    def of(cls, *, started_at: float, budget: float | None, margin_s: float = MARGIN_S
-           ) -> Deadline:
+    def of(cls, *, started_at: float, budget: float | None, margin_s: float = MARGIN_S,
+           assumed_save_s: float = UNMEASURED_SAVE_S) -> Deadline:
         """The deadline of a runtime started at ``started_at`` with ``budget`` seconds."""
-        return cls(ends_at=None if budget is None else started_at + budget, margin_s=margin_s)
+        return cls(ends_at=None if budget is None else started_at + budget, margin_s=margin_s,
+                   assumed_save_s=assumed_save_s)
 
     def time_left(self, now: float) -> float | None:
         """Seconds until the cutoff, or ``None`` without one."""
@@ -56,7 +58,7 @@ class Deadline:
     def needed_s(self, *, step_s: float | None, save_s: float | None) -> float:
         """Time one more step plus a full save take, with the safety factor and margin."""
         step = step_s or 0.0
-        save = UNMEASURED_SAVE_S if save_s is None else save_s
+        save = self.assumed_save_s if save_s is None else save_s
         return (step + save) * self.safety + self.margin_s
 
     def must_save_now(self, now: float, *, step_s: float | None, save_s: float | None) -> bool:

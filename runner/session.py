@@ -22,7 +22,7 @@ from jobs.spec import JobSpec, changed_defining_fields
 from runner import knobs
 from runner.clock import Clock, SystemClock
 from runner.console import Console
-from runner.deadline import Deadline, budget_s
+from runner.deadline import UNMEASURED_SAVE_S, Deadline, budget_s
 from runner.faults import hook_from_environment
 from runner.jobdir import JobDir
 from runner.live import Controls, LiveProgress
@@ -220,7 +220,8 @@ def _deadline(spec: JobSpec, clock: Clock) -> Deadline:
     scale = knobs.time_scale()
     started = runtime_started_at(platform, now=clock.time())
     return Deadline.of(started_at=started, budget=None if budget is None else budget / scale,
-                       margin_s=spec.deadline_margin_s / scale)
+                       margin_s=spec.deadline_margin_s / scale,
+                       assumed_save_s=UNMEASURED_SAVE_S / scale)
 
 
 def _warn_if_not_durable(root: Path, console: Console) -> None:

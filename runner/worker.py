@@ -169,6 +169,7 @@ def worker_main(conn: Connection, blob: bytes) -> None:
                  on_point=hook_from_environment(attempt=task.attempt) or _no_hook)
     console = Console(out=cast(TextIO, sys.stdout), storage=job.storage)
     console.attach_log(job.path)
+    job.storage.makedirs(job.path / "log")
     stacks = open(job.path / "log" / STACKS_NAME, "a")  # noqa: SIM115 - lives as long as we do
     faulthandler.register(signal.SIGUSR2, file=stacks, all_threads=True)
     clock = SystemClock()
