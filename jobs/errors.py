@@ -15,7 +15,14 @@ carries the process exit code the CLI uses for it (see docs/cli.md)::
     ├── StateCorrupt(ValueError)          exit 5   state.json does not parse
     ├── CheckpointError(ValueError)       exit 5   a checkpoint failed verification
     ├── TrainingError(RuntimeError)       exit 1   the user's training code raised
-    └── HandleError(RuntimeError)         exit 1   the handle was used the wrong way
+    ├── HandleError(RuntimeError)         exit 1   the handle was used the wrong way
+    │
+    │   defined beside the code that raises them:
+    ├── DeviceUnavailable(RuntimeError)   exit 2   runner.platform: cuda asked, none here
+    ├── FaultSpecError(ValueError)        exit 2   runner.faults: a bad COLABRUN_KILL_AT
+    ├── LeaseHeld(RuntimeError)           exit 4   state.lease: another runner owns the job
+    ├── LeaseLost(RuntimeError)           exit 4   state.lease: the job was taken over
+    └── IllegalTransition(RuntimeError)   exit 1   state.transitions: a bug, never the user's
 """
 
 from __future__ import annotations

@@ -44,7 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("run", "start or continue the job a spec file declares")
     p.add_argument("spec", help="spec file (.yaml, .yml, .toml, .json or .py)")
     p.add_argument("--force", action="store_true",
-                   help="continue even if params or seed changed since the job was created")
+                   help="continue even if the entrypoint, params or seed changed since the job "
+                   "was created")
     p.add_argument("--takeover", action="store_true", help=TAKEOVER_HELP)
     p = add("resume", "continue a job from its folder under the root alone")
     p.add_argument("name", help="the job's name")
@@ -71,6 +72,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(COMMANDS[args.command](args))
+    except BrokenPipeError:  # `colabrun schema | head`: the reader left, not an error
+        sys.stderr.close()
+        return 0
     except ColabrunError as exc:
         for line in str(exc).splitlines():
             print(f"colabrun: error: {line}", file=sys.stderr)
@@ -118,8 +122,14 @@ def _status(args: argparse.Namespace) -> int:
     if state is None:
         raise JobNotFound(f"no job {args.name!r} under {root}; `colabrun list --root {root}` "
                           "shows the jobs there")
-    print(state.model_dump_json(indent=2) if args.json
-          else status_detail(state, job_dir=job.path, now=time.time()))
+    if args.json:
+        print(state.model_dump_json(indent=2))
+        return 0
+    try:
+        description = job.read_spec().description
+    except ColabrunError:
+        description = ""
+    print(status_detail(state, job_dir=job.path, now=time.time(), description=description))
     return 0
 
 

@@ -18,6 +18,7 @@ are tracked, and the RNG states are restored last, at the resume point.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -199,7 +200,7 @@ class Run:
                                     skip=self._batch))
         self.progress.batches_in_epoch = _length(loader)
         while True:
-            self._boundary(where=IN_EPOCH)
+            self._boundary(where=IN_EPOCH, last=self._batch == self.progress.batches_in_epoch)
             self._restore_rng_at(IN_EPOCH)
             try:
                 batch = next(it)
@@ -276,13 +277,15 @@ class Run:
              "time": self._clock.time(), **{k: float(v) for k, v in metrics.items()}}
         )
 
-    def _boundary(self, *, where: str, at_epoch_end: bool = False) -> None:
+    def _boundary(self, *, where: str, at_epoch_end: bool = False, last: bool = False) -> None:
+        """Save when due or asked; stop when asked. ``last``: after an epoch's last batch,
+        where a periodic save would only precede the epoch-end save at the same step."""
         self._saver.refresh_lease()
         controls = self.controls
         if controls.deadline.must_save_now(self._clock.time(), step_s=self._step_s,
                                            save_s=self._save_s):
             controls.request_stop("deadline")
-        reason = save_due(
+        reason = None if last and self.spec.checkpoint.at_epoch_end else save_due(
             self.spec.checkpoint,
             steps_since_save=self._steps_since_save,
             seconds_since_save=self._clock.monotonic() - self._last_save_at,
@@ -308,6 +311,13 @@ class Run:
         payload = {"tracked": snapshot_tracked(self._tracked), "rng": capture_rng()}
         if where == IN_EPOCH and self._epoch_rng is not None:
             payload[RNG_EPOCH] = self._epoch_rng
+        try:
+            json.dumps(self.extras)
+        except (TypeError, ValueError) as exc:
+            raise HandleError(
+                f"run.extras must hold JSON values (numbers, strings, lists, dicts): {exc}; "
+                "convert tensors with .item() or .tolist() before storing them"
+            ) from exc
         extras = {**self.extras, MICRO_BATCHES: self.micro_batches}
         meta = {"where": where, "reason": reason, "extras": extras,
                 "tracked": sorted(self._tracked), "seed": self.spec.seed,

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from jobs.errors import CheckpointError, JobNotFound, SpecError
 from jobs.loading import validate_spec
-from jobs.spec import JobSpec
+from jobs.spec import NAME_PATTERN, JobSpec
 from state.checkpoints import CheckpointStore, Manifest
 from state.model import JobState, Status
 from state.statefile import StateFile
@@ -45,6 +45,9 @@ class JobDir:
         storage: Storage | None = None,
         on_point: Callable[[str], None] = _no_hook,
     ) -> None:
+        if not NAME_PATTERN.fullmatch(name):
+            raise JobNotFound(f"{name!r} is not a job name (letters, digits, '-' and '_'); "
+                              f"`colabrun list --root {root}` shows the jobs there")
         self.root = root
         self.name = name
         self.path = root / name

@@ -1,8 +1,9 @@
 """The job's metrics log, ``metrics.jsonl``: one JSON object per record.
 
 Records are buffered and appended at checkpoint boundaries and at the end.
-After a crash, the records of the redone steps appear twice; readers keep the
-last record of each (session, step) and :func:`read_metrics` does so.
+After a crash, the steps redone by the next session are logged again;
+:func:`read_metrics` keeps, for each step and set of metric names, the record
+written last, so the redone steps replace the lost session's.
 """
 
 from __future__ import annotations
@@ -38,14 +39,21 @@ class MetricsLog:
         self.storage.append_bytes(self.path, data)
 
 
+BOOKKEEPING = frozenset({"step", "epoch", "session", "time"})
+
+
 def read_metrics(path: Path) -> list[dict[str, Any]]:
-    """Every record of a metrics log, torn last lines skipped."""
+    """The records of a metrics log in step order, redone steps counted once.
+
+    Torn lines (a crash mid-append) are skipped.
+    """
     if not path.exists():
         return []
-    records = []
+    latest: dict[tuple[int, frozenset[str]], dict[str, Any]] = {}
     for line in path.read_text(encoding="utf-8").splitlines():
         try:
-            records.append(json.loads(line))
+            record = json.loads(line)
         except json.JSONDecodeError:
-            continue  # a line torn by a crash mid-append
-    return records
+            continue
+        latest[(int(record.get("step", 0)), frozenset(record) - BOOKKEEPING)] = record
+    return [latest[key] for key in sorted(latest, key=lambda k: (k[0], sorted(k[1])))]

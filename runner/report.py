@@ -72,7 +72,7 @@ def status_table(jobs: Sequence[tuple[str, JobState | str]], *, now: float) -> s
                      for row in rows)
 
 
-def status_detail(state: JobState, *, job_dir: Path, now: float) -> str:
+def status_detail(state: JobState, *, job_dir: Path, now: float, description: str = "") -> str:
     """Everything about one job: progress, sessions, checkpoints, timings."""
     lines = [
         f"job        {state.name}  ({job_dir})",
@@ -80,6 +80,7 @@ def status_detail(state: JobState, *, job_dir: Path, now: float) -> str:
         f"progress   epoch {state.progress.epochs_done}/{state.progress.epochs_total}, "
         f"step {state.progress.global_step}",
         f"generation {state.generation}",
+        *([f"about      {description}"] if description else []),
         "sessions:",
     ]
     for s in state.sessions:

@@ -13,7 +13,7 @@ from typing import Any
 
 from runner.clock import Clock
 from state.checkpoints import CheckpointStore
-from state.lease import check_fence, heartbeat
+from state.lease import Fence, check_fence, heartbeat
 from state.model import CheckpointRecord, JobState
 from state.rotation import plan_rotation
 from state.statefile import StateFile
@@ -27,8 +27,8 @@ class Saver:
         store: the job's checkpoint store.
         statefile: the job's state file.
         keep_last: checkpoints to keep (the spec's policy).
-        generation: this session's generation, part of every checkpoint name; a
-            newer one in the state file means another runner took over (fencing).
+        fence: this session's lease (its generation is part of every checkpoint
+            name); a state file holding another lease means a takeover (fencing).
         clock: the injected clock.
         heartbeat_s: how often :meth:`refresh_lease` writes a heartbeat.
     """
@@ -39,14 +39,14 @@ class Saver:
         statefile: StateFile,
         *,
         keep_last: int,
-        generation: int,
+        fence: Fence,
         clock: Clock,
         heartbeat_s: float = 60.0,
     ) -> None:
         self.store = store
         self.statefile = statefile
         self.keep_last = keep_last
-        self.generation = generation
+        self.fence = fence
         self.clock = clock
         self.heartbeat_s = heartbeat_s
         self.last: CheckpointRecord | None = None
@@ -70,10 +70,10 @@ class Saver:
         """
         current = self.statefile.read()
         if current is not None:
-            check_fence(current, self.generation)  # do not even write a fenced checkpoint
+            check_fence(current, self.fence)  # do not even write a fenced checkpoint
         started = self.clock.monotonic()
         manifest = self.store.commit(
-            payload, step=step, epoch=epoch, batch=batch, generation=self.generation,
+            payload, step=step, epoch=epoch, batch=batch, generation=self.fence.generation,
             created_at=self.clock.time(), meta=meta, expected_bytes=expected_bytes,
         )
         record = manifest.record()
@@ -82,7 +82,7 @@ class Saver:
             observed["step_s"] = step_s
         now = self.clock.time()
         state = self.statefile.update(lambda s: learn_timing(
-            record_checkpoint(heartbeat(s, self.generation, now=now), record, now=now),
+            record_checkpoint(heartbeat(s, self.fence, now=now), record, now=now),
             now=now, **observed))
         self._last_beat = self.clock.monotonic()
         self.last = record
@@ -95,7 +95,7 @@ class Saver:
             return
         now = self.clock.time()
         self.statefile.update(
-            lambda s: forget_checkpoints(heartbeat(s, self.generation, now=now), doomed, now=now))
+            lambda s: forget_checkpoints(heartbeat(s, self.fence, now=now), doomed, now=now))
         for name in doomed:
             self.store.discard(name)
 
@@ -108,5 +108,5 @@ class Saver:
         if self.clock.monotonic() - self._last_beat < self.heartbeat_s:
             return
         now = self.clock.time()
-        self.statefile.update(lambda s: heartbeat(s, self.generation, now=now))
+        self.statefile.update(lambda s: heartbeat(s, self.fence, now=now))
         self._last_beat = self.clock.monotonic()

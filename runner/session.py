@@ -30,7 +30,18 @@ from runner.platform import detect_platform, is_colab, pid_alive, runtime_id, ru
 from runner.restarts import Exit
 from runner.supervisor import Supervisor
 from runner.training import Outcome, SessionContext, fenced, train_session
-from state.lease import LeaseHeld, Owner, Verdict, held_message, judge, release, take
+from state.lease import (
+    Fence,
+    LeaseHeld,
+    Owner,
+    Verdict,
+    fence_of,
+    held_message,
+    holds,
+    judge,
+    release,
+    take,
+)
 from state.model import JobState, Lease, Status
 from state.storage import Storage
 from state.transitions import (
@@ -120,20 +131,20 @@ def run_job(
         return _result(state, job.path, trained=False)
     _warn_if_not_durable(root, console)
     me = Owner(runtime_id=runtime_id(), host=socket.gethostname(), pid=os.getpid())
-    generation = _acquire(job, spec, me, takeover=takeover, clock=clock, console=console)
-    state = _begin(job, spec, me, generation, force=force, clock=clock, console=console)
+    fence = _acquire(job, spec, me, takeover=takeover, clock=clock, console=console)
+    state = _begin(job, spec, me, fence, force=force, clock=clock, console=console)
     ctx = SessionContext(
-        job=job, generation=generation, session=len(state.sessions) - 1, clock=clock,
+        job=job, fence=fence, session=len(state.sessions) - 1, clock=clock,
         console=console, on_point=job.statefile.on_point,
         controls=Controls(_deadline(spec, clock)), progress=LiveProgress(),
         search_path=tuple(Path(p) for p in search_path), heartbeat_s=spec.lease_s / 4)
     if spec.supervise and on_point is None:
-        outcome = Supervisor(spec, job, generation=generation, session=ctx.session, clock=clock,
+        outcome = Supervisor(spec, job, fence=fence, session=ctx.session, clock=clock,
                              console=console, deadline=ctx.controls.deadline,
                              search_path=ctx.search_path).run()
     else:
         outcome = train_session(spec, ctx)
-    return _finish(job, spec, generation, outcome, clock=clock, console=console)
+    return _finish(job, spec, fence, outcome, clock=clock, console=console)
 
 
 def _open_state(
@@ -160,7 +171,13 @@ def _open_state(
 
 def _create_state(job: JobDir, spec: JobSpec, *, clock: Clock, console: Console) -> JobState:
     if job.store.list_names():
-        state, problems = job.rebuild_state(spec, now=clock.time())
+        # The job's own spec.json says what its checkpoints were trained with; the
+        # spec of this run is checked against it afterwards, like any other run's.
+        try:
+            kept = job.read_spec()
+        except ColabrunError:
+            kept = spec
+        state, problems = job.rebuild_state(kept, now=clock.time())
         console.warn(f"{job.statefile.path} was missing (a write that never reached the "
                      f"storage?); rebuilt it from {len(state.checkpoints)} committed checkpoints")
         for problem in problems:
@@ -174,8 +191,8 @@ def _create_state(job: JobDir, spec: JobSpec, *, clock: Clock, console: Console)
 
 
 def _acquire(job: JobDir, spec: JobSpec, me: Owner, *, takeover: bool, clock: Clock,
-             console: Console) -> int:
-    """Take the job's lease (or raise :class:`LeaseHeld`); return the new generation."""
+             console: Console) -> Fence:
+    """Take the job's lease (or raise :class:`LeaseHeld`); return its fence."""
     seen: list[tuple[Verdict, Lease | None]] = []
 
     def change(s: JobState) -> JobState:
@@ -191,10 +208,10 @@ def _acquire(job: JobDir, spec: JobSpec, me: Owner, *, takeover: bool, clock: Cl
     if old is not None and verdict is not Verdict.MINE:
         console.warn(f"took job {spec.name!r} over from pid {old.pid} on {old.host} "
                      f"(runtime {old.owner}): {verdict.value.replace('_', ' ')}")
-    return state.generation
+    return fence_of(state)
 
 
-def _begin(job: JobDir, spec: JobSpec, me: Owner, generation: int, *, force: bool,
+def _begin(job: JobDir, spec: JobSpec, me: Owner, fence: Fence, *, force: bool,
            clock: Clock, console: Console) -> JobState:
     """Now that the job is ours: adopt the spec, open the session, clear leftovers."""
     state = job.statefile.read()
@@ -202,10 +219,10 @@ def _begin(job: JobDir, spec: JobSpec, me: Owner, generation: int, *, force: boo
     if changed_defining_fields(state.defining, spec):  # only reached with --force
         console.warn(f"--force: continuing job {spec.name!r} with the changed spec")
         job.statefile.update(lambda s: set_fingerprint(
-            fenced(s, generation), spec.fingerprint(), spec.defining_fields(), now=clock.time()))
+            fenced(s, fence), spec.fingerprint(), spec.defining_fields(), now=clock.time()))
     job.write_spec(spec)
     state = job.statefile.update(lambda s: begin_session(
-        set_epochs_total(fenced(s, generation), spec.epochs, now=clock.time()),
+        set_epochs_total(fenced(s, fence), spec.epochs, now=clock.time()),
         runtime_id=me.runtime_id, host=me.host, pid=me.pid, device="?", resumed_from=None,
         now=clock.time()))
     job.store.discard_uncommitted()
@@ -230,14 +247,14 @@ def _warn_if_not_durable(root: Path, console: Console) -> None:
                      "Google Drive (drive.mount('/content/drive')) to keep checkpoints")
 
 
-def _finish(job: JobDir, spec: JobSpec, generation: int, outcome: Outcome, *, clock: Clock,
+def _finish(job: JobDir, spec: JobSpec, fence: Fence, outcome: Outcome, *, clock: Clock,
             console: Console) -> RunResult:
     """Record how the session ended, tell the user, and raise for failures."""
     if outcome.exit is Exit.FENCED:
         assert outcome.error is not None
         raise outcome.error
     status = STATUS_OF.get(outcome.exit, Status.FAILED)
-    state = _end(job, generation, status, outcome.detail, clock)
+    state = _end(job, fence, status, outcome.detail, clock)
     if status is Status.STOPPED:
         console.info(f"job {spec.name!r} stopped ({outcome.detail}) at step "
                      f"{state.progress.global_step}; continue it with `colabrun resume "
@@ -255,14 +272,14 @@ def _finish(job: JobDir, spec: JobSpec, generation: int, outcome: Outcome, *, cl
     return _result(state, job.path, trained=True, value=outcome.value)
 
 
-def _end(job: JobDir, generation: int, status: Status, reason: str, clock: Clock) -> JobState:
+def _end(job: JobDir, fence: Fence, status: Status, reason: str, clock: Clock) -> JobState:
     """Close the session and release the lease, unless another runner took over."""
 
     def change(s: JobState) -> JobState:
-        if s.generation != generation:  # fenced: the job is someone else's now
+        if not holds(s, fence):  # fenced: the job is someone else's now
             return s
         ended = end_session(s, status, reason=reason, now=clock.time())
-        return release(ended, generation, now=clock.time())
+        return release(ended, fence, now=clock.time())
 
     return job.statefile.update(change)
 

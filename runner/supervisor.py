@@ -43,7 +43,7 @@ from runner.restarts import (
 )
 from runner.training import Outcome
 from runner.worker import STACKS_NAME, WorkerTask, worker_main
-from state.lease import LeaseLost, heartbeat
+from state.lease import Fence, LeaseLost, heartbeat
 
 POLL_S = 0.2
 EXEMPT_PHASES = ("save", "load")
@@ -71,7 +71,7 @@ class Supervisor:
     Args:
         spec: the job.
         job: the job's folder.
-        generation: the session's lease generation (fencing).
+        fence: the session's lease (fencing).
         session: the session's index.
         clock: the injected clock.
         console: where messages go.
@@ -79,12 +79,12 @@ class Supervisor:
         search_path: folders the worker imports the entrypoint from.
     """
 
-    def __init__(self, spec: JobSpec, job: JobDir, *, generation: int, session: int,
+    def __init__(self, spec: JobSpec, job: JobDir, *, fence: Fence, session: int,
                  clock: Clock, console: Console, deadline: Deadline,
                  search_path: tuple[Path, ...] = ()) -> None:
         self.spec = spec
         self.job = job
-        self.generation = generation
+        self.fence = fence
         self.session = session
         self.clock = clock
         self.console = console
@@ -154,7 +154,7 @@ class Supervisor:
     def _start_worker(self) -> _Watch:
         context = multiprocessing.get_context("spawn")
         parent, child = context.Pipe(duplex=True)
-        task = WorkerTask(spec=self.spec, root=self.job.root, generation=self.generation,
+        task = WorkerTask(spec=self.spec, root=self.job.root, fence=self.fence,
                           session=self.session, micro_batches=self.micro_batches,
                           deadline=self.deadline, search_path=self.search_path,
                           attempt=len(self.history))
@@ -258,7 +258,7 @@ class Supervisor:
         if self.clock.monotonic() - self._last_lease_beat < self.spec.lease_s / 4:
             return
         now = self.clock.time()
-        self.job.statefile.update(lambda s: heartbeat(s, self.generation, now=now))
+        self.job.statefile.update(lambda s: heartbeat(s, self.fence, now=now))
         self._last_lease_beat = self.clock.monotonic()
 
     @contextmanager

@@ -31,9 +31,9 @@ from runner.platform import choose_device
 from runner.restarts import Exit
 from runner.rng import seed_everything
 from runner.saving import Saver
-from state.lease import LeaseLost, check_fence
-from state.model import JobState
-from state.transitions import learn_timing, note_session
+from state.lease import Fence, LeaseLost, check_fence
+from state.model import CheckpointRecord, JobState
+from state.transitions import learn_timing, note_session, reconcile_checkpoints
 
 
 @dataclass(frozen=True)
@@ -56,7 +56,7 @@ class SessionContext:
     """What a training session needs besides the spec."""
 
     job: JobDir
-    generation: int
+    fence: Fence
     session: int
     clock: Clock
     console: Console
@@ -78,11 +78,13 @@ def train_session(spec: JobSpec, ctx: SessionContext) -> Outcome:
         state = ctx.job.statefile.read()
         assert state is not None
         ctx.progress.phase = "load"
-        resume = find_resume_point(ctx.job, state, ctx.console, ctx.clock)
+        resume, failed, record = find_resume_point(ctx.job, state, ctx.console, ctx.clock)
         ctx.progress.phase = "setup"
         state = ctx.job.statefile.update(lambda s: note_session(
-            fenced(s, ctx.generation), device=str(device),
-            resumed_from=resume.name if resume else None, now=ctx.clock.time()))
+            reconcile_checkpoints(fenced(s, ctx.fence), failed=failed, found=record,
+                                  now=ctx.clock.time()),
+            device=str(device), resumed_from=resume.name if resume else None,
+            now=ctx.clock.time()))
         announce(ctx.console, spec, state, resume)
         run = _build_run(spec, ctx, state, resume, device)
         seed_everything(spec.seed)
@@ -106,16 +108,16 @@ def train_session(spec: JobSpec, ctx: SessionContext) -> Outcome:
     return Outcome(Exit.COMPLETED, "completed", value=value)
 
 
-def fenced(state: JobState, generation: int) -> JobState:
+def fenced(state: JobState, fence: Fence) -> JobState:
     """``state``, after checking this session still owns the job."""
-    check_fence(state, generation)
+    check_fence(state, fence)
     return state
 
 
 def _build_run(spec: JobSpec, ctx: SessionContext, state: JobState,
                resume: ResumePoint | None, device: torch.device) -> Run:
     saver = Saver(ctx.job.store, ctx.job.statefile, keep_last=spec.checkpoint.keep_last,
-                  generation=ctx.generation, clock=ctx.clock, heartbeat_s=ctx.heartbeat_s)
+                  fence=ctx.fence, clock=ctx.clock, heartbeat_s=ctx.heartbeat_s)
     return Run(spec=spec, device=device, saver=saver,
                metrics=MetricsLog(ctx.job.path, ctx.job.storage), clock=ctx.clock,
                resume=resume, session=ctx.session, on_point=ctx.on_point,
@@ -125,9 +127,15 @@ def _build_run(spec: JobSpec, ctx: SessionContext, state: JobState,
 
 def find_resume_point(
     job: JobDir, state: JobState, console: Console, clock: Clock
-) -> ResumePoint | None:
-    """Load the newest checkpoint that verifies, warning about each one skipped."""
+) -> tuple[ResumePoint | None, list[str], CheckpointRecord | None]:
+    """Load the newest checkpoint that verifies, warning about each one skipped.
+
+    Returns:
+        The resume point (``None``: fresh start), the names that failed
+        verification, and the record of the checkpoint resumed from.
+    """
     plan = plan_resume(state.checkpoints, job.store.list_names())
+    failed: list[str] = []
     for name in plan.candidates:
         started = clock.monotonic()
         try:
@@ -135,17 +143,19 @@ def find_resume_point(
             payload = job.store.load_payload(name)
         except CheckpointError as exc:
             console.warn(f"skipping {exc}; falling back to an older checkpoint")
+            failed.append(name)
             continue
         _learn_load_time(job, clock, clock.monotonic() - started)
-        return ResumePoint(
+        point = ResumePoint(
             name=name, step=manifest.step, epochs_done=manifest.epoch, batch=manifest.batch,
             where=str(manifest.meta.get("where", EPOCH_START)), payload=payload,
             extras=dict(manifest.meta.get("extras", {})),
         )
+        return point, failed, manifest.record()
     if plan.candidates:
         console.warn("no checkpoint verified: starting from scratch (the unverifiable ones "
                      "are kept for inspection)")
-    return None
+    return None, failed, None
 
 
 def _learn_load_time(job: JobDir, clock: Clock, load_s: float) -> None:

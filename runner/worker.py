@@ -36,6 +36,7 @@ from runner.live import Controls, LiveProgress
 from runner.restarts import Exit
 from runner.status import status_line
 from runner.training import SessionContext, train_session
+from state.lease import Fence
 
 #: worker exit codes, read when no "end" message arrived
 EXIT_CODES = {Exit.COMPLETED: 0, Exit.STOPPED: 3, Exit.FAILED: 1, Exit.FENCED: 4, Exit.OOM: 17}
@@ -48,7 +49,7 @@ class WorkerTask:
 
     spec: JobSpec
     root: Path
-    generation: int
+    fence: Fence
     session: int
     micro_batches: int
     deadline: Deadline
@@ -179,7 +180,7 @@ def worker_main(conn: Connection, blob: bytes) -> None:
                      status_every_s=task.spec.watchdog.status_every_s, clock=clock,
                      console=console)
     beat.start()
-    ctx = SessionContext(job=job, generation=task.generation, session=task.session,
+    ctx = SessionContext(job=job, fence=task.fence, session=task.session,
                          clock=clock, console=console, on_point=job.statefile.on_point,
                          controls=controls, progress=progress, micro_batches=task.micro_batches,
                          search_path=task.search_path)

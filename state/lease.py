@@ -11,6 +11,7 @@ newer generation than its own stops writing (fencing).
 from __future__ import annotations
 
 import datetime as dt
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
@@ -39,6 +40,28 @@ class Verdict(str, Enum):
     OWNER_DEAD = "owner_dead"  # same runtime, its process is gone: take over now
     EXPIRED = "expired"        # no heartbeat for the lease's duration: take over
     HELD = "held"              # a live owner: refuse
+
+
+@dataclass(frozen=True)
+class Fence:
+    """What a writer proves it still owns the job with: the generation of its
+    lease and the lease's unique token."""
+
+    generation: int
+    token: str
+
+
+def fence_of(state: JobState) -> Fence:
+    """The fence of the lease ``state`` holds."""
+    assert state.lease is not None, "no lease taken"
+    return Fence(state.lease.generation, state.lease.token)
+
+
+def holds(state: JobState, fence: Fence) -> bool:
+    """Whether ``state``'s lease is still the one ``fence`` was taken with."""
+    lease = state.lease
+    return (lease is not None and state.generation == fence.generation
+            and lease.generation == fence.generation and lease.token == fence.token)
 
 
 @dataclass(frozen=True)
@@ -85,15 +108,15 @@ def take(state: JobState, me: Owner, *, now: float, duration_s: float) -> JobSta
     """``state`` with a new lease for ``me`` and the generation bumped."""
     generation = state.generation + 1
     lease = Lease(owner=me.runtime_id, host=me.host, pid=me.pid, generation=generation,
-                  acquired_at=now, heartbeat_at=now, duration_s=duration_s)
+                  acquired_at=now, heartbeat_at=now, duration_s=duration_s,
+                  token=uuid.uuid4().hex)
     return state.model_copy(update={"lease": lease, "generation": generation, "updated_at": now})
 
 
-def check_fence(state: JobState, generation: int) -> None:
-    """Raise :class:`LeaseLost` when the job moved on to a newer generation."""
-    if state.generation != generation or state.lease is None or (
-        state.lease.generation != generation
-    ):
+def check_fence(state: JobState, fence: Fence) -> None:
+    """Raise :class:`LeaseLost` when the job's lease is no longer the one of ``fence``."""
+    if not holds(state, fence):
+        generation = fence.generation
         owner = state.lease
         who = f"pid {owner.pid} on {owner.host}" if owner else "nobody (released)"
         raise LeaseLost(
@@ -103,16 +126,16 @@ def check_fence(state: JobState, generation: int) -> None:
         )
 
 
-def heartbeat(state: JobState, generation: int, *, now: float) -> JobState:
+def heartbeat(state: JobState, fence: Fence, *, now: float) -> JobState:
     """Refresh the lease's heartbeat, after checking the fence."""
-    check_fence(state, generation)
+    check_fence(state, fence)
     assert state.lease is not None
     return state.model_copy(update={"lease": state.lease.model_copy(
         update={"heartbeat_at": now}), "updated_at": now})
 
 
-def release(state: JobState, generation: int, *, now: float) -> JobState:
+def release(state: JobState, fence: Fence, *, now: float) -> JobState:
     """Drop the lease if it is still ours."""
-    if state.lease is None or state.lease.generation != generation:
+    if not holds(state, fence):
         return state
     return state.model_copy(update={"lease": None, "updated_at": now})

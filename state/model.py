@@ -38,6 +38,8 @@ class Lease(_Frozen):
     acquired_at: float
     heartbeat_at: float
     duration_s: float = Field(gt=0)
+    token: str = Field(default="", description="Unique per takeover: fences a same-generation "
+                       "rival that read the same stale state (COLAB.md fact 11).")
 
 
 class Session(_Frozen):
@@ -109,7 +111,8 @@ class JobState(_Frozen):
     @property
     def latest_checkpoint(self) -> CheckpointRecord | None:
         """The newest committed checkpoint on record, if any."""
-        return max(self.checkpoints, key=lambda r: (r.step, r.generation), default=None)
+        return max(self.checkpoints, key=lambda r: (r.step, r.generation, r.created_at),
+                   default=None)
 
     def is_done_for(self, epochs: int) -> bool:
         """Completed, and ``epochs`` asks for no more than were trained."""

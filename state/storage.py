@@ -13,7 +13,7 @@ with two things a Drive mount needs (COLAB.md facts 10 and 14):
 
 After the last try the error is translated into :class:`StorageError`, whose
 message names the path, the errno and what to check. The :class:`Fs` seam is
-where tests and ``colabrun chaos`` inject faults.
+where tests inject faults.
 """
 
 from __future__ import annotations

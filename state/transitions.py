@@ -109,6 +109,22 @@ def record_checkpoint(state: JobState, record: CheckpointRecord, *, now: float) 
                                     "updated_at": now})
 
 
+def reconcile_checkpoints(
+    state: JobState, *, failed: Iterable[str], found: CheckpointRecord | None, now: float
+) -> JobState:
+    """After a resume search: drop records that failed verification, add the one
+    resumed from if only the listing knew it, and let progress follow what is left."""
+    gone = set(failed)
+    kept = tuple(r for r in state.checkpoints if r.name not in gone)
+    if found is not None and all(r.name != found.name for r in kept):
+        kept = tuple(sorted((*kept, found), key=lambda r: (r.step, r.generation, r.created_at)))
+    newest = max(kept, key=lambda r: (r.step, r.generation, r.created_at), default=None)
+    progress = state.progress.model_copy(update={
+        "epochs_done": newest.epoch if newest else 0,
+        "global_step": newest.step if newest else 0})
+    return state.model_copy(update={"checkpoints": kept, "progress": progress, "updated_at": now})
+
+
 def forget_checkpoints(state: JobState, names: Iterable[str], *, now: float) -> JobState:
     """Drop records (before their folders are rotated out)."""
     gone = set(names)

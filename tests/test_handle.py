@@ -18,6 +18,8 @@ from jobs.errors import HandleError, TrainingError
 from jobs.spec import JobSpec
 from runner.data import remaining_batches
 from state.model import Status
+from state.statefile import StateFile
+from state.storage import Storage
 from tests.helpers import assert_exactly_equal, final_payload
 from tests.rng_heavy_job import train as rng_heavy_train
 
@@ -159,3 +161,46 @@ def test_batches_refuse_a_custom_sampler() -> None:
 
 def test_batches_of_a_sequence_are_sliced() -> None:
     assert list(remaining_batches(["a", "b", "c"], seed=0, epoch=0, skip=2)) == ["c"]
+
+
+def test_an_epoch_end_is_saved_once(tmp_path: Path) -> None:
+    """every_steps dividing the epoch: the periodic save yields to the epoch-end one."""
+    spec = JobSpec(name="t", entrypoint=_train_tracking(["model", "optimizer"]), epochs=2,
+                   root=str(tmp_path), checkpoint={"every_steps": 2, "keep_last": 10},
+                   supervise=False)
+    runner.run(spec)
+    names = sorted(p.name for p in (tmp_path / "t" / "checkpoints").glob("step-*"))
+    assert names == ["step-000000002-g0001", "step-000000004-g0001",
+                     "step-000000006-g0001", "step-000000008-g0001"]
+
+
+def test_torn_checkpoints_leave_the_record_and_progress_follows(tmp_path: Path) -> None:
+    spec = heavy_spec(tmp_path)
+    with pytest.raises((Crash, TrainingError)):
+        runner.run(spec, on_point=crash_at("step", 23))
+    job_dir = tmp_path / "heavy"
+    statefile = StateFile(job_dir, Storage())
+    before = statefile.read()
+    assert before is not None and before.latest_checkpoint is not None
+    torn = before.latest_checkpoint.name
+    (job_dir / "checkpoints" / torn / "state.pt").write_bytes(b"")
+    with pytest.raises((Crash, TrainingError)):
+        runner.run(spec, on_point=crash_at("step", 1))  # resumes, then dies at once
+    after = statefile.read()
+    assert after is not None
+    assert torn not in [r.name for r in after.checkpoints]
+    assert after.progress.global_step == max(r.step for r in after.checkpoints)
+    assert after.progress.global_step < before.progress.global_step
+
+
+def test_nothing_verifies_means_progress_starts_over(tmp_path: Path) -> None:
+    spec = heavy_spec(tmp_path)
+    with pytest.raises((Crash, TrainingError)):
+        runner.run(spec, on_point=crash_at("step", 23))
+    for payload in (tmp_path / "heavy" / "checkpoints").glob("step-*/state.pt"):
+        payload.write_bytes(b"")
+    with pytest.raises((Crash, TrainingError)):
+        runner.run(spec, on_point=crash_at("step", 1))
+    state = StateFile(tmp_path / "heavy", Storage()).read()
+    assert state is not None and state.checkpoints == ()
+    assert state.progress.global_step == 0

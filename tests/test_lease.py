@@ -18,7 +18,16 @@ from jobs.spec import JobSpec
 from runner.clock import FakeClock
 from runner.saving import Saver
 from state.checkpoints import CheckpointStore
-from state.lease import LeaseHeld, LeaseLost, Owner, Verdict, check_fence, judge, take
+from state.lease import (
+    LeaseHeld,
+    LeaseLost,
+    Owner,
+    Verdict,
+    check_fence,
+    fence_of,
+    judge,
+    take,
+)
 from state.model import Lease, Status
 from state.statefile import StateFile
 from state.storage import Storage
@@ -56,9 +65,19 @@ def test_take_bumps_the_generation_and_fencing_catches_the_old_owner() -> None:
     first = take(state, ME, now=clock.time(), duration_s=60)
     second = take(first, Owner("runtime-b", "vm-b", 7), now=clock.time(), duration_s=60)
     assert (first.generation, second.generation) == (1, 2)
-    check_fence(second, 2)
+    check_fence(second, fence_of(second))
     with pytest.raises(LeaseLost, match="taken over"):
-        check_fence(second, 1)
+        check_fence(second, fence_of(first))
+
+
+def test_rivals_that_read_the_same_stale_state_fence_each_other() -> None:
+    """F15 across runtimes: no common lock, both take generation 1 from one stale view."""
+    state = new_job(name="j", fingerprint="f", defining={}, epochs_total=1, now=0.0)
+    mine = take(state, ME, now=1.0, duration_s=60)
+    theirs = take(state, Owner("runtime-b", "vm-b", 7), now=1.0, duration_s=60)
+    assert mine.generation == theirs.generation == 1
+    with pytest.raises(LeaseLost):  # their write landed last: I must stop
+        check_fence(theirs, fence_of(mine))
 
 
 def _spec(root: Path, **kw: Any) -> JobSpec:
@@ -115,7 +134,7 @@ def test_a_fenced_saver_writes_no_checkpoint(tmp_path: Path) -> None:
                          now=clock.time()), ME, now=clock.time(), duration_s=60)
     statefile.write(take(state, Owner("b", "vm-b", 1), now=clock.time(), duration_s=60))
     store = CheckpointStore(job_dir, Storage())
-    saver = Saver(store, statefile, keep_last=2, generation=state.generation, clock=clock)
+    saver = Saver(store, statefile, keep_last=2, fence=fence_of(state), clock=clock)
     with pytest.raises(LeaseLost):
         saver.save({"tracked": {}}, step=1, epoch=0, batch=1, meta={})
     assert store.list_names() == []

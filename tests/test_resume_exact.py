@@ -38,6 +38,7 @@ def reference(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
 def _killed_run(tmp_path: Path, point: str) -> tuple[Path, Path]:
     """Run the job until COLABRUN_KILL_AT=point kills it; return (root, job_dir)."""
     root = tmp_path / "runs"
+    tmp_path.mkdir(parents=True, exist_ok=True)
     spec_file = write_spec_file(tmp_path / "spec.json", digits_spec(root, name=NAME))
     killed = run_cli("run", str(spec_file), cwd=tmp_path, env={"COLABRUN_KILL_AT": point})
     assert killed.returncode == -signal.SIGKILL, (killed.returncode, killed.stderr)

@@ -7,8 +7,8 @@ import itertools
 import pytest
 
 from jobs.errors import ColabrunError
-from state.model import CheckpointRecord, JobState, Status
 from state.lease import Owner, take
+from state.model import CheckpointRecord, JobState, Status
 from state.transitions import (
     LEGAL_MOVES,
     TIMING_SMOOTHING,
