@@ -242,3 +242,47 @@ def test_old_owner_that_wakes_after_a_takeover_stops_writing(tmp_path: Path) -> 
         manifest = json.loads((old / "manifest.json").read_text())
         assert manifest["created_at"] < taken_over_at, f"{old.name} written after the takeover"
     assert _state(root / "slow").generation == 2
+
+
+NOTEBOOK_CELL = '''
+import torch
+import runner
+from jobs.spec import JobSpec
+
+class Net(torch.nn.Module):          # defined in the notebook, like the function
+    def __init__(self):
+        super().__init__()
+        self.layer = torch.nn.Linear(3, 1)
+
+    def forward(self, x):
+        return self.layer(x)
+
+def train(run):
+    model = Net()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    run.track(model=model, optimizer=opt)
+    data = [torch.ones(4, 3) * i for i in range(6)]
+    for _ in run.epochs():
+        for x in run.batches(data):
+            opt.zero_grad()
+            model(x).pow(2).mean().backward()
+            opt.step()
+            run.step()
+    return "trained in the worker"
+
+spec = JobSpec(name="nb", entrypoint=train, epochs=2, root=ROOT,
+               checkpoint={"every_steps": 2})
+result = runner.run(spec)
+print("RESULT", result.status.value, result.global_step, result.value)
+'''
+
+
+def test_a_function_defined_in_a_notebook_cell_trains_in_the_worker(tmp_path: Path) -> None:
+    code = NOTEBOOK_CELL.replace("ROOT", repr(str(tmp_path / "runs")))
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1",
+           "COLABRUN_KILL_AT": "step:5"}  # and the restarted worker gets it again
+    done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "RESULT completed 12 trained in the worker" in done.stdout
+    assert "was killed by SIGKILL; restarting it" in done.stdout
