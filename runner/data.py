@@ -131,7 +131,7 @@ def split_batch(batch: Any, pieces: int) -> Iterator[tuple[Any, float]]:
             f"run.split(): cannot cut a batch of {size} into {pieces} micro-batches; the batch "
             "no longer fits in GPU memory even one sample at a time: use a smaller model"
         )
-    bounds = [round(i * size / pieces) for i in range(pieces + 1)]
+    bounds = [i * size // pieces for i in range(pieces + 1)]
     for start, stop in zip(bounds, bounds[1:], strict=False):
         yield _slice(batch, start, stop), (stop - start) / size
 
