@@ -65,7 +65,9 @@ def _resume(tmp_path: Path, root: Path) -> str:
         pytest.param("step:57", id="mid-epoch"),
         pytest.param("epoch.end:2", id="epoch-boundary"),
         pytest.param("save.payload_written:3", id="mid-checkpoint-before-manifest"),
-        pytest.param("state.tmp_written:4", id="mid-state-write"),
+        # state writes: create, lease, session, reconcile, then one per checkpoint:
+        # the 7th is the record of the third checkpoint
+        pytest.param("state.tmp_written:7", id="mid-state-write"),
         pytest.param("save.renamed:5", id="after-commit-before-state"),
         pytest.param("rotate.manifest_removed:1", id="mid-rotation"),
     ],
