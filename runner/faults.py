@@ -1,21 +1,54 @@
-"""Fault points: named places in the save protocol and the loop where a test
-(or ``COLABRUN_KILL_AT``) can make the process die, as a runtime does (F1).
+"""Fault injection: the public API for testing that training really resumes.
+
+Everything here is off unless a test (or ``colabrun chaos``, or the
+``COLABRUN_KILL_AT`` knob) turns it on explicitly.
+
+**Points** are named places in the training loop and the save protocol
+(:data:`ALL_POINTS`); a *hook* is called with each point's name as it passes::
+
+    runner.run(spec, on_point=KillAt("save.payload_written", nth=2))   # SIGKILL there
+    runner.run(spec, on_point=RaiseAt("step", at_step=40))             # an exception
+    runner.run(spec, on_point=HangAt("step", at_step=40, release=ev))  # a hang
+
+**Storage faults** live at the storage edge: :class:`FaultyFs` is a filesystem
+that fails the N-th write/read/rename/fsync with a chosen errno, writes slowly,
+hangs writes, silently drops or truncates "uploaded" files (Drive when the VM
+dies before its upload, COLAB.md fact 9), serves stale listings, or loses the
+whole mount (``ENOTCONN`` on every call, fact 10)::
+
+    fs = FaultyFs(fail=[Fail("replace", nth=1, errno=errno.EIO)])
+    runner.run(spec, storage=Storage(fs=fs), on_point=...)
+
+**Durable-state faults** edit a job folder: :func:`corrupt_state`,
+:func:`plant_stale_lease`, :func:`lose_upload`; :class:`JumpingClock` makes time jump.
 """
 
 from __future__ import annotations
 
+import errno as errnos
+import json
 import os
 import signal
-from collections.abc import Callable
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
 
 from jobs.errors import ColabrunError
 from runner import knobs
+from runner.clock import Clock, SystemClock
+from runner.live import LiveProgress
 from state.checkpoints import ROTATE_POINTS, SAVE_POINTS
-from state.statefile import STATE_WRITE_POINTS
+from state.statefile import STATE_NAME, STATE_WRITE_POINTS
+from state.storage import OsFs
 
-#: Every named point, in the order a save passes them.
+#: Every named point, loop first, then a save in the order it passes them.
 LOOP_POINTS = ("step", "epoch.end")
 ALL_POINTS: tuple[str, ...] = LOOP_POINTS + SAVE_POINTS + STATE_WRITE_POINTS + ROTATE_POINTS
+
+Hook = Callable[[str], None]
 
 
 class FaultSpecError(ColabrunError, ValueError):
@@ -24,26 +57,116 @@ class FaultSpecError(ColabrunError, ValueError):
     exit_code = 2
 
 
-class KillAt:
-    """A hook that SIGKILLs this process the ``nth`` time it sees ``point``."""
+class InjectedFault(Exception):
+    """The exception :class:`RaiseAt` raises by default."""
 
-    def __init__(self, point: str, nth: int = 1) -> None:
+
+class _Trigger:
+    """Fires on the ``nth`` pass of ``point`` (or the first at/after ``at_step``)."""
+
+    def __init__(self, point: str, nth: int = 1, *, at_step: int | None = None,
+                 progress: LiveProgress | None = None) -> None:
         if point not in ALL_POINTS:
-            raise FaultSpecError(f"COLABRUN_KILL_AT: unknown fault point {point!r}; known: "
-                                 f"{', '.join(ALL_POINTS)}")
+            raise FaultSpecError(f"unknown fault point {point!r}; known: {', '.join(ALL_POINTS)}")
+        if at_step is not None and progress is None and point != "step":
+            raise FaultSpecError("at_step needs the 'step' point, or a LiveProgress")
         self.point = point
         self.nth = nth
+        self.at_step = at_step
+        self.progress = progress
         self.seen = 0
+        self.fired = False
+
+    def due(self, point: str) -> bool:
+        if point != self.point or self.fired:
+            return False
+        self.seen += 1
+        if self.at_step is not None:
+            step = self.progress.step if self.progress is not None else self.seen
+            hit = step >= self.at_step
+        else:
+            hit = self.seen >= self.nth
+        self.fired = hit
+        return hit
+
+
+class KillAt(_Trigger):
+    """SIGKILL this process at a point: what a runtime's death does (F1, F6).
+
+    Args:
+        point: one of :data:`ALL_POINTS`.
+        nth: the pass of ``point`` to die at (1: the first).
+        at_step: instead of ``nth``, die at the first pass at or after this global step.
+        progress: where the loop is (to know the step, and to log it).
+        log: a JSON-lines file to append ``{point, step, time}`` to before dying.
+    """
+
+    def __init__(self, point: str, nth: int = 1, *, at_step: int | None = None,
+                 progress: LiveProgress | None = None, log: Path | None = None) -> None:
+        super().__init__(point, nth, at_step=at_step, progress=progress)
+        self.log = log
 
     def __call__(self, point: str) -> None:
-        if point != self.point:
+        if not self.due(point):
             return
-        self.seen += 1
-        if self.seen >= self.nth:
-            os.kill(os.getpid(), signal.SIGKILL)
+        if self.log is not None:
+            step = self.progress.step if self.progress is not None else None
+            with open(self.log, "a") as f:
+                f.write(json.dumps({"point": point, "step": step, "time": time.time()}) + "\n")
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
-def hook_from_environment(attempt: int = 0) -> Callable[[str], None] | None:
+class RaiseAt(_Trigger):
+    """Raise an exception at a point (a bug, or a transient error in user code)."""
+
+    def __init__(self, point: str, nth: int = 1, *, at_step: int | None = None,
+                 progress: LiveProgress | None = None,
+                 error: Callable[[], BaseException] = lambda: InjectedFault("injected")) -> None:
+        super().__init__(point, nth, at_step=at_step, progress=progress)
+        self.error = error
+
+    def __call__(self, point: str) -> None:
+        if self.due(point):
+            raise self.error()
+
+
+class HangAt(_Trigger):
+    """Block at a point until ``release`` is set (a deadlock, F17)."""
+
+    def __init__(self, point: str, nth: int = 1, *, at_step: int | None = None,
+                 progress: LiveProgress | None = None,
+                 release: threading.Event | None = None) -> None:
+        super().__init__(point, nth, at_step=at_step, progress=progress)
+        self.release = release or threading.Event()
+
+    def __call__(self, point: str) -> None:
+        if self.due(point):
+            self.release.wait()
+
+
+class CountPoints:
+    """A hook that only counts how often each point passes."""
+
+    def __init__(self) -> None:
+        self.counts: dict[str, int] = {}
+
+    def __call__(self, point: str) -> None:
+        self.counts[point] = self.counts.get(point, 0) + 1
+
+
+def combine(*hooks: Hook | None) -> Hook:
+    """One hook calling each of ``hooks`` in turn."""
+    active = [h for h in hooks if h is not None]
+
+    def hook(point: str) -> None:
+        for each in active:
+            each(point)
+
+    return hook
+
+
+def hook_from_environment(attempt: int = 0, *, progress: LiveProgress | None = None
+                          ) -> Hook | None:
     """The kill hook ``COLABRUN_KILL_AT`` asks for this worker attempt, if any.
 
     ``POINT:N,POINT:N,...``: the i-th entry applies to the i-th attempt of a
@@ -56,4 +179,211 @@ def hook_from_environment(attempt: int = 0) -> Callable[[str], None] | None:
                              "comma-separated (e.g. step:40,save.renamed:2)") from exc
     if attempt >= len(entries):
         return None
-    return KillAt(*entries[attempt])
+    point, nth = entries[attempt]
+    return KillAt(point, nth, progress=progress, log=knobs.kill_log())
+
+
+# -- storage faults ---------------------------------------------------------------------
+
+
+@dataclass
+class Fail:
+    """Make the ``nth`` call (``None``: every call) of ``op`` fail with ``errno``.
+
+    ``op`` is one of ``open``, ``write``, ``fsync``, ``fsync_dir``, ``replace``,
+    ``listdir``, ``stat_size``, ``makedirs``, ``truncate``, ``unlink``, ``rmdir``.
+    ``path_contains`` limits the rule to matching paths.
+    """
+
+    op: str
+    nth: int | None = 1
+    errno: int = errnos.EIO
+    path_contains: str = ""
+    seen: int = field(default=0, init=False)
+
+    def hits(self, op: str, path: Path | str) -> bool:
+        if op != self.op or self.path_contains not in str(path):
+            return False
+        self.seen += 1
+        return self.nth is None or self.seen == self.nth
+
+
+class _FaultyFile:
+    """A file whose writes go through the filesystem's fault rules."""
+
+    def __init__(self, fs: FaultyFs, path: Path, file: IO[bytes]) -> None:
+        self._fs = fs
+        self._path = path
+        self._file = file
+
+    def write(self, data: Any) -> int:
+        self._fs.before("write", self._path)
+        if self._fs.slow_write_s:
+            time.sleep(self._fs.slow_write_s)
+        if self._fs.hang_writes is not None:
+            self._fs.hang_writes.wait()
+        return self._file.write(data)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._file, name)
+
+    def __enter__(self) -> _FaultyFile:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._file.close()
+        self._fs.after_close(self._path)
+
+
+class FaultyFs(OsFs):
+    """The real filesystem, with the faults a Drive mount shows (COLAB.md 9-14).
+
+    Args:
+        fail: rules failing chosen calls with a chosen errno.
+        slow_write_s: sleep this long in every write.
+        hang_writes: when given and not set, every write blocks until it is set.
+        lose_uploads: files (by name) that silently come out empty or vanish
+            after they are closed, as a VM that died before DriveFS uploaded them.
+        lose_how: ``"truncate"`` (0 bytes), ``"half"`` or ``"delete"``.
+        stale_listing: listings return what the folder held when this was set
+            (a fresh runtime's minutes-stale view, F11).
+    """
+
+    def __init__(self, *, fail: Iterable[Fail] = (), slow_write_s: float = 0.0,
+                 hang_writes: threading.Event | None = None,
+                 lose_uploads: Callable[[Path], bool] | None = None,
+                 lose_how: str = "truncate") -> None:
+        self.rules = list(fail)
+        self.slow_write_s = slow_write_s
+        self.hang_writes = hang_writes
+        self.lose_uploads = lose_uploads
+        self.lose_how = lose_how
+        self.mount_lost = False
+        self.calls: list[tuple[str, str]] = []
+        self._stale: dict[str, list[str]] | None = None
+
+    def freeze_listings(self, *folders: Path) -> None:
+        """From now on, list ``folders`` as they are now (a stale view)."""
+        self._stale = {str(f): super().listdir(f) if f.exists() else [] for f in folders}
+
+    def before(self, op: str, path: Path | str) -> None:
+        """Raise the fault a call meets, if any."""
+        self.calls.append((op, str(path)))
+        if self.mount_lost:
+            raise OSError(errnos.ENOTCONN, "Transport endpoint is not connected", str(path))
+        for rule in self.rules:
+            if rule.hits(op, path):
+                raise OSError(rule.errno, os.strerror(rule.errno), str(path))
+
+    def after_close(self, path: Path) -> None:
+        if self.lose_uploads is None or not self.lose_uploads(path) or not path.exists():
+            return
+        if self.lose_how == "delete":
+            path.unlink()
+        else:
+            keep = path.stat().st_size // 2 if self.lose_how == "half" else 0
+            os.truncate(path, keep)
+
+    def open(self, path: Path, mode: str) -> IO[bytes]:
+        self.before("open", path)
+        file = super().open(path, mode)
+        if "r" in mode:
+            return file
+        return _FaultyFile(self, path, file)  # type: ignore[return-value]
+
+    def fsync(self, file: IO[bytes]) -> None:
+        self.before("fsync", getattr(file, "name", "?"))
+        inner = getattr(file, "_file", file)
+        super().fsync(inner)
+
+    def fsync_dir(self, path: Path) -> None:
+        self.before("fsync_dir", path)
+        super().fsync_dir(path)
+
+    def replace(self, src: Path, dst: Path) -> None:
+        self.before("replace", src)
+        super().replace(src, dst)
+
+    def listdir(self, path: Path) -> list[str]:
+        self.before("listdir", path)
+        if self._stale is not None and str(path) in self._stale:
+            return list(self._stale[str(path)])
+        return super().listdir(path)
+
+    def stat_size(self, path: Path) -> int:
+        self.before("stat_size", path)
+        return super().stat_size(path)
+
+    def makedirs(self, path: Path) -> None:
+        self.before("makedirs", path)
+        super().makedirs(path)
+
+    def truncate(self, path: Path) -> None:
+        self.before("truncate", path)
+        super().truncate(path)
+
+    def unlink(self, path: Path) -> None:
+        self.before("unlink", path)
+        super().unlink(path)
+
+    def rmdir(self, path: Path) -> None:
+        self.before("rmdir", path)
+        super().rmdir(path)
+
+
+# -- durable-state faults ------------------------------------------------------------------
+
+
+def corrupt_state(job_dir: Path, how: str = "garbage") -> None:
+    """Damage ``state.json``: ``garbage`` bytes, or ``truncate`` it to half."""
+    path = job_dir / STATE_NAME
+    if how == "truncate":
+        data = path.read_bytes()
+        path.write_bytes(data[: len(data) // 2])
+    else:
+        path.write_bytes(b"\x00not json{{")
+
+
+def plant_stale_lease(job_dir: Path, *, age_s: float, host: str = "gone-vm",
+                      pid: int = 999_999) -> None:
+    """Leave the lease of a runtime that died ``age_s`` seconds ago (F4)."""
+    path = job_dir / STATE_NAME
+    data = json.loads(path.read_text())
+    now = time.time()
+    data["status"] = "running"
+    data["lease"] = {"owner": f"{host}-deadbeef", "host": host, "pid": pid,
+                     "generation": data.get("generation", 0), "acquired_at": now - age_s,
+                     "heartbeat_at": now - age_s, "duration_s": 600.0, "token": "stale"}
+    path.write_text(json.dumps(data, indent=2))
+
+
+def lose_upload(path: Path, how: str = "truncate") -> None:
+    """Make ``path`` look like a write that never reached Drive (F10)."""
+    if how == "delete":
+        path.unlink()
+    else:
+        os.truncate(path, 0 if how == "truncate" else path.stat().st_size // 2)
+
+
+class JumpingClock:
+    """A clock whose wall time (and optionally monotonic time) can jump."""
+
+    def __init__(self, base: Clock | None = None) -> None:
+        self.base = base or SystemClock()
+        self.wall_offset = 0.0
+        self.mono_offset = 0.0
+
+    def jump(self, seconds: float, *, monotonic: bool = False) -> None:
+        """Move the wall clock (NTP, a laptop waking); ``monotonic`` too if asked."""
+        self.wall_offset += seconds
+        if monotonic:
+            self.mono_offset += seconds
+
+    def monotonic(self) -> float:
+        return self.base.monotonic() + self.mono_offset
+
+    def time(self) -> float:
+        return self.base.time() + self.wall_offset
+
+    def sleep(self, seconds: float) -> None:
+        self.base.sleep(seconds)

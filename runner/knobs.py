@@ -7,6 +7,10 @@
     testing their own training code. The i-th entry applies to the i-th worker
     of a session: a supervised job is killed once per entry and restarted.
 
+``COLABRUN_KILL_LOG=FILE``
+    Before a ``COLABRUN_KILL_AT`` kill, append the point and step to FILE
+    (``colabrun chaos`` measures the work each kill cost with it).
+
 ``COLABRUN_CONTROL_POLLING=1``
     Watch ``control/`` with the polling observer even on a local disk (what
     a Drive mount gets), to test it.
@@ -22,6 +26,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 
 def kill_at() -> list[tuple[str, int]]:
@@ -48,3 +53,9 @@ def runtime_started_at() -> float | None:
     """The ``COLABRUN_RUNTIME_STARTED_AT`` override, if set."""
     value = os.environ.get("COLABRUN_RUNTIME_STARTED_AT", "").strip()
     return float(value) if value else None
+
+
+def kill_log() -> Path | None:
+    """``COLABRUN_KILL_LOG``: where a kill hook notes its point and step before dying."""
+    value = os.environ.get("COLABRUN_KILL_LOG", "").strip()
+    return Path(value) if value else None

@@ -123,8 +123,9 @@ def run_job(
     storage = storage or Storage(sleep=clock.sleep)
     console = console or Console(storage=storage)
     resolve_entrypoint(spec.entrypoint, search_path=search_path)  # fail before any write
+    progress = LiveProgress()
     job = JobDir(root, spec.name, storage=storage,
-                 on_point=on_point or hook_from_environment() or _no_hook)
+                 on_point=on_point or hook_from_environment(progress=progress) or _no_hook)
     state = _open_state(job, spec, force=force, clock=clock, console=console)
     if state.is_done_for(spec.epochs):
         console.info(summary_line(state, job.path))
@@ -136,7 +137,7 @@ def run_job(
     ctx = SessionContext(
         job=job, fence=fence, session=len(state.sessions) - 1, clock=clock,
         console=console, on_point=job.statefile.on_point,
-        controls=Controls(_deadline(spec, clock)), progress=LiveProgress(),
+        controls=Controls(_deadline(spec, clock)), progress=progress,
         search_path=tuple(Path(p) for p in search_path), heartbeat_s=spec.lease_s / 4)
     if spec.supervise and on_point is None:
         outcome = Supervisor(spec, job, fence=fence, session=ctx.session, clock=clock,

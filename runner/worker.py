@@ -166,8 +166,9 @@ def worker_main(conn: Connection, blob: bytes) -> None:
     channel = Channel(conn)
     sys.stdout = sys.stderr = ForwardingStream(channel)
     task: WorkerTask = cloudpickle.loads(blob)
+    progress = LiveProgress(micro_batches=task.micro_batches)
     job = JobDir(task.root, task.spec.name,
-                 on_point=hook_from_environment(attempt=task.attempt) or _no_hook)
+                 on_point=hook_from_environment(task.attempt, progress=progress) or _no_hook)
     console = Console(out=cast(TextIO, sys.stdout), storage=job.storage)
     console.attach_log(job.path)
     job.storage.makedirs(job.path / "log")
@@ -175,7 +176,6 @@ def worker_main(conn: Connection, blob: bytes) -> None:
     faulthandler.register(signal.SIGUSR2, file=stacks, all_threads=True)
     clock = SystemClock()
     controls = Controls(task.deadline)
-    progress = LiveProgress(micro_batches=task.micro_batches)
     beat = Heartbeat(channel, progress, controls, interval_s=task.spec.watchdog.heartbeat_s,
                      status_every_s=task.spec.watchdog.status_every_s, clock=clock,
                      console=console)

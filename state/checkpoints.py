@@ -41,6 +41,7 @@ MANIFEST_SCHEMA_VERSION = 1
 #: Named points of one save, in order; fault injection kills at each of them.
 SAVE_POINTS = (
     "save.folder_created",
+    "save.payload_writing",
     "save.payload_written",
     "save.manifest_written",
     "save.renamed",
@@ -164,6 +165,7 @@ class CheckpointStore:
         written = self.storage.write_stream(
             tmp / PAYLOAD_NAME, lambda f: torch.save(dict(payload), f),
             expected_bytes=expected_bytes,
+            on_first_write=lambda: self.on_point("save.payload_writing"),
         )
         on_disk = self.storage.size_of(tmp / PAYLOAD_NAME)
         if on_disk != written.size_bytes:

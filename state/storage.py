@@ -116,12 +116,18 @@ class Written:
 
 
 class _HashingWriter:
-    """A write-only file object that hashes and counts what passes through."""
+    """A write-only file object that hashes and counts what passes through.
 
-    def __init__(self, file: IO[bytes]) -> None:
+    ``on_first_write`` is called once, after the first bytes went out: the
+    file exists, partly written (what a kill "mid-upload" leaves).
+    """
+
+    def __init__(self, file: IO[bytes], on_first_write: Callable[[], None] | None = None
+                 ) -> None:
         self._file = file
         self._hash = hashlib.sha256()
         self.size = 0
+        self._on_first_write = on_first_write
         #: the first write error, kept because torch.save turns it into a RuntimeError
         self.error: OSError | None = None
 
@@ -130,10 +136,15 @@ class _HashingWriter:
         self._hash.update(view)
         self.size += view.nbytes
         try:
-            return self._file.write(view)
+            written = self._file.write(view)
         except OSError as exc:
             self.error = self.error or exc
             raise
+        if self._on_first_write is not None:
+            self._file.flush()
+            callback, self._on_first_write = self._on_first_write, None
+            callback()
+        return written
 
     def flush(self) -> None:
         self._file.flush()
@@ -222,7 +233,8 @@ class Storage:
     # -- operations ---------------------------------------------------------------
 
     def write_stream(
-        self, path: Path, produce: Callable[[Any], None], *, expected_bytes: int = 0
+        self, path: Path, produce: Callable[[Any], None], *, expected_bytes: int = 0,
+        on_first_write: Callable[[], None] | None = None,
     ) -> Written:
         """Create ``path``, let ``produce(file)`` write into it, fsync; return size and sha256.
 
@@ -232,7 +244,7 @@ class Storage:
 
         def attempt() -> Written:
             with self.fs.open(path, "wb") as raw:
-                writer = _HashingWriter(raw)
+                writer = _HashingWriter(raw, on_first_write)
                 try:
                     produce(writer)
                 except Exception:
