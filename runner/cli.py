@@ -11,14 +11,17 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
 from jobs.errors import ColabrunError, JobNotFound, StateCorrupt
 from jobs.loading import load_spec
 from jobs.reference import spec_reference_markdown
 from jobs.spec import JobSpec
 from runner.api import resolve_root, resume, run
+from runner.chaos import run_chaos
 from runner.control import request
 from runner.jobdir import JobDir
 from runner.report import read_states, status_detail, status_table
@@ -60,6 +63,13 @@ def build_parser() -> argparse.ArgumentParser:
     add("list", "list the jobs under the root")
     p = add("repair", "rebuild a corrupt state.json from the committed checkpoints")
     p.add_argument("name")
+    p = add("chaos", "prove a job resumes exactly: kill it N times at random points, compare",
+            root=False)
+    p.add_argument("spec")
+    p.add_argument("--kills", type=int, default=5, help="SIGKILLs to deliver (default 5)")
+    p.add_argument("--seed", type=int, default=0, help="chooses the kill points (default 0)")
+    p.add_argument("--epochs", type=int, help="train this many epochs instead of the spec's")
+    p.add_argument("--scratch", help="folder for the runs (default: a new temporary folder)")
     p = add("stop", "ask a running job to save and stop (a request file in its control/ folder)")
     p.add_argument("name")
     p = add("checkpoint", "ask a running job to save now and go on")
@@ -164,6 +174,18 @@ def _repair(args: argparse.Namespace) -> int:
     return 0
 
 
+def _chaos(args: argparse.Namespace) -> int:
+    spec = load_spec(args.spec)
+    scratch = (Path(args.scratch) if args.scratch
+               else Path(tempfile.mkdtemp(prefix="colabrun-chaos-")))
+    print(f"chaos: job {spec.name!r}, {args.kills} kills (seed {args.seed}), on the CPU, "
+          f"in {scratch}")
+    report = run_chaos(spec, kills=args.kills, seed=args.seed, epochs=args.epochs,
+                       scratch=scratch)
+    print(report.render())
+    return 0 if report.exact else 1
+
+
 def _request(args: argparse.Namespace) -> int:
     root = resolve_root(args.root)
     job = JobDir(root, args.name)
@@ -178,7 +200,7 @@ def _request(args: argparse.Namespace) -> int:
 
 COMMANDS = {
     "run": _run, "resume": _resume, "validate": _validate, "schema": _schema,
-    "status": _status, "list": _list, "repair": _repair, "stop": _request,
+    "status": _status, "list": _list, "repair": _repair, "stop": _request, "chaos": _chaos,
     "checkpoint": _request,
 }
 
