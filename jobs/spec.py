@@ -118,6 +118,11 @@ class JobSpec(BaseModel):
         description="Folder holding all jobs (default: Drive's MyDrive/colabrun on Colab, "
         "else ./colabrun-runs).",
     )
+    local_dir: str | None = Field(
+        default=None,
+        description="Local disk folder where checkpoints are staged before their upload to "
+        "the root (default: the system's temporary folder).",
+    )
     platform: Platform = Field(
         default="auto",
         description="Whose runtime limits apply: 'auto' detects Colab (12 h), Kaggle (12 h) "

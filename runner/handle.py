@@ -147,6 +147,11 @@ class Run:
         return self._global_step
 
     @property
+    def saver(self) -> Saver:
+        """The saver committing this run's checkpoints."""
+        return self._saver
+
+    @property
     def last_checkpoint(self) -> CheckpointRecord | None:
         """The checkpoint this session committed last, if any."""
         return self._saver.last
@@ -246,17 +251,18 @@ class Run:
 
     # -- the runner's side --------------------------------------------------------
 
-    def close(self) -> None:
-        """After the training function returned: save what is not saved yet."""
+    def close(self, upload_wait_s: float = 600.0) -> bool:
+        """After the training function returned: save what is not saved yet, and wait
+        for the uploads. Returns whether the newest checkpoint reached the root."""
         if not self._finished:
             self._finish()
-        self._metrics.flush()
+        self._saver.finish(upload_wait_s)
+        return self._saver.is_durable
 
     def _finish(self) -> None:
         self._finished = True
         if self._has_unsaved_work():
             self._save(where=EPOCH_START, reason="final")
-        self._metrics.flush()
 
     def _report_epoch(self) -> None:
         """One plain line per epoch: progress, metric means, the newest checkpoint."""
@@ -321,8 +327,8 @@ class Run:
         extras = {**self.extras, MICRO_BATCHES: self.micro_batches}
         meta = {"where": where, "reason": reason, "extras": extras,
                 "tracked": sorted(self._tracked), "seed": self.spec.seed,
+                "spec_fingerprint": self.spec.fingerprint(),
                 "torch_version": torch.__version__}
-        self._metrics.flush()
         self._saver.save(
             payload, step=self._global_step, epoch=self._epochs_done,
             batch=self._batch if where == IN_EPOCH else 0, meta=meta,

@@ -7,7 +7,9 @@ runtime can resume from the root alone), ``state.json``, ``checkpoints/``,
 
 from __future__ import annotations
 
+import hashlib
 import json
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -44,6 +46,7 @@ class JobDir:
         *,
         storage: Storage | None = None,
         on_point: Callable[[str], None] = _no_hook,
+        local_root: Path | None = None,
     ) -> None:
         if not NAME_PATTERN.fullmatch(name):
             raise JobNotFound(f"{name!r} is not a job name (letters, digits, '-' and '_'); "
@@ -54,6 +57,12 @@ class JobDir:
         self.storage = storage or Storage()
         self.statefile = StateFile(self.path, self.storage, on_point=on_point)
         self.store = CheckpointStore(self.path, self.storage, on_point=on_point)
+        # Staging on this runtime's disk, keyed by root and name: two roots holding
+        # a job of the same name never share it. A plain Storage: faults injected
+        # into the root's storage do not reach the local disk.
+        key = hashlib.sha256(str(root).encode()).hexdigest()[:8]
+        local = (local_root or Path(tempfile.gettempdir()) / "colabrun-local") / f"{name}-{key}"
+        self.local = CheckpointStore(local, Storage(), on_point=on_point)
 
     def exists(self) -> bool:
         """Whether the job has a spec or a state file under the root."""

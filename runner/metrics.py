@@ -9,10 +9,12 @@ written last, so the redone steps replace the lost session's.
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from jobs.errors import StorageError
 from state.storage import Storage
 
 METRICS_NAME = "metrics.jsonl"
@@ -25,18 +27,29 @@ class MetricsLog:
         self.path = job_dir / METRICS_NAME
         self.storage = storage
         self._pending: list[str] = []
+        self._lock = threading.Lock()  # the loop appends, the uploader flushes
 
     def append(self, record: Mapping[str, Any]) -> None:
         """Buffer one record."""
-        self._pending.append(json.dumps(record, sort_keys=True))
+        with self._lock:
+            self._pending.append(json.dumps(record, sort_keys=True))
 
     def flush(self) -> None:
-        """Append the buffered records."""
-        if not self._pending:
+        """Append the buffered records; on a storage error they stay buffered.
+
+        Raises:
+            StorageError: the root failed (the records are kept for the next flush).
+        """
+        with self._lock:
+            lines, self._pending = self._pending, []
+        if not lines:
             return
-        data = ("\n".join(self._pending) + "\n").encode()
-        self._pending.clear()
-        self.storage.append_bytes(self.path, data)
+        try:
+            self.storage.append_bytes(self.path, ("\n".join(lines) + "\n").encode())
+        except StorageError:
+            with self._lock:
+                self._pending = lines + self._pending
+            raise
 
 
 BOOKKEEPING = frozenset({"step", "epoch", "session", "time"})

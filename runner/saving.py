@@ -1,93 +1,243 @@
-"""Saving a snapshot: commit it, record it in the state file, rotate old ones.
+"""Saving: commit locally, upload in the background, record, rotate.
 
-The order is the commit protocol's (DESIGN.md): the checkpoint folder is
-committed first, only then does ``state.json`` name it, and only then are
-older checkpoints rotated out. A crash between any two steps leaves a job
-that resumes from the newest checkpoint that verifies.
+The commit protocol of DESIGN.md, in two tiers. :meth:`Saver.save` commits the
+snapshot to a local staging folder (fast; survives a worker crash on this
+runtime) and returns: that is all training waits for. The :class:`Uploader`
+thread then copies the newest local checkpoint to the root with the same
+protocol, and only then is ``state.json`` updated and are old checkpoints
+rotated. If the root fails or hangs (a lost Drive mount, F9), training goes
+on with local checkpoints, the user is told plainly that progress is not
+durable, and the upload is retried until the root is back.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import threading
+from collections.abc import Callable, Mapping
 from typing import Any
 
+from jobs.errors import ColabrunError
 from runner.clock import Clock
+from runner.console import Console
+from runner.metrics import MetricsLog
 from state.checkpoints import CheckpointStore
-from state.lease import Fence, check_fence, heartbeat
+from state.lease import Fence, LeaseLost, check_fence, heartbeat
 from state.model import CheckpointRecord, JobState
 from state.rotation import plan_rotation
 from state.statefile import StateFile
 from state.transitions import forget_checkpoints, learn_timing, record_checkpoint
 
+#: local checkpoints kept besides the one being uploaded
+KEEP_LOCAL = 2
 
-class Saver:
-    """Commits checkpoints of one session.
+
+class Uploader:
+    """Daemon thread: uploads the newest submitted checkpoint, retrying on failure.
 
     Args:
-        store: the job's checkpoint store.
+        upload: copies one local checkpoint (by name) to the root; raises on failure.
+        on_failure: told about each failed upload (an error, as data).
+        on_recovery: told when an upload succeeds after failures.
+        retry_s: how long to wait before retrying a failed upload.
+    """
+
+    def __init__(self, upload: Callable[[str], None], *,
+                 on_failure: Callable[[BaseException], None],
+                 on_recovery: Callable[[], None], retry_s: float = 15.0) -> None:
+        self._upload = upload
+        self._on_failure = on_failure
+        self._on_recovery = on_recovery
+        self.retry_s = retry_s
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._idle = threading.Event()
+        self._idle.set()
+        self._pending: str | None = None
+        self.current: str | None = None
+        self.failing = False
+        self.fatal: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="colabrun-uploader", daemon=True)
+        self._thread.start()
+
+    def submit(self, name: str) -> None:
+        """Upload ``name`` next (a newer submission replaces an older one not yet begun)."""
+        with self._lock:
+            self._pending = name
+            self._idle.clear()
+        self._wake.set()
+
+    def wait_idle(self, timeout_s: float) -> bool:
+        """Wait until everything submitted is uploaded; False on timeout or failure."""
+        return self._idle.wait(timeout_s) and not self.failing
+
+    def stop(self) -> None:
+        """Stop the thread (an upload in progress is abandoned, never half-committed)."""
+        self._stop.set()
+        self._wake.set()
+        self._thread.join(timeout=5.0)
+
+    def _fail_for_good(self, error: BaseException) -> None:
+        self.fatal = error
+        self._stop.set()
+        self._idle.set()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._wake.wait(self.retry_s if self.failing else None)
+            self._wake.clear()
+            if not self._stop.is_set():
+                self.tick()
+
+    def tick(self) -> None:
+        """Upload what is pending, if anything; report the outcome as data."""
+        with self._lock:
+            name, self._pending = self._pending, None
+            if name is None:
+                self._idle.set()
+                return
+            self.current = name
+        try:
+            self._upload(name)
+        except (ColabrunError, OSError) as exc:
+            if isinstance(exc, LeaseLost):
+                self._fail_for_good(exc)
+                return
+            self.failing = True
+            with self._lock:
+                self._pending = self._pending or name  # retry it unless a newer one came
+            self._on_failure(exc)
+            return
+        except Exception as exc:  # a bug, or an injected fault: surfaces at the next save
+            self._fail_for_good(exc)
+            return
+        finally:
+            self.current = None
+        if self.failing:
+            self.failing = False
+            self._on_recovery()
+        with self._lock:
+            if self._pending is None:
+                self._idle.set()
+            else:
+                self._wake.set()
+
+
+class Saver:
+    """Commits checkpoints of one session: locally now, to the root in the background.
+
+    Args:
+        local: the staging store on this runtime's disk.
+        store: the job's store under the root.
         statefile: the job's state file.
-        keep_last: checkpoints to keep (the spec's policy).
-        fence: this session's lease (its generation is part of every checkpoint
-            name); a state file holding another lease means a takeover (fencing).
+        keep_last: checkpoints to keep under the root (the spec's policy).
+        fence: this session's lease; a state file holding another one stops all writes.
         clock: the injected clock.
+        console: where warnings go.
+        metrics: flushed after each upload (it lives under the root too).
         heartbeat_s: how often :meth:`refresh_lease` writes a heartbeat.
     """
 
-    def __init__(
-        self,
-        store: CheckpointStore,
-        statefile: StateFile,
-        *,
-        keep_last: int,
-        fence: Fence,
-        clock: Clock,
-        heartbeat_s: float = 60.0,
-    ) -> None:
+    def __init__(self, local: CheckpointStore, store: CheckpointStore, statefile: StateFile, *,
+                 keep_last: int, fence: Fence, clock: Clock, console: Console | None = None,
+                 metrics: MetricsLog | None = None, heartbeat_s: float = 60.0,
+                 retry_s: float = 15.0) -> None:
+        self.local = local
         self.store = store
         self.statefile = statefile
         self.keep_last = keep_last
         self.fence = fence
         self.clock = clock
+        self.console = console or Console()
+        self.metrics = metrics
         self.heartbeat_s = heartbeat_s
         self.last: CheckpointRecord | None = None
+        self.uploaded: CheckpointRecord | None = None
+        self._local_s: dict[str, float] = {}
+        self._step_s: float | None = None
         self._last_beat = clock.monotonic()
+        self._lease_warned = False
+        self.uploader = Uploader(self._upload, on_failure=self._on_failure,
+                                 on_recovery=self._on_recovery, retry_s=retry_s)
 
-    def save(
-        self,
-        payload: Mapping[str, Any],
-        *,
-        step: int,
-        epoch: int,
-        batch: int,
-        meta: Mapping[str, Any],
-        expected_bytes: int = 0,
-        step_s: float | None = None,
-    ) -> CheckpointRecord:
-        """Commit ``payload``, record it, rotate; return its record.
+    def save(self, payload: Mapping[str, Any], *, step: int, epoch: int, batch: int,
+             meta: Mapping[str, Any], expected_bytes: int = 0,
+             step_s: float | None = None) -> CheckpointRecord:
+        """Commit ``payload`` locally and queue its upload; return its local record.
 
         Raises:
-            LeaseLost: another runner took the job over; nothing was recorded.
+            LeaseLost: an earlier upload found the job taken over.
         """
+        self._raise_fatal()
+        started = self.clock.monotonic()
+        manifest = self.local.commit(
+            payload, step=step, epoch=epoch, batch=batch, generation=self.fence.generation,
+            created_at=self.clock.time(), meta=meta, expected_bytes=expected_bytes)
+        self._local_s[manifest.name] = self.clock.monotonic() - started
+        self._step_s = step_s
+        self.last = manifest.record()
+        self.uploader.submit(manifest.name)
+        self._rotate_local()
+        return self.last
+
+    def finish(self, timeout_s: float = 600.0) -> bool:
+        """Wait for the uploads; True when the newest checkpoint is under the root."""
+        self._raise_fatal()
+        done = self.uploader.wait_idle(timeout_s)
+        self._raise_fatal()
+        return done
+
+    def close(self) -> None:
+        """Stop the uploader thread."""
+        self.uploader.stop()
+
+    @property
+    def is_durable(self) -> bool:
+        """Whether the newest checkpoint reached the root."""
+        return self.last is None or (
+            self.uploaded is not None and self.uploaded.step >= self.last.step)
+
+    def refresh_lease(self) -> None:
+        """Write a heartbeat when the last one is ``heartbeat_s`` old (best effort).
+
+        Raises:
+            LeaseLost: another runner took the job over.
+        """
+        self._raise_fatal()
+        if self.clock.monotonic() - self._last_beat < self.heartbeat_s:
+            return
+        self._last_beat = self.clock.monotonic()
+        now = self.clock.time()
+        try:
+            self.statefile.update(lambda s: heartbeat(s, self.fence, now=now))
+        except LeaseLost:
+            raise
+        except (ColabrunError, OSError) as exc:
+            if not self._lease_warned:
+                self.console.warn(f"cannot refresh the lease ({exc}); training goes on")
+                self._lease_warned = True
+
+    # -- the uploader's side -------------------------------------------------------
+
+    def _upload(self, name: str) -> None:
         current = self.statefile.read()
         if current is not None:
-            check_fence(current, self.fence)  # do not even write a fenced checkpoint
+            check_fence(current, self.fence)
         started = self.clock.monotonic()
-        manifest = self.store.commit(
-            payload, step=step, epoch=epoch, batch=batch, generation=self.fence.generation,
-            created_at=self.clock.time(), meta=meta, expected_bytes=expected_bytes,
-        )
+        manifest = self.store.upload_from(self.local, name)
         record = manifest.record()
-        observed = {"save_s": self.clock.monotonic() - started}
-        if step_s is not None:
-            observed["step_s"] = step_s
+        observed = {"save_s": self._local_s.get(name, 0.0) + self.clock.monotonic() - started}
+        if self._step_s is not None:
+            observed["step_s"] = self._step_s
         now = self.clock.time()
         state = self.statefile.update(lambda s: learn_timing(
             record_checkpoint(heartbeat(s, self.fence, now=now), record, now=now),
             now=now, **observed))
         self._last_beat = self.clock.monotonic()
-        self.last = record
+        self.uploaded = record
         self._rotate(state, newest=record.name)
-        return record
+        if self.metrics is not None:
+            self.metrics.flush()
 
     def _rotate(self, state: JobState, *, newest: str) -> None:
         doomed = plan_rotation(state.checkpoints, keep_last=self.keep_last, newest_verified=newest)
@@ -99,14 +249,24 @@ class Saver:
         for name in doomed:
             self.store.discard(name)
 
-    def refresh_lease(self) -> None:
-        """Write a heartbeat when the last one is ``heartbeat_s`` old.
+    def _rotate_local(self) -> None:
+        names = sorted(self.local.list_names())
+        keep = set(names[-KEEP_LOCAL:]) | {self.uploader.current or ""}
+        for name in names:
+            if name not in keep:
+                self.local.discard(name)
 
-        Raises:
-            LeaseLost: another runner took the job over.
-        """
-        if self.clock.monotonic() - self._last_beat < self.heartbeat_s:
-            return
-        now = self.clock.time()
-        self.statefile.update(lambda s: heartbeat(s, self.fence, now=now))
-        self._last_beat = self.clock.monotonic()
+    def _on_failure(self, error: BaseException) -> None:
+        where = self.last.name if self.last else "the newest checkpoint"
+        self.console.warn(
+            f"could not upload {where} to {self.store.dir}: {error}. Training goes on with "
+            f"local checkpoints in {self.local.dir}, but progress is NOT durable until the "
+            "storage is back (on Colab: check that Drive is mounted); retrying")
+
+    def _on_recovery(self) -> None:
+        self.console.info(f"the storage is back: {self.uploaded.name if self.uploaded else ''} "
+                          f"uploaded to {self.store.dir}")
+
+    def _raise_fatal(self) -> None:
+        if self.uploader.fatal is not None:
+            raise self.uploader.fatal

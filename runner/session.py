@@ -125,7 +125,8 @@ def run_job(
     resolve_entrypoint(spec.entrypoint, search_path=search_path)  # fail before any write
     progress = LiveProgress()
     job = JobDir(root, spec.name, storage=storage,
-                 on_point=on_point or hook_from_environment(progress=progress) or _no_hook)
+                 on_point=on_point or hook_from_environment(progress=progress) or _no_hook,
+                 local_root=Path(spec.local_dir) if spec.local_dir else None)
     state = _open_state(job, spec, force=force, clock=clock, console=console)
     if state.is_done_for(spec.epochs):
         console.info(summary_line(state, job.path))
@@ -227,6 +228,7 @@ def _begin(job: JobDir, spec: JobSpec, me: Owner, fence: Fence, *, force: bool,
         runtime_id=me.runtime_id, host=me.host, pid=me.pid, device="?", resumed_from=None,
         now=clock.time()))
     job.store.discard_uncommitted()
+    job.local.discard_uncommitted()
     job.statefile.discard_stale_temporaries()
     return state
 

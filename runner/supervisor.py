@@ -257,9 +257,14 @@ class Supervisor:
     def _beat_lease(self) -> None:
         if self.clock.monotonic() - self._last_lease_beat < self.spec.lease_s / 4:
             return
-        now = self.clock.time()
-        self.job.statefile.update(lambda s: heartbeat(s, self.fence, now=now))
         self._last_lease_beat = self.clock.monotonic()
+        now = self.clock.time()
+        try:
+            self.job.statefile.update(lambda s: heartbeat(s, self.fence, now=now))
+        except LeaseLost:
+            raise
+        except (ColabrunError, OSError) as exc:  # a lost mount: training goes on locally
+            self.console.warn(f"cannot refresh the lease ({exc}); training goes on")
 
     @contextmanager
     def _interrupts_counted(self) -> Iterator[None]:

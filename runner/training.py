@@ -31,6 +31,7 @@ from runner.platform import choose_device
 from runner.restarts import Exit
 from runner.rng import seed_everything
 from runner.saving import Saver
+from state.checkpoints import CheckpointStore, parse_checkpoint_name
 from state.lease import Fence, LeaseLost, check_fence
 from state.model import CheckpointRecord, JobState
 from state.transitions import learn_timing, note_session, reconcile_checkpoints
@@ -66,6 +67,7 @@ class SessionContext:
     micro_batches: int = 1
     search_path: tuple[Path, ...] = ()
     heartbeat_s: float = float("inf")
+    upload_wait_s: float = 600.0
 
 
 def train_session(spec: JobSpec, ctx: SessionContext) -> Outcome:
@@ -89,9 +91,15 @@ def train_session(spec: JobSpec, ctx: SessionContext) -> Outcome:
         run = _build_run(spec, ctx, state, resume, device)
         seed_everything(spec.seed)
         torch.use_deterministic_algorithms(spec.deterministic, warn_only=True)
-        with interrupts_request_stop(ctx.controls):
+        with interrupts_request_stop(ctx.controls), _saver_closed(run):
             value = train(run)
-            run.close()
+            durable = run.close(ctx.upload_wait_s)
+        if not durable:
+            last = run.last_checkpoint
+            return Outcome(Exit.STOPPED, (
+                f"training finished, but its last checkpoint ({last.name if last else '?'}) "
+                f"is only on this runtime's disk, in {ctx.job.local.dir}: the root could not "
+                "be written. Run the job again once the storage is back: it uploads it"))
     except StopTraining as stop:
         return Outcome(Exit.STOPPED, stop.reason)
     except LeaseLost as exc:
@@ -114,12 +122,22 @@ def fenced(state: JobState, fence: Fence) -> JobState:
     return state
 
 
+@contextmanager
+def _saver_closed(run: Run) -> Iterator[None]:
+    """Stop the run's uploader thread however training ends."""
+    try:
+        yield
+    finally:
+        run.saver.close()
+
+
 def _build_run(spec: JobSpec, ctx: SessionContext, state: JobState,
                resume: ResumePoint | None, device: torch.device) -> Run:
-    saver = Saver(ctx.job.store, ctx.job.statefile, keep_last=spec.checkpoint.keep_last,
-                  fence=ctx.fence, clock=ctx.clock, heartbeat_s=ctx.heartbeat_s)
-    return Run(spec=spec, device=device, saver=saver,
-               metrics=MetricsLog(ctx.job.path, ctx.job.storage), clock=ctx.clock,
+    metrics = MetricsLog(ctx.job.path, ctx.job.storage)
+    saver = Saver(ctx.job.local, ctx.job.store, ctx.job.statefile,
+                  keep_last=spec.checkpoint.keep_last, fence=ctx.fence, clock=ctx.clock,
+                  console=ctx.console, metrics=metrics, heartbeat_s=ctx.heartbeat_s)
+    return Run(spec=spec, device=device, saver=saver, metrics=metrics, clock=ctx.clock,
                resume=resume, session=ctx.session, on_point=ctx.on_point,
                on_epoch_end=ctx.console.info, controls=ctx.controls, progress=ctx.progress,
                micro_batches=ctx.micro_batches, save_s=state.timings.save_s)
@@ -136,14 +154,15 @@ def find_resume_point(
     """
     plan = plan_resume(state.checkpoints, job.store.list_names())
     failed: list[str] = []
-    for name in plan.candidates:
+    for store, name in _candidates(job, plan.candidates):
         started = clock.monotonic()
         try:
-            manifest = job.store.verify(name)
-            payload = job.store.load_payload(name)
+            manifest = store.verify(name)
+            payload = store.load_payload(name)
         except CheckpointError as exc:
             console.warn(f"skipping {exc}; falling back to an older checkpoint")
-            failed.append(name)
+            if store is job.store:
+                failed.append(name)
             continue
         _learn_load_time(job, clock, clock.monotonic() - started)
         point = ResumePoint(
@@ -151,11 +170,27 @@ def find_resume_point(
             where=str(manifest.meta.get("where", EPOCH_START)), payload=payload,
             extras=dict(manifest.meta.get("extras", {})),
         )
-        return point, failed, manifest.record()
+        if store is job.local:
+            console.info(f"{name} is newer on this runtime's disk than under the root: "
+                         "resuming from the local copy (it is uploaded with the next save)")
+        return point, failed, manifest.record() if store is job.store else None
     if plan.candidates:
         console.warn("no checkpoint verified: starting from scratch (the unverifiable ones "
                      "are kept for inspection)")
     return None, failed, None
+
+
+def _candidates(job: JobDir, root_names: Iterable[str]
+                ) -> list[tuple[CheckpointStore, str]]:
+    """Root and local checkpoints, newest first; on a tie the local copy (faster)."""
+    keyed = []
+    for store, names, local in ((job.store, root_names, 0), (job.local, job.local.list_names(), 1)):
+        for name in names:
+            key = parse_checkpoint_name(name)
+            if key is not None:
+                keyed.append(((key[0], key[1], local, key[2]), store, name))
+    keyed.sort(key=lambda item: item[0], reverse=True)
+    return [(store, name) for _, store, name in keyed]
 
 
 def _learn_load_time(job: JobDir, clock: Clock, load_s: float) -> None:

@@ -168,7 +168,8 @@ def worker_main(conn: Connection, blob: bytes) -> None:
     task: WorkerTask = cloudpickle.loads(blob)
     progress = LiveProgress(micro_batches=task.micro_batches)
     job = JobDir(task.root, task.spec.name,
-                 on_point=hook_from_environment(task.attempt, progress=progress) or _no_hook)
+                 on_point=hook_from_environment(task.attempt, progress=progress) or _no_hook,
+                 local_root=Path(task.spec.local_dir) if task.spec.local_dir else None)
     console = Console(out=cast(TextIO, sys.stdout), storage=job.storage)
     console.attach_log(job.path)
     job.storage.makedirs(job.path / "log")

@@ -31,7 +31,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
 from jobs.errors import CheckpointError, StorageError
 from state.model import CheckpointRecord
-from state.storage import Storage
+from state.storage import CHUNK_BYTES, Storage
 
 CHECKPOINTS_DIR = "checkpoints"
 MANIFEST_NAME = "manifest.json"
@@ -187,6 +187,54 @@ class CheckpointStore:
         self.storage.fsync_dir(self.dir)
         self.on_point("save.renamed")
         return manifest
+
+    def upload_from(self, source: CheckpointStore, name: str) -> Manifest:
+        """Copy a committed checkpoint of ``source`` here, with the same commit protocol.
+
+        Each file is streamed into a temporary folder while hashed, checked
+        against the source manifest, fsynced; the manifest goes last, then the
+        rename. The copy may get another name if that one is taken here.
+
+        Raises:
+            CheckpointError: the source does not verify.
+            StorageError: this store failed, even after retries (nothing committed).
+        """
+        original = source.read_manifest(name)
+        self.storage.makedirs(self.dir)
+        final = self._free_name(original.step, original.generation)
+        tmp = self.dir / f".tmp-{final}-{uuid.uuid4().hex[:6]}"
+        self.storage.makedirs(tmp)
+        self.on_point("save.folder_created")
+        for file in original.files:
+            self._copy_file(source, name, file, tmp)
+        self.on_point("save.payload_written")
+        manifest = original.model_copy(update={"name": final})
+        self.storage.write_bytes(tmp / MANIFEST_NAME, manifest.model_dump_json(indent=2).encode())
+        self.storage.fsync_dir(tmp)
+        self.on_point("save.manifest_written")
+        self.storage.replace(tmp, self.dir / final)
+        self.storage.fsync_dir(self.dir)
+        self.on_point("save.renamed")
+        return manifest
+
+    def _copy_file(self, source: CheckpointStore, name: str, file: ManifestFile, tmp: Path
+                   ) -> None:
+        origin = source.dir / name / file.path
+
+        def produce(out: Any) -> None:
+            with source.storage.fs.open(origin, "rb") as f:
+                while chunk := f.read(CHUNK_BYTES):
+                    out.write(chunk)
+
+        written = self.storage.write_stream(
+            tmp / file.path, produce, expected_bytes=file.size_bytes,
+            on_first_write=lambda: self.on_point("save.payload_writing"))
+        on_disk = self.storage.size_of(tmp / file.path)
+        if written.sha256 != file.sha256 or on_disk != file.size_bytes:
+            raise StorageError(
+                f"{tmp / file.path}: the copy does not match checkpoint {name} "
+                f"({on_disk} bytes on disk, {file.size_bytes} expected); the storage lost data"
+            )
 
     def _free_name(self, step: int, generation: int) -> str:
         taken = set(self.storage.listdir(self.dir))

@@ -32,6 +32,7 @@ def digits_spec(root: Path, *, name: str = "digits", epochs: int = 3, **override
         "params": {"lr": 0.05, "batch_size": 32, "width": 8},
         "checkpoint": {"every_steps": 10, "every_s": None, "at_epoch_end": True, "keep_last": 2},
         "root": str(root),
+        "local_dir": str(root.parent / "local"),  # delete it to play a fresh runtime
         "supervise": False,
     }
     fields.update(overrides)

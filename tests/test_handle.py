@@ -7,6 +7,7 @@ resume point: mid-epoch, first and last batch, epoch boundary, before any save.
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -49,7 +50,7 @@ def heavy_spec(root: Path, **overrides: Any) -> JobSpec:
         checkpoint={"every_steps": 4, "every_s": None, "at_epoch_end": True, "keep_last": 2},
     )
     fields.update(overrides)
-    return JobSpec(root=str(root), **fields)
+    return JobSpec(root=str(root), local_dir=str(root / "local"), **fields)
 
 
 @pytest.fixture(scope="module")
@@ -167,11 +168,17 @@ def test_an_epoch_end_is_saved_once(tmp_path: Path) -> None:
     """every_steps dividing the epoch: the periodic save yields to the epoch-end one."""
     spec = JobSpec(name="t", entrypoint=_train_tracking(["model", "optimizer"]), epochs=2,
                    root=str(tmp_path), checkpoint={"every_steps": 2, "keep_last": 10},
-                   supervise=False)
-    runner.run(spec)
-    names = sorted(p.name for p in (tmp_path / "t" / "checkpoints").glob("step-*"))
-    assert names == ["step-000000002-g0001", "step-000000004-g0001",
-                     "step-000000006-g0001", "step-000000008-g0001"]
+                   supervise=False, local_dir=str(tmp_path / "local"))
+    saves: list[str] = []
+    spec = spec.model_copy(update={"name": "t2"})
+    runner.run(spec, on_point=lambda p: saves.append(p) if p == "save.manifest_written" else None)
+    local = list((tmp_path / "local").rglob("step-*"))
+    assert not [p for p in local if "-r" in p.name], "no second save at the same step"
+    # 8 steps, every 2 and every epoch end (4 and 8): one local commit per even step,
+    # plus the uploads (a superseded one may be skipped while another is in flight)
+    assert 4 <= len(saves) <= 8
+    names = sorted(p.name for p in (tmp_path / "t2" / "checkpoints").glob("step-*"))
+    assert names[-1] == "step-000000008-g0001" and not [n for n in names if "-r" in n]
 
 
 def test_torn_checkpoints_leave_the_record_and_progress_follows(tmp_path: Path) -> None:
@@ -184,6 +191,7 @@ def test_torn_checkpoints_leave_the_record_and_progress_follows(tmp_path: Path) 
     assert before is not None and before.latest_checkpoint is not None
     torn = before.latest_checkpoint.name
     (job_dir / "checkpoints" / torn / "state.pt").write_bytes(b"")
+    shutil.rmtree(tmp_path / "local")  # a fresh runtime: no local copies
     with pytest.raises((Crash, TrainingError)):
         runner.run(spec, on_point=crash_at("step", 1))  # resumes, then dies at once
     after = statefile.read()
@@ -199,6 +207,7 @@ def test_nothing_verifies_means_progress_starts_over(tmp_path: Path) -> None:
         runner.run(spec, on_point=crash_at("step", 23))
     for payload in (tmp_path / "heavy" / "checkpoints").glob("step-*/state.pt"):
         payload.write_bytes(b"")
+    shutil.rmtree(tmp_path / "local")
     with pytest.raises((Crash, TrainingError)):
         runner.run(spec, on_point=crash_at("step", 1))
     state = StateFile(tmp_path / "heavy", Storage()).read()

@@ -134,9 +134,16 @@ def test_a_fenced_saver_writes_no_checkpoint(tmp_path: Path) -> None:
                          now=clock.time()), ME, now=clock.time(), duration_s=60)
     statefile.write(take(state, Owner("b", "vm-b", 1), now=clock.time(), duration_s=60))
     store = CheckpointStore(job_dir, Storage())
-    saver = Saver(store, statefile, keep_last=2, fence=fence_of(state), clock=clock)
-    with pytest.raises(LeaseLost):
-        saver.save({"tracked": {}}, step=1, epoch=0, batch=1, meta={})
+    local = CheckpointStore(tmp_path / "local", Storage())
+    saver = Saver(local, store, statefile, keep_last=2, fence=fence_of(state), clock=clock)
+    try:
+        saver.save({"tracked": {}}, step=1, epoch=0, batch=1, meta={})  # local: fine
+        with pytest.raises(LeaseLost):
+            saver.finish(timeout_s=10)  # the upload met the fence
+        with pytest.raises(LeaseLost):
+            saver.save({"tracked": {}}, step=2, epoch=0, batch=2, meta={})
+    finally:
+        saver.close()
     assert store.list_names() == []
 
 

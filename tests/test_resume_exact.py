@@ -115,6 +115,7 @@ def test_damaged_newest_checkpoint_falls_back(
     root, job_dir = _killed_run(tmp_path, "step:75")
     newest = _newest_checkpoint(job_dir)
     damage(newest)
+    shutil.rmtree(tmp_path / "local")  # the damage is seen by a fresh runtime
     output = _resume(tmp_path, root)
     assert f"skipping checkpoint {newest.name}" in output
     assert "falling back to an older checkpoint" in output
