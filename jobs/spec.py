@@ -66,6 +66,11 @@ class WatchdogPolicy(BaseModel):
         default=20.0, gt=1,
         description="Hung after this many times the longest learned gap between steps.",
     )
+    setup_s: float = Field(
+        default=1800.0, gt=0,
+        description="How long the code before the first batch may run (loading data, "
+        "building the model) before it counts as hung.",
+    )
     heartbeat_s: float = Field(
         default=1.0, gt=0, description="How often the worker reports progress."
     )

@@ -96,10 +96,11 @@ class ControlWatcher:
         self._observer: BaseObserver | None = None
         self._reported: set[str] = set()
 
-    def start(self) -> list[str]:
-        """Start watching; return (and remove) stale requests left from before."""
+    def start(self) -> tuple[list[str], list[str]]:
+        """Start watching; return (and remove) stale requests left from before, and
+        the unknown files there (reported once)."""
         self.storage.makedirs(self.folder)
-        stale = self._take_all()[0]
+        stale = self._take_all()
         observer = PollingObserver(timeout=self.interval_s) if self.polling else Observer()
         observer.schedule(_Handler(self._inbox), str(self.folder), recursive=False)
         observer.daemon = True

@@ -177,6 +177,10 @@ def hook_from_environment(attempt: int = 0, *, progress: LiveProgress | None = N
     except ValueError as exc:
         raise FaultSpecError(f"COLABRUN_KILL_AT: {exc}; write POINT or POINT:N, "
                              "comma-separated (e.g. step:40,save.renamed:2)") from exc
+    for point, _ in entries:
+        if point not in ALL_POINTS:
+            raise FaultSpecError(f"COLABRUN_KILL_AT: unknown fault point {point!r}; known: "
+                                 f"{', '.join(ALL_POINTS)}")
     if attempt >= len(entries):
         return None
     point, nth = entries[attempt]

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import cloudpickle
+
 from jobs.entrypoint import resolve_entrypoint
 from jobs.errors import ColabrunError, EntrypointError, SpecMismatch, TrainingError
 from jobs.spec import JobSpec, changed_defining_fields
@@ -123,9 +125,13 @@ def run_job(
     storage = storage or Storage(sleep=clock.sleep)
     console = console or Console(storage=storage)
     resolve_entrypoint(spec.entrypoint, search_path=search_path)  # fail before any write
+    supervised = spec.supervise and on_point is None
     progress = LiveProgress()
-    job = JobDir(root, spec.name, storage=storage,
-                 on_point=on_point or hook_from_environment(progress=progress) or _no_hook,
+    env_hook = hook_from_environment(progress=progress)  # validates COLABRUN_KILL_AT too
+    if supervised:
+        _check_picklable(spec)
+        env_hook = None  # the worker builds its own: kills are meant for the training
+    job = JobDir(root, spec.name, storage=storage, on_point=on_point or env_hook or _no_hook,
                  local_root=Path(spec.local_dir) if spec.local_dir else None)
     state = _open_state(job, spec, force=force, clock=clock, console=console)
     if state.is_done_for(spec.epochs):
@@ -140,7 +146,8 @@ def run_job(
         console=console, on_point=job.statefile.on_point,
         controls=Controls(_deadline(spec, clock)), progress=progress,
         search_path=tuple(Path(p) for p in search_path), heartbeat_s=spec.lease_s / 4)
-    if spec.supervise and on_point is None:
+    _warn_if_budget_spent(ctx.controls.deadline, clock, console)
+    if supervised:
         outcome = Supervisor(spec, job, fence=fence, session=ctx.session, clock=clock,
                              console=console, deadline=ctx.controls.deadline,
                              search_path=ctx.search_path).run()
@@ -242,6 +249,27 @@ def _deadline(spec: JobSpec, clock: Clock) -> Deadline:
     return Deadline.of(started_at=started, budget=None if budget is None else budget / scale,
                        margin_s=spec.deadline_margin_s / scale,
                        assumed_save_s=UNMEASURED_SAVE_S / scale)
+
+
+def _check_picklable(spec: JobSpec) -> None:
+    """The worker gets the spec cloudpickled: say so now if it cannot be."""
+    try:
+        cloudpickle.dumps(spec)
+    except Exception as exc:
+        raise EntrypointError(
+            f"job {spec.name!r}: the training function cannot be sent to the worker process "
+            f"({type(exc).__name__}: {exc}); it probably uses an object that cannot be "
+            "pickled (an open file, a lock, a live DataLoader) from an enclosing scope: create "
+            "it inside the function, or set supervise: false to train in this process"
+        ) from exc
+
+
+def _warn_if_budget_spent(deadline: Deadline, clock: Clock, console: Console) -> None:
+    left = deadline.time_left(clock.time())
+    if left is not None and left <= deadline.needed_s(step_s=None, save_s=None):
+        console.warn(f"this runtime's budget looks spent already ({left:.0f} s left by the "
+                     "platform's limit counted from the runtime's start); the job will stop "
+                     "at its first step. If that is wrong, set budget_s or platform: local")
 
 
 def _warn_if_not_durable(root: Path, console: Console) -> None:

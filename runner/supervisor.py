@@ -10,15 +10,16 @@ requests, and the lease's heartbeat. Decisions are the pure functions of
 from __future__ import annotations
 
 import importlib
-import multiprocessing
+import os
 import signal
+import socket
+import subprocess
 import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
-from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +43,7 @@ from runner.restarts import (
     stall_timeout_s,
 )
 from runner.training import Outcome
-from runner.worker import STACKS_NAME, WorkerTask, worker_main
+from runner.worker import STACKS_NAME, WorkerTask
 from state.lease import Fence, LeaseLost, heartbeat
 
 POLL_S = 0.2
@@ -53,7 +54,7 @@ EXEMPT_PHASES = ("save", "load")
 class _Watch:
     """What one attempt has seen of its worker."""
 
-    process: BaseProcess
+    process: subprocess.Popen[bytes]
     conn: Connection
     end: dict[str, Any] | None = None
     key: tuple[Any, ...] = ()
@@ -99,8 +100,12 @@ class Supervisor:
 
     def run(self) -> Outcome:
         """Train, restarting crashed or hung workers; return the final outcome."""
-        for name in self._watcher.start():
+        stale, unknown = self._watcher.start()
+        for name in stale:
             self.console.info(f"ignored a '{name}' request left from before this run")
+        for name in unknown:
+            self.console.warn(f"ignoring unknown request file control/{name} (known: stop, "
+                              "checkpoint)")
         try:
             with self._interrupts_counted():
                 outcome = Retrying(
@@ -126,14 +131,15 @@ class Supervisor:
         self.history.append(Attempt(outcome.exit, self._latest_checkpoint() != before,
                                     outcome.detail))
         if should_restart(self.history, cap=self.spec.watchdog.max_restarts):
-            self.console.warn(f"the worker {outcome.detail}; restarting it from the last "
+            what = "ran out of CUDA memory" if outcome.exit is Exit.OOM else outcome.detail
+            self.console.warn(f"the worker {what}; restarting it from the last "
                               f"checkpoint in {backoff_s(self.history):.0f} s")
         return outcome
 
     def _attempt(self) -> Outcome:
         watch = self._start_worker()
         try:
-            while watch.process.is_alive():
+            while watch.process.poll() is None:
                 self._receive(watch, timeout=POLL_S)
                 self._act_on_interrupts(watch)
                 self._act_on_requests(watch)
@@ -143,26 +149,29 @@ class Supervisor:
             self._kill(watch, "fenced")
             return Outcome(Exit.FENCED, str(exc), error=exc, exit_code=exc.exit_code)
         finally:
-            if watch.process.is_alive():
+            if watch.process.poll() is None:
                 self._kill(watch, watch.killed_for or "supervisor stopped")
-            watch.process.join()
+            watch.process.wait()
         while self._receive(watch, timeout=0):
             pass
         watch.conn.close()
         return self._classify(watch)
 
     def _start_worker(self) -> _Watch:
-        context = multiprocessing.get_context("spawn")
-        parent, child = context.Pipe(duplex=True)
         task = WorkerTask(spec=self.spec, root=self.job.root, fence=self.fence,
                           session=self.session, micro_batches=self.micro_batches,
                           deadline=self.deadline, search_path=self.search_path,
                           attempt=len(self.history))
-        process = context.Process(target=worker_main, args=(child, cloudpickle.dumps(task)),
-                                  name=f"colabrun-worker-{self.spec.name}")
-        process.start()
-        child.close()
-        return _Watch(process=process, conn=parent, last_progress=self.clock.monotonic())
+        ours, theirs = socket.socketpair()
+        process = subprocess.Popen(
+            [sys.executable, "-m", "runner.worker", str(theirs.fileno())],
+            pass_fds=(theirs.fileno(),), start_new_session=True,
+            env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+        )
+        theirs.close()
+        conn = Connection(ours.detach())
+        conn.send_bytes(cloudpickle.dumps(task))
+        return _Watch(process=process, conn=conn, last_progress=self.clock.monotonic())
 
     def _receive(self, watch: _Watch, *, timeout: float) -> bool:
         try:
@@ -196,9 +205,13 @@ class Supervisor:
     # -- watching ---------------------------------------------------------------------
 
     def _check_stall(self, watch: _Watch) -> None:
+        if watch.killed_for:  # already dying: one verdict is enough
+            return
         policy = self.spec.watchdog
         limit = stall_timeout_s(step_s=watch.step_s, longest_gap_s=self.longest_gap_s,
                                 factor=policy.stall_factor, floor_s=policy.stall_floor_s)
+        if watch.phase == "setup":  # loading data and building the model may take long
+            limit = max(limit, policy.setup_s)
         silent = self.clock.monotonic() - watch.last_progress
         if watch.phase in EXEMPT_PHASES or silent < limit:
             return
@@ -211,13 +224,8 @@ class Supervisor:
     def _dump_stacks(self, watch: _Watch) -> None:
         stacks = self.job.path / "log" / STACKS_NAME
         offset = stacks.stat().st_size if stacks.exists() else 0
-        pid = watch.process.pid
-        if pid is None:
-            return
         try:
-            import os
-
-            os.kill(pid, signal.SIGUSR2)
+            os.kill(watch.process.pid, signal.SIGUSR2)
         except ProcessLookupError:
             return
         self.clock.sleep(1.0)  # faulthandler writes from a signal handler, in C
@@ -228,7 +236,7 @@ class Supervisor:
 
     def _kill(self, watch: _Watch, reason: str) -> None:
         watch.killed_for = watch.killed_for or reason
-        if watch.process.is_alive():
+        if watch.process.poll() is None:
             watch.process.kill()
 
     def _act_on_interrupts(self, watch: _Watch) -> None:
@@ -297,7 +305,7 @@ class Supervisor:
                            exit_code=130)
         if watch.killed_for and watch.killed_for.startswith("hung"):
             return Outcome(Exit.HUNG, watch.killed_for)
-        code = watch.process.exitcode or 0
+        code = watch.process.returncode or 0
         how = (f"was killed by {signal.Signals(-code).name}" if code < 0
                else f"exited with code {code}")
         return Outcome(Exit.CRASHED, how)
@@ -316,9 +324,8 @@ class Supervisor:
         misses = attempts_without_progress(self.history)
         return Outcome(Exit.FAILED, (
             f"the worker {outcome.detail}, and {misses} attempts in a row made no progress "
-            f"(no new checkpoint; cap watchdog.max_restarts={self.spec.watchdog.max_restarts}). "
-            "Look at the job log (`colabrun status`, log/colabrun.log) for the cause; fix it "
-            "and run again to continue from the last checkpoint"), exit_code=1)
+            f"(no new checkpoint; cap watchdog.max_restarts={self.spec.watchdog.max_restarts}); "
+            "the job log (log/colabrun.log) shows the cause"), exit_code=1)
 
     def _latest_checkpoint(self) -> str | None:
         state = self.job.statefile.read()

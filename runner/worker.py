@@ -1,8 +1,11 @@
 """The worker process: runs one training session for the supervisor.
 
-Started with the ``spawn`` method (never ``fork``: the supervisor must not
-hand a CUDA-tainted or lock-holding image to the child), it receives its task
-cloudpickled, so a training function defined in a notebook cell works too.
+Started as ``python -m runner.worker FD`` (a fresh interpreter, never a
+``fork``: the supervisor must not hand a lock-holding image to the child, and
+unlike multiprocessing's spawn nothing re-runs the user's ``__main__``), in
+its own session so that Ctrl-C reaches only the supervisor. It talks to the
+supervisor over the socket FD and receives its task cloudpickled, so a
+training function defined in a notebook cell works too.
 It dies with its parent (Linux ``PR_SET_PDEATHSIG``), reports progress from a
 heartbeat thread, forwards everything it prints through the pipe (a notebook
 shows only what the kernel process prints), and dumps its thread stacks on
@@ -159,13 +162,12 @@ def _die_with_parent() -> None:
         pass
 
 
-def worker_main(conn: Connection, blob: bytes) -> None:
-    """Entry point of the spawned worker."""
-    os.setpgrp()  # Ctrl-C reaches the supervisor only; it forwards a stop request
+def worker_main(conn: Connection) -> None:
+    """Entry point of the worker process."""
     _die_with_parent()
+    task: WorkerTask = cloudpickle.loads(conn.recv_bytes())
     channel = Channel(conn)
     sys.stdout = sys.stderr = ForwardingStream(channel)
-    task: WorkerTask = cloudpickle.loads(blob)
     progress = LiveProgress(micro_batches=task.micro_batches)
     job = JobDir(task.root, task.spec.name,
                  on_point=hook_from_environment(task.attempt, progress=progress) or _no_hook,
@@ -213,3 +215,7 @@ def _picklable(value: Any) -> Any:
 
 def _no_hook(point: str) -> None:
     return None
+
+
+if __name__ == "__main__":
+    worker_main(Connection(int(sys.argv[1])))

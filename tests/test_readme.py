@@ -43,3 +43,20 @@ def test_ci_runs_the_readme_test_command() -> None:
 def test_example_command_names_a_real_spec() -> None:
     assert "colabrun run jobs/examples/digits.yaml" in README
     assert (REPO / "jobs" / "examples" / "digits.yaml").is_file()
+
+
+@pytest.mark.slow
+def test_python_example_runs_as_a_plain_script(tmp_path: Path) -> None:
+    """No `if __name__ == "__main__"` guard needed: the worker never re-runs the script."""
+    import os
+    import subprocess
+    import sys
+
+    script = tmp_path / "toy.py"
+    script.write_text(code_blocks("python")[0])
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    for _ in range(2):  # the second run is the re-run cell: nothing to train
+        done = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=env,
+                              capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert "completed 24" in done.stdout

@@ -112,7 +112,7 @@ def test_watcher_sees_requests_and_reports_unknown_files_once(tmp_path: Path,
     (tmp_path / "control" / "stop").write_text("left over\n")
     watcher = ControlWatcher(tmp_path, storage, polling=polling, interval_s=0.05)
     try:
-        assert watcher.start() == ["stop"], "a stale request is reported, not acted on"
+        assert watcher.start() == (["stop"], []), "a stale request is reported, not acted on"
         request(tmp_path, "checkpoint", storage)
         (tmp_path / "control" / "pause").write_text("?\n")
         found: list[str] = []
