@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import TextIO
@@ -10,6 +11,7 @@ from typing import TextIO
 from jobs.errors import StorageError
 from state.storage import Storage
 
+MAX_PENDING = 10_000  # lines kept while the storage is away
 LOG_DIR = "log"
 LOG_NAME = "colabrun.log"
 
@@ -26,6 +28,11 @@ class Console:
         self.out = out
         self.storage = storage
         self.log_path: Path | None = None
+        #: while training, log lines wait for :meth:`flush_log` (called off the
+        #: training thread): a hung Drive write must not freeze the loop
+        self.deferred = False
+        self._pending: list[str] = []
+        self._lock = threading.Lock()
 
     def attach_log(self, job_dir: Path) -> None:
         """Start keeping lines in ``job_dir/log/colabrun.log``."""
@@ -43,9 +50,24 @@ class Console:
         print(line, file=self.out or sys.stdout, flush=True)
         if self.log_path is None or self.storage is None:
             return
-        stamp = time.strftime("%Y-%m-%d %H:%M:%S")
-        try:  # the log is a convenience: losing a line must not stop training
+        with self._lock:
+            self._pending.append(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {line}\n")
+            del self._pending[:-MAX_PENDING]
+        if not self.deferred:
+            self.flush_log()
+
+    def flush_log(self) -> None:
+        """Append the waiting lines to the job log; on a storage error keep them."""
+        if self.log_path is None or self.storage is None:
+            return
+        with self._lock:
+            lines, self._pending = self._pending, []
+        if not lines:
+            return
+        try:  # the log is a convenience: losing it must never stop training
             self.storage.makedirs(self.log_path.parent)
-            self.storage.append_bytes(self.log_path, f"{stamp} {line}\n".encode())
+            self.storage.append_bytes(self.log_path, "".join(lines).encode())
         except StorageError:
-            pass
+            with self._lock:
+                self._pending[:0] = lines
+                del self._pending[:-MAX_PENDING]

@@ -266,9 +266,11 @@ class FaultyFs(OsFs):
         self.calls: list[tuple[str, str]] = []
         self._stale: dict[str, list[str]] | None = None
 
-    def freeze_listings(self, *folders: Path) -> None:
-        """From now on, list ``folders`` as they are now (a stale view)."""
-        self._stale = {str(f): super().listdir(f) if f.exists() else [] for f in folders}
+    def freeze_listings(self, *folders: Path, names: Iterable[str] | None = None) -> None:
+        """From now on, list ``folders`` as they are now, or as holding only ``names``
+        (the minutes-stale view another runtime gets, F11)."""
+        self._stale = {str(f): list(names) if names is not None else
+                       (super().listdir(f) if f.exists() else []) for f in folders}
 
     def before(self, op: str, path: Path | str) -> None:
         """Raise the fault a call meets, if any."""

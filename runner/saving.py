@@ -236,8 +236,17 @@ class Saver:
         self._last_beat = self.clock.monotonic()
         self.uploaded = record
         self._rotate(state, newest=record.name)
-        if self.metrics is not None:
+        self._flush_side_files()
+
+    def _flush_side_files(self) -> None:
+        """Metrics and the job log ride along with uploads (best effort)."""
+        self.console.flush_log()
+        if self.metrics is None:
+            return
+        try:
             self.metrics.flush()
+        except (ColabrunError, OSError):
+            pass  # kept buffered: the next upload tries again
 
     def _rotate(self, state: JobState, *, newest: str) -> None:
         doomed = plan_rotation(state.checkpoints, keep_last=self.keep_last, newest_verified=newest)

@@ -96,6 +96,7 @@ def run_job(
     on_point: Callable[[str], None] | None = None,
     search_path: Iterable[Path] = (),
     takeover: bool = False,
+    upload_wait_s: float = 600.0,
 ) -> RunResult:
     """Start or continue ``spec`` under ``root`` and train until done.
 
@@ -110,6 +111,7 @@ def run_job(
         search_path: folders to import the entrypoint from (e.g. the cwd).
         takeover: take the job over even from a live-looking lease (the user
             knows that runtime is gone).
+        upload_wait_s: how long the end of training waits for the last upload.
 
     Returns:
         The result; ``trained`` is False when the job was already complete.
@@ -145,7 +147,8 @@ def run_job(
         job=job, fence=fence, session=len(state.sessions) - 1, clock=clock,
         console=console, on_point=job.statefile.on_point,
         controls=Controls(_deadline(spec, clock)), progress=progress,
-        search_path=tuple(Path(p) for p in search_path), heartbeat_s=spec.lease_s / 4)
+        search_path=tuple(Path(p) for p in search_path), heartbeat_s=spec.lease_s / 4,
+        upload_wait_s=upload_wait_s)
     _warn_if_budget_spent(ctx.controls.deadline, clock, console)
     if supervised:
         outcome = Supervisor(spec, job, fence=fence, session=ctx.session, clock=clock,

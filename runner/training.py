@@ -72,6 +72,15 @@ class SessionContext:
 
 def train_session(spec: JobSpec, ctx: SessionContext) -> Outcome:
     """Train until done, stopped, or failed; never raises for the user's errors."""
+    ctx.console.deferred = True
+    try:
+        return _train_session(spec, ctx)
+    finally:
+        ctx.console.deferred = False
+        ctx.console.flush_log()
+
+
+def _train_session(spec: JobSpec, ctx: SessionContext) -> Outcome:
     try:
         train = resolve_entrypoint(spec.entrypoint, search_path=ctx.search_path)
         device, note = choose_device(spec)
