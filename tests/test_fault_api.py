@@ -1,0 +1,108 @@
+"""The public fault API's durable-state faults and clock, each driving a real run."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+import runner
+from jobs.errors import StateCorrupt, TrainingError
+from jobs.spec import JobSpec
+from runner.clock import FakeClock
+from runner.deadline import Deadline
+from runner.faults import (
+    ALL_POINTS,
+    FaultSpecError,
+    HangAt,
+    InjectedFault,
+    JumpingClock,
+    KillAt,
+    RaiseAt,
+    corrupt_state,
+    plant_stale_lease,
+)
+from state.lease import Owner, Verdict, judge
+from state.model import Lease, Status
+from state.statefile import StateFile
+from state.storage import Storage
+
+
+def train(run: Any) -> None:
+    model = torch.nn.Linear(2, 1)
+    run.track(model=model)
+    for _ in run.epochs():
+        for _x in run.batches(range(4)):
+            run.step()
+
+
+def spec(root: Path, epochs: int = 1) -> JobSpec:
+    return JobSpec(name="f", entrypoint=train, epochs=epochs, root=str(root),
+                   local_dir=str(root / "local"), supervise=False)
+
+
+@pytest.mark.parametrize("how", ["garbage", "truncate"])
+def test_corrupt_state_is_refused_not_replaced(tmp_path: Path, how: str) -> None:
+    runner.run(spec(tmp_path))
+    corrupt_state(tmp_path / "f", how)
+    damaged = (tmp_path / "f" / "state.json").read_bytes()
+    with pytest.raises(StateCorrupt, match="colabrun repair"):
+        runner.run(spec(tmp_path, epochs=2))
+    assert (tmp_path / "f" / "state.json").read_bytes() == damaged
+
+
+def test_a_dead_runtimes_stale_lease_is_taken_over(tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    runner.run(spec(tmp_path))
+    plant_stale_lease(tmp_path / "f", age_s=601)
+    result = runner.run(spec(tmp_path, epochs=2))
+    assert result.status is Status.COMPLETED
+    assert "took job 'f' over from pid 999999 on gone-vm" in capsys.readouterr().out
+
+
+def test_a_fresh_lease_of_a_dead_runtime_is_respected(tmp_path: Path) -> None:
+    runner.run(spec(tmp_path))
+    plant_stale_lease(tmp_path / "f", age_s=5)
+    with pytest.raises(Exception, match="gone-vm"):
+        runner.run(spec(tmp_path, epochs=2))
+
+
+def test_a_wall_clock_jump_ages_a_lease_and_shortens_a_deadline() -> None:
+    clock = JumpingClock(FakeClock())
+    lease = Lease(owner="other", host="vm", pid=1, generation=1, acquired_at=clock.time(),
+                  heartbeat_at=clock.time(), duration_s=600)
+    me = Owner("mine", "vm2", 2)
+    assert judge(lease, me, now=clock.time(), is_alive=lambda p: True) is Verdict.HELD
+    clock.jump(3600)  # NTP, or a laptop waking up
+    assert judge(lease, me, now=clock.time(), is_alive=lambda p: True) is Verdict.EXPIRED
+    deadline = Deadline.of(started_at=clock.base.time(), budget=3000.0, margin_s=0)
+    assert deadline.must_save_now(clock.time(), step_s=1, save_s=1)
+    before = clock.monotonic()
+    clock.jump(10, monotonic=True)
+    assert clock.monotonic() - before == 10
+
+
+def test_raise_and_hang_hooks(tmp_path: Path) -> None:
+    with pytest.raises(TrainingError) as info:
+        runner.run(spec(tmp_path), on_point=RaiseAt("step", at_step=3))
+    assert isinstance(info.value.__cause__, InjectedFault)
+    state = StateFile(tmp_path / "f", Storage()).read()
+    assert state is not None and state.status is Status.FAILED
+    release = threading.Event()
+    hang = HangAt("epoch.end", release=release)
+    worker = threading.Thread(target=lambda: runner.run(spec(tmp_path / "h"), on_point=hang))
+    worker.start()
+    worker.join(timeout=1.0)
+    assert worker.is_alive() and hang.fired, "hung at the epoch end"
+    release.set()
+    worker.join(timeout=30)
+    assert not worker.is_alive()
+
+
+def test_unknown_points_are_refused() -> None:
+    with pytest.raises(FaultSpecError, match="known: step"):
+        KillAt("nowhere")
+    assert len(set(ALL_POINTS)) == len(ALL_POINTS)
