@@ -97,6 +97,7 @@ class Run:
         progress: LiveProgress | None = None,
         micro_batches: int = 1,
         save_s: float | None = None,
+        on_progress: Callable[[LiveProgress], None] | None = None,
     ) -> None:
         self.spec = spec
         self.device = device
@@ -129,6 +130,7 @@ class Run:
         saved_micro = int(resume.extras.get(MICRO_BATCHES, 1)) if resume else 1
         self.micro_batches = max(micro_batches, saved_micro)
         self._save_s = save_s
+        self._on_progress = on_progress
         self.progress.step = self._global_step
         self.progress.epoch = self._epochs_done
         self.progress.epochs_total = spec.epochs
@@ -227,6 +229,8 @@ class Run:
         self._steps_since_save += 1
         self.progress.step = self._global_step
         self.progress.step_s = self._step_s
+        if self._on_progress is not None:
+            self._on_progress(self.progress)
         if metrics:
             self._record(metrics)
         self._on_point("step")

@@ -14,7 +14,7 @@ import socket
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO, cast
 
 import cloudpickle
 
@@ -29,6 +29,7 @@ from runner.faults import hook_from_environment
 from runner.jobdir import JobDir
 from runner.live import Controls, LiveProgress
 from runner.platform import detect_platform, is_colab, pid_alive, runtime_id, runtime_started_at
+from runner.progress import ProgressView, ViewStream, wants_bar
 from runner.restarts import Exit
 from runner.supervisor import Supervisor
 from runner.training import Outcome, SessionContext, fenced, train_session
@@ -97,6 +98,7 @@ def run_job(
     search_path: Iterable[Path] = (),
     takeover: bool = False,
     upload_wait_s: float = 600.0,
+    progress: bool | None = None,
 ) -> RunResult:
     """Start or continue ``spec`` under ``root`` and train until done.
 
@@ -112,6 +114,7 @@ def run_job(
         takeover: take the job over even from a live-looking lease (the user
             knows that runtime is gone).
         upload_wait_s: how long the end of training waits for the last upload.
+        progress: draw per-epoch progress bars (default: on a terminal or in a notebook).
 
     Returns:
         The result; ``trained`` is False when the job was already complete.
@@ -125,11 +128,14 @@ def run_job(
     """
     clock = clock or SystemClock()
     storage = storage or Storage(sleep=clock.sleep)
-    console = console or Console(storage=storage)
+    view = ProgressView(enabled=wants_bar(progress, console.out if console else None),
+                        out=console.out if console else None)
+    console = console or Console(storage=storage,
+                                 out=cast(TextIO, ViewStream(view)) if view.enabled else None)
     resolve_entrypoint(spec.entrypoint, search_path=search_path)  # fail before any write
     supervised = spec.supervise and on_point is None
-    progress = LiveProgress()
-    env_hook = hook_from_environment(progress=progress)  # validates COLABRUN_KILL_AT too
+    live = LiveProgress()
+    env_hook = hook_from_environment(progress=live)  # validates COLABRUN_KILL_AT too
     if supervised:
         _check_picklable(spec)
         env_hook = None  # the worker builds its own: kills are meant for the training
@@ -146,16 +152,21 @@ def run_job(
     ctx = SessionContext(
         job=job, fence=fence, session=len(state.sessions) - 1, clock=clock,
         console=console, on_point=job.statefile.on_point,
-        controls=Controls(_deadline(spec, clock)), progress=progress,
+        controls=Controls(_deadline(spec, clock)), progress=live,
         search_path=tuple(Path(p) for p in search_path), heartbeat_s=spec.lease_s / 4,
-        upload_wait_s=upload_wait_s)
+        upload_wait_s=upload_wait_s, on_progress=lambda p: view.update(
+            epoch=p.epoch, epochs_total=p.epochs_total, batch=p.batch,
+            batches_in_epoch=p.batches_in_epoch))
     _warn_if_budget_spent(ctx.controls.deadline, clock, console)
     if supervised:
         outcome = Supervisor(spec, job, fence=fence, session=ctx.session, clock=clock,
                              console=console, deadline=ctx.controls.deadline,
-                             search_path=ctx.search_path).run()
+                             search_path=ctx.search_path, view=view).run()
     else:
-        outcome = train_session(spec, ctx)
+        try:
+            outcome = train_session(spec, ctx)
+        finally:
+            view.close()
     return _finish(job, spec, fence, outcome, clock=clock, console=console)
 
 

@@ -33,6 +33,7 @@ from runner.console import Console
 from runner.control import ControlWatcher
 from runner.deadline import Deadline
 from runner.jobdir import JobDir
+from runner.progress import ProgressView
 from runner.restarts import (
     RESTARTABLE,
     Attempt,
@@ -82,7 +83,7 @@ class Supervisor:
 
     def __init__(self, spec: JobSpec, job: JobDir, *, fence: Fence, session: int,
                  clock: Clock, console: Console, deadline: Deadline,
-                 search_path: tuple[Path, ...] = ()) -> None:
+                 search_path: tuple[Path, ...] = (), view: ProgressView | None = None) -> None:
         self.spec = spec
         self.job = job
         self.fence = fence
@@ -91,6 +92,7 @@ class Supervisor:
         self.console = console
         self.deadline = deadline
         self.search_path = search_path
+        self.view = view or ProgressView(enabled=False, out=console.out)
         self.micro_batches = 1
         self.history: list[Attempt] = []
         self.longest_gap_s: float | None = None
@@ -117,6 +119,7 @@ class Supervisor:
                 )(self._attempt_and_judge)
         finally:
             self._watcher.stop()
+            self.view.close()
         if outcome.exit in RESTARTABLE:
             return self._gave_up(outcome)
         return outcome
@@ -182,7 +185,7 @@ class Supervisor:
             return False
         kind = message.get("kind")
         if kind == "out":
-            print(message["text"], file=self.console.out or sys.stdout, flush=True)
+            self.view.write(message["text"])
         elif kind == "beat":
             self._on_beat(watch, message)
         elif kind == "end":
@@ -201,6 +204,9 @@ class Supervisor:
                 self.longest_gap_s = max(self.longest_gap_s or 0.0, gap)
             watch.last_progress = now
         watch.key, watch.phase = key, beat["phase"]
+        self.view.update(epoch=beat["epoch"], epochs_total=beat.get("epochs_total") or 0,
+                         batch=beat.get("batch") or 0,
+                         batches_in_epoch=beat.get("batches_in_epoch"))
 
     # -- watching ---------------------------------------------------------------------
 

@@ -68,6 +68,7 @@ class SessionContext:
     search_path: tuple[Path, ...] = ()
     heartbeat_s: float = float("inf")
     upload_wait_s: float = 600.0
+    on_progress: Callable[[LiveProgress], None] | None = None
 
 
 def train_session(spec: JobSpec, ctx: SessionContext) -> Outcome:
@@ -149,7 +150,8 @@ def _build_run(spec: JobSpec, ctx: SessionContext, state: JobState,
     return Run(spec=spec, device=device, saver=saver, metrics=metrics, clock=ctx.clock,
                resume=resume, session=ctx.session, on_point=ctx.on_point,
                on_epoch_end=ctx.console.info, controls=ctx.controls, progress=ctx.progress,
-               micro_batches=ctx.micro_batches, save_s=state.timings.save_s)
+               micro_batches=ctx.micro_batches, save_s=state.timings.save_s,
+               on_progress=ctx.on_progress)
 
 
 def find_resume_point(

@@ -137,7 +137,9 @@ class Heartbeat:
             self._on_request(self.channel.conn.recv())
         p = self.progress
         self.channel.send({"kind": "beat", "step": p.step, "epoch": p.epoch, "phase": p.phase,
-                           "step_s": p.step_s, "last_save": p.last_save})
+                           "step_s": p.step_s, "last_save": p.last_save, "batch": p.batch,
+                           "batches_in_epoch": p.batches_in_epoch,
+                           "epochs_total": p.epochs_total})
         now = self.clock.monotonic()
         if now - self._last_status >= self.status_every_s:
             self._last_status = now
