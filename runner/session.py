@@ -148,11 +148,13 @@ def run_job(
     _warn_if_not_durable(root, console)
     me = Owner(runtime_id=runtime_id(), host=socket.gethostname(), pid=os.getpid())
     fence = _acquire(job, spec, me, takeover=takeover, clock=clock, console=console)
-    state = _begin(job, spec, me, fence, force=force, clock=clock, console=console)
+    deadline = _deadline(spec, clock)
+    state = _begin(job, spec, me, fence, force=force, clock=clock, console=console,
+                   deadline_at=deadline.ends_at)
     ctx = SessionContext(
         job=job, fence=fence, session=len(state.sessions) - 1, clock=clock,
         console=console, on_point=job.statefile.on_point,
-        controls=Controls(_deadline(spec, clock)), progress=live,
+        controls=Controls(deadline), progress=live,
         search_path=tuple(Path(p) for p in search_path), heartbeat_s=spec.lease_s / 4,
         upload_wait_s=upload_wait_s, on_progress=lambda p: view.update(
             epoch=p.epoch, epochs_total=p.epochs_total, batch=p.batch,
@@ -235,7 +237,7 @@ def _acquire(job: JobDir, spec: JobSpec, me: Owner, *, takeover: bool, clock: Cl
 
 
 def _begin(job: JobDir, spec: JobSpec, me: Owner, fence: Fence, *, force: bool,
-           clock: Clock, console: Console) -> JobState:
+           clock: Clock, console: Console, deadline_at: float | None = None) -> JobState:
     """Now that the job is ours: adopt the spec, open the session, clear leftovers."""
     state = job.statefile.read()
     assert state is not None
@@ -247,7 +249,7 @@ def _begin(job: JobDir, spec: JobSpec, me: Owner, fence: Fence, *, force: bool,
     state = job.statefile.update(lambda s: begin_session(
         set_epochs_total(fenced(s, fence), spec.epochs, now=clock.time()),
         runtime_id=me.runtime_id, host=me.host, pid=me.pid, device="?", resumed_from=None,
-        now=clock.time()))
+        now=clock.time(), deadline_at=deadline_at))
     job.store.discard_uncommitted()
     job.local.discard_uncommitted()
     job.statefile.discard_stale_temporaries()

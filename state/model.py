@@ -54,6 +54,8 @@ class Session(_Frozen):
     started_at: float
     start_step: int = Field(ge=0)
     resumed_from: str | None = Field(default=None, description="Checkpoint it resumed from.")
+    deadline_at: float | None = Field(default=None, description="When this runtime's budget "
+                                      "ends (Unix time), if it has one.")
     ended_at: float | None = None
     end_step: int | None = None
     end_reason: str | None = None

@@ -61,6 +61,7 @@ def begin_session(
     device: str,
     resumed_from: str | None,
     now: float,
+    deadline_at: float | None = None,
 ) -> JobState:
     """Open a new session under the current generation (the lease's: see
     :func:`state.lease.take`), closing a session left open by a crash."""
@@ -76,6 +77,7 @@ def begin_session(
         started_at=now,
         start_step=state.progress.global_step,
         resumed_from=resumed_from,
+        deadline_at=deadline_at,
     )
     state = move(state, Status.RUNNING, now=now)
     return state.model_copy(update={"sessions": (*state.sessions, session)})
