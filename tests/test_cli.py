@@ -145,10 +145,11 @@ def test_status_shows_a_table_of_jobs(
     assert main(["status", "--root", str(root)]) == 0
     header, row, *rest = capsys.readouterr().out.splitlines()
     assert rest == []
-    assert header.split() == ["JOB", "STATUS", "EPOCHS", "STEP", "CHECKPOINT", "AGE", "SESSIONS"]
+    assert header.split() == ["JOB", "STATUS", "EPOCH", "STEP", "LAST", "CHECKPOINT", "AGE",
+                              "SESS", "LEFT"]
     cells = row.split()
     assert cells[:5] == [NAME, "completed", "1/1", "45", _latest_checkpoint(root)]
-    assert cells[-1] == "1"
+    assert cells[-2:] == ["1", "-"], "one session; no live runtime"
     assert tree_snapshot(root) == before
 
 
