@@ -16,14 +16,17 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from jobs.errors import ColabrunError, JobNotFound, StateCorrupt
+from jobs.errors import CheckpointError, ColabrunError, JobNotFound, StateCorrupt
 from jobs.loading import load_spec
 from jobs.reference import spec_reference_markdown
 from jobs.spec import JobSpec
 from runner.api import resolve_root, resume, run
 from runner.chaos import run_chaos
 from runner.control import request
+from runner.doctor import gather_facts, render, report_json, run_checks
 from runner.jobdir import JobDir
+from runner.logs import follow, log_path, print_log
+from runner.plots import plot_job
 from runner.report import read_states, status_detail, status_table
 from state.storage import Storage
 
@@ -50,9 +53,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="continue even if the entrypoint, params or seed changed since the job "
                    "was created")
     p.add_argument("--takeover", action="store_true", help=TAKEOVER_HELP)
+    p.add_argument("--no-progress", action="store_true",
+                   help="no progress bars: one plain line per epoch (the default off a terminal)")
     p = add("resume", "continue a job from its folder under the root alone")
     p.add_argument("name", help="the job's name")
     p.add_argument("--takeover", action="store_true", help=TAKEOVER_HELP)
+    p.add_argument("--no-progress", action="store_true",
+                   help="no progress bars: one plain line per epoch (the default off a terminal)")
     p = add("validate", "check a spec file and print it normalised", root=False)
     p.add_argument("spec")
     p = add("schema", "print the JSON Schema of spec files", root=False)
@@ -60,6 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("status", "show all jobs, or one job in detail")
     p.add_argument("name", nargs="?")
     p.add_argument("--json", action="store_true", help="print the state as JSON")
+    p.add_argument("--verify", action="store_true",
+                   help="check every checkpoint's sha256 (reads them all), not just its size")
     add("list", "list the jobs under the root")
     p = add("repair", "rebuild a corrupt state.json from the committed checkpoints")
     p.add_argument("name")
@@ -74,6 +83,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name")
     p = add("checkpoint", "ask a running job to save now and go on")
     p.add_argument("name")
+    p = add("plot", "draw the job's metrics against step, across all its sessions, as a PNG")
+    p.add_argument("name")
+    p.add_argument("--out", help="the PNG to write (default: <job>/reports/metrics.png)")
+    p.add_argument("--metric", action="extend", nargs="+", metavar="M",
+                   help="plot only these metrics (default: all)")
+    p = add("logs", "print the job's log")
+    p.add_argument("name")
+    p.add_argument("--follow", "-f", action="store_true",
+                   help="keep printing lines as they are appended, until Ctrl-C")
+    p.add_argument("--timeout", type=float, metavar="S",
+                   help="with --follow: stop after S seconds")
+    p = add("doctor", "check this runtime: GPU, RAM, disk, Drive, versions, time left")
+    p.add_argument("--json", action="store_true", help="print the facts and checks as JSON")
     return parser
 
 
@@ -95,11 +117,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    return run(args.spec, root=args.root, force=args.force, takeover=args.takeover).exit_code
+    return run(args.spec, root=args.root, force=args.force, takeover=args.takeover,
+               progress=False if args.no_progress else None).exit_code
 
 
 def _resume(args: argparse.Namespace) -> int:
-    return resume(args.name, root=args.root, takeover=args.takeover).exit_code
+    return resume(args.name, root=args.root, takeover=args.takeover,
+                  progress=False if args.no_progress else None).exit_code
 
 
 def _validate(args: argparse.Namespace) -> int:
@@ -139,7 +163,17 @@ def _status(args: argparse.Namespace) -> int:
         description = job.read_spec().description
     except ColabrunError:
         description = ""
-    print(status_detail(state, job_dir=job.path, now=time.time(), description=description))
+    def check(name: str) -> str:
+        if not args.verify:
+            return job.store.check_size(name)
+        try:
+            job.store.verify(name)
+        except CheckpointError as exc:
+            return f"BAD: {str(exc).split(': ', 1)[-1]}"
+        return "verified"
+
+    print(status_detail(state, job_dir=job.path, now=time.time(), description=description,
+                        check=check))
     return 0
 
 
@@ -198,10 +232,41 @@ def _request(args: argparse.Namespace) -> int:
     return 0
 
 
+def _plot(args: argparse.Namespace) -> int:
+    path = plot_job(args.name, root=args.root, out=args.out, metrics=args.metric)
+    print(f"wrote {path}")
+    return 0
+
+
+def _logs(args: argparse.Namespace) -> int:
+    root = resolve_root(args.root)
+    job = JobDir(root, args.name)
+    if not job.exists():
+        raise JobNotFound(f"no job {args.name!r} under {root}; `colabrun list --root {root}` "
+                          "shows the jobs there")
+    path = log_path(job.path)
+
+    def write(line: str) -> None:
+        print(line, flush=True)
+
+    if args.follow:
+        follow(path, write=write, storage=job.storage, timeout_s=args.timeout)
+    elif print_log(path, write=write, storage=job.storage) == 0:
+        print(f"colabrun: job {args.name!r} has no log lines yet ({path})", file=sys.stderr)
+    return 0
+
+
+def _doctor(args: argparse.Namespace) -> int:
+    facts = gather_facts()
+    checks = run_checks(facts)
+    print(json.dumps(report_json(facts, checks), indent=2) if args.json else render(checks))
+    return 0
+
+
 COMMANDS = {
     "run": _run, "resume": _resume, "validate": _validate, "schema": _schema,
     "status": _status, "list": _list, "repair": _repair, "stop": _request, "chaos": _chaos,
-    "checkpoint": _request,
+    "checkpoint": _request, "plot": _plot, "logs": _logs, "doctor": _doctor,
 }
 
 

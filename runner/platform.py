@@ -29,7 +29,11 @@ def is_colab() -> bool:
 
 def default_root() -> Path:
     """Drive's ``MyDrive/colabrun`` when on Colab with Drive mounted, else ``./colabrun-runs``."""
-    if is_colab() and COLAB_DRIVE.is_dir():
+    try:
+        mounted = is_colab() and COLAB_DRIVE.is_dir()
+    except OSError:  # a dead mount: "Transport endpoint is not connected" (COLAB.md 10)
+        mounted = False
+    if mounted:
         return COLAB_DRIVE / "colabrun"
     return Path.cwd() / "colabrun-runs"
 

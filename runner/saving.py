@@ -223,6 +223,10 @@ class Saver:
         current = self.statefile.read()
         if current is not None:
             check_fence(current, self.fence)
+        # Metrics first: once the checkpoint commits, a resume never logs its steps
+        # again, so their records must be durable by then. Records of later steps
+        # written now are logged again when redone, and readers keep the last.
+        self._flush_metrics()
         started = self.clock.monotonic()
         manifest = self.store.upload_from(self.local, name)
         record = manifest.record()
@@ -236,17 +240,11 @@ class Saver:
         self._last_beat = self.clock.monotonic()
         self.uploaded = record
         self._rotate(state, newest=record.name)
-        self._flush_side_files()
+        self.console.flush_log()  # the job log rides along with uploads (best effort)
 
-    def _flush_side_files(self) -> None:
-        """Metrics and the job log ride along with uploads (best effort)."""
-        self.console.flush_log()
-        if self.metrics is None:
-            return
-        try:
-            self.metrics.flush()
-        except (ColabrunError, OSError):
-            pass  # kept buffered: the next upload tries again
+    def _flush_metrics(self) -> None:
+        if self.metrics is not None:
+            self.metrics.flush()  # a failure fails this upload: it is retried whole
 
     def _rotate(self, state: JobState, *, newest: str) -> None:
         doomed = plan_rotation(state.checkpoints, keep_last=self.keep_last, newest_verified=newest)

@@ -164,6 +164,7 @@ def find_resume_point(
         verification, and the record of the checkpoint resumed from.
     """
     plan = plan_resume(state.checkpoints, job.store.list_names())
+    root_names = set(plan.candidates)
     failed: list[str] = []
     for store, name in _candidates(job, plan.candidates):
         started = clock.monotonic()
@@ -181,7 +182,7 @@ def find_resume_point(
             where=str(manifest.meta.get("where", EPOCH_START)), payload=payload,
             extras=dict(manifest.meta.get("extras", {})),
         )
-        if store is job.local:
+        if store is job.local and name not in root_names:
             console.info(f"{name} is newer on this runtime's disk than under the root: "
                          "resuming from the local copy (it is uploaded with the next save)")
         return point, failed, manifest.record() if store is job.store else None

@@ -271,6 +271,18 @@ class CheckpointStore:
                 raise CheckpointError(f"checkpoint {name}: {file.path} fails its sha256 check")
         return manifest
 
+    def check_size(self, name: str) -> str:
+        """A cheap check (sizes only, no hashing): ``size ok``, or what is wrong."""
+        try:
+            manifest = self.read_manifest(name)
+        except CheckpointError:
+            return "NO MANIFEST"
+        for file in manifest.files:
+            size = self.storage.size_of(self.dir / name / file.path)
+            if size != file.size_bytes:
+                return "MISSING" if size is None else f"TRUNCATED ({size} of {file.size_bytes} B)"
+        return "size ok"
+
     def read_manifest(self, name: str) -> Manifest:
         """The manifest of ``name``, or :class:`CheckpointError` if it is not committed."""
         path = self.dir / name / MANIFEST_NAME
