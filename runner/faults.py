@@ -249,8 +249,9 @@ class FaultyFs(OsFs):
         lose_uploads: files (by name) that silently come out empty or vanish
             after they are closed, as a VM that died before DriveFS uploaded them.
         lose_how: ``"truncate"`` (0 bytes), ``"half"`` or ``"delete"``.
-        stale_listing: listings return what the folder held when this was set
-            (a fresh runtime's minutes-stale view, F11).
+
+    :meth:`freeze_listings` serves stale listings (a fresh runtime's minutes-stale
+    view, F11); ``mount_lost = True`` fails every call with ``ENOTCONN``.
     """
 
     def __init__(self, *, fail: Iterable[Fail] = (), slow_write_s: float = 0.0,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -63,6 +64,23 @@ class JobDir:
         key = hashlib.sha256(str(root).encode()).hexdigest()[:8]
         local = (local_root or Path(tempfile.gettempdir()) / "colabrun-local") / f"{name}-{key}"
         self.local = CheckpointStore(local, Storage(), on_point=on_point)
+
+    def claim_local(self, created_at: float) -> None:
+        """Make the local staging folder this job's: one left by another job of the same
+        name and root (a job folder deleted and created anew) is wiped, so its
+        checkpoints and metrics can never leak into this one."""
+        folder = self.local.dir.parent
+        marker = folder / "job.json"
+        mine = json.dumps({"job_created_at": created_at})
+        if marker.exists() and marker.read_text() == mine:
+            return
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir(parents=True, exist_ok=True)
+        marker.write_text(mine)
+
+    def release_local(self) -> None:
+        """Remove the local staging folder (everything in it reached the root)."""
+        shutil.rmtree(self.local.dir.parent, ignore_errors=True)
 
     def exists(self) -> bool:
         """Whether the job has a spec or a state file under the root."""

@@ -1,7 +1,10 @@
 """The job's metrics log, ``metrics.jsonl``: one JSON object per record.
 
-Records are buffered and appended at checkpoint boundaries and at the end.
-After a crash, the steps redone by the next session are logged again;
+Records are buffered, written to a local file (staging, beside the local
+checkpoints) at each checkpoint, and synced to the root's file by the
+uploader before it commits a checkpoint there: the records of every step a
+committed checkpoint covers are durable with it, on this runtime's disk and
+under the root. After a crash, the steps redone by the next session are logged again;
 :func:`read_metrics` keeps, for each step and set of metric names, the record
 written last, so the redone steps replace the lost session's.
 """
@@ -9,47 +12,67 @@ written last, so the redone steps replace the lost session's.
 from __future__ import annotations
 
 import json
+import os
 import threading
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from jobs.errors import StorageError
 from state.storage import Storage
 
 METRICS_NAME = "metrics.jsonl"
 
 
 class MetricsLog:
-    """Buffered appends to ``job_dir/metrics.jsonl`` through the storage edge."""
+    """The job's metrics: buffered, kept locally at each checkpoint, synced to the root.
 
-    def __init__(self, job_dir: Path, storage: Storage) -> None:
+    Args:
+        job_dir: the job's folder under the root.
+        storage: the root's storage edge.
+        local_dir: the job's local staging folder (this runtime's disk).
+    """
+
+    def __init__(self, job_dir: Path, storage: Storage, local_dir: Path) -> None:
         self.path = job_dir / METRICS_NAME
         self.storage = storage
+        self.local = local_dir / METRICS_NAME
+        self._synced_marker = local_dir / f"{METRICS_NAME}.synced"
         self._pending: list[str] = []
-        self._lock = threading.Lock()  # the loop appends, the uploader flushes
+        self._lock = threading.Lock()  # the loop appends, the uploader syncs
 
     def append(self, record: Mapping[str, Any]) -> None:
         """Buffer one record."""
         with self._lock:
-            self._pending.append(json.dumps(record, sort_keys=True))
+            self._pending.append(json.dumps(record, sort_keys=True) + "\n")
 
-    def flush(self) -> None:
-        """Append the buffered records; on a storage error they stay buffered.
-
-        Raises:
-            StorageError: the root failed (the records are kept for the next flush).
-        """
+    def keep_locally(self) -> None:
+        """Write the buffered records to the local file (at each local checkpoint)."""
         with self._lock:
             lines, self._pending = self._pending, []
-        if not lines:
+        if lines:
+            self.local.parent.mkdir(parents=True, exist_ok=True)
+            with open(self.local, "a", encoding="utf-8") as f:
+                f.write("".join(lines))
+                f.flush()
+                os.fsync(f.fileno())
+
+    def sync(self) -> None:
+        """Append to the root's file what the local file holds beyond the last sync.
+
+        Raises:
+            StorageError: the root failed (the next sync sends the same lines again).
+        """
+        self.keep_locally()
+        if not self.local.exists():
             return
-        try:
-            self.storage.append_bytes(self.path, ("\n".join(lines) + "\n").encode())
-        except StorageError:
-            with self._lock:
-                self._pending = lines + self._pending
-            raise
+        done = int(self._synced_marker.read_text() or 0) if self._synced_marker.exists() else 0
+        with open(self.local, "rb") as f:
+            f.seek(done)
+            data = f.read()
+        if not data:
+            return
+        self.storage.append_bytes(self.path, data)
+        self._synced_marker.write_text(str(done + len(data)))
 
 
 BOOKKEEPING = frozenset({"step", "epoch", "session", "time"})

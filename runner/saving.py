@@ -43,8 +43,12 @@ class Uploader:
 
     def __init__(self, upload: Callable[[str], None], *,
                  on_failure: Callable[[BaseException], None],
-                 on_recovery: Callable[[], None], retry_s: float = 15.0) -> None:
+                 on_recovery: Callable[[], None], retry_s: float = 15.0,
+                 heartbeat: Callable[[], None] | None = None) -> None:
         self._upload = upload
+        self._heartbeat = heartbeat
+        self._beat_due = False
+        self.failures = 0
         self._on_failure = on_failure
         self._on_recovery = on_recovery
         self.retry_s = retry_s
@@ -65,6 +69,11 @@ class Uploader:
         with self._lock:
             self._pending = name
             self._idle.clear()
+        self._wake.set()
+
+    def beat(self) -> None:
+        """Ask for a lease heartbeat at the thread's next round."""
+        self._beat_due = True
         self._wake.set()
 
     def wait_idle(self, timeout_s: float) -> bool:
@@ -90,7 +99,14 @@ class Uploader:
                 self.tick()
 
     def tick(self) -> None:
-        """Upload what is pending, if anything; report the outcome as data."""
+        """Beat if asked; upload what is pending, if anything; report outcomes as data."""
+        if self._beat_due and self._heartbeat is not None:
+            self._beat_due = False
+            try:
+                self._heartbeat()
+            except LeaseLost as exc:
+                self._fail_for_good(exc)
+                return
         with self._lock:
             name, self._pending = self._pending, None
             if name is None:
@@ -104,6 +120,7 @@ class Uploader:
                 self._fail_for_good(exc)
                 return
             self.failing = True
+            self.failures += 1
             with self._lock:
                 self._pending = self._pending or name  # retry it unless a newer one came
             self._on_failure(exc)
@@ -115,6 +132,7 @@ class Uploader:
             self.current = None
         if self.failing:
             self.failing = False
+            self.failures = 0
             self._on_recovery()
         with self._lock:
             if self._pending is None:
@@ -158,7 +176,8 @@ class Saver:
         self._last_beat = clock.monotonic()
         self._lease_warned = False
         self.uploader = Uploader(self._upload, on_failure=self._on_failure,
-                                 on_recovery=self._on_recovery, retry_s=retry_s)
+                                 on_recovery=self._on_recovery, retry_s=retry_s,
+                                 heartbeat=self._heartbeat)
 
     def save(self, payload: Mapping[str, Any], *, step: int, epoch: int, batch: int,
              meta: Mapping[str, Any], expected_bytes: int = 0,
@@ -170,6 +189,8 @@ class Saver:
         """
         self._raise_fatal()
         started = self.clock.monotonic()
+        if self.metrics is not None:
+            self.metrics.keep_locally()  # the steps this checkpoint covers: logged first
         manifest = self.local.commit(
             payload, step=step, epoch=epoch, batch=batch, generation=self.fence.generation,
             created_at=self.clock.time(), meta=meta, expected_bytes=expected_bytes)
@@ -207,6 +228,9 @@ class Saver:
         if self.clock.monotonic() - self._last_beat < self.heartbeat_s:
             return
         self._last_beat = self.clock.monotonic()
+        self.uploader.beat()  # on the uploader's thread: a hung root must not stall the loop
+
+    def _heartbeat(self) -> None:
         now = self.clock.time()
         try:
             self.statefile.update(lambda s: heartbeat(s, self.fence, now=now))
@@ -244,7 +268,11 @@ class Saver:
 
     def _flush_metrics(self) -> None:
         if self.metrics is not None:
-            self.metrics.flush()  # a failure fails this upload: it is retried whole
+            self.metrics.sync()  # a failure fails this upload: it is retried whole
+
+    def upload_later(self, name: str) -> None:
+        """Queue a local checkpoint the root does not have (a resume from a local copy)."""
+        self.uploader.submit(name)
 
     def _rotate(self, state: JobState, *, newest: str) -> None:
         doomed = plan_rotation(state.checkpoints, keep_last=self.keep_last, newest_verified=newest)
@@ -264,9 +292,10 @@ class Saver:
                 self.local.discard(name)
 
     def _on_failure(self, error: BaseException) -> None:
-        where = self.last.name if self.last else "the newest checkpoint"
+        if self.uploader.failures > 1:  # said once per outage; the recovery is said too
+            return
         self.console.warn(
-            f"could not upload {where} to {self.store.dir}: {error}. Training goes on with "
+            f"could not upload to {self.store.dir}: {error}. Training goes on with "
             f"local checkpoints in {self.local.dir}, but progress is NOT durable until the "
             "storage is back (on Colab: check that Drive is mounted); retrying")
 

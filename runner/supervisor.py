@@ -48,6 +48,10 @@ from runner.worker import STACKS_NAME, WorkerTask
 from state.lease import Fence, LeaseLost, heartbeat
 
 POLL_S = 0.2
+#: how the worker starts (not ``-m runner.worker``: runpy warns when the package
+#: it runs from already imported the module)
+WORKER_ENTRY = ("import sys; from multiprocessing.connection import Connection; "
+                "from runner.worker import worker_main; worker_main(Connection(int(sys.argv[1])))")
 EXEMPT_PHASES = ("save", "load")
 
 
@@ -167,7 +171,7 @@ class Supervisor:
                           attempt=len(self.history))
         ours, theirs = socket.socketpair()
         process = subprocess.Popen(
-            [sys.executable, "-m", "runner.worker", str(theirs.fileno())],
+            [sys.executable, "-c", WORKER_ENTRY, str(theirs.fileno())],
             pass_fds=(theirs.fileno(),), start_new_session=True,
             env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
         )

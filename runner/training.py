@@ -82,6 +82,7 @@ def train_session(spec: JobSpec, ctx: SessionContext) -> Outcome:
 
 
 def _train_session(spec: JobSpec, ctx: SessionContext) -> Outcome:
+    run: Run | None = None
     try:
         train = resolve_entrypoint(spec.entrypoint, search_path=ctx.search_path)
         device, note = choose_device(spec)
@@ -89,6 +90,7 @@ def _train_session(spec: JobSpec, ctx: SessionContext) -> Outcome:
             ctx.console.warn(note)
         state = ctx.job.statefile.read()
         assert state is not None
+        ctx.job.claim_local(state.created_at)
         ctx.progress.phase = "load"
         resume, failed, record = find_resume_point(ctx.job, state, ctx.console, ctx.clock)
         ctx.progress.phase = "setup"
@@ -99,19 +101,22 @@ def _train_session(spec: JobSpec, ctx: SessionContext) -> Outcome:
             now=ctx.clock.time()))
         announce(ctx.console, spec, state, resume)
         run = _build_run(spec, ctx, state, resume, device)
+        if resume is not None and record is None:  # resumed from a copy the root lacks
+            run.saver.upload_later(resume.name)
         seed_everything(spec.seed)
         torch.use_deterministic_algorithms(spec.deterministic, warn_only=True)
         with interrupts_request_stop(ctx.controls), _saver_closed(run):
-            value = train(run)
-            durable = run.close(ctx.upload_wait_s)
+            try:
+                value = train(run)
+                durable = run.close(ctx.upload_wait_s)
+            except StopTraining as stop:  # the final save is made: wait for its upload
+                durable = run.saver.finish(ctx.upload_wait_s) and run.saver.is_durable
+                if durable:
+                    return Outcome(Exit.STOPPED, stop.reason)
+                return Outcome(Exit.STOPPED, f"{stop.reason}; {_not_uploaded(run, ctx)}")
         if not durable:
-            last = run.last_checkpoint
-            return Outcome(Exit.STOPPED, (
-                f"training finished, but its last checkpoint ({last.name if last else '?'}) "
-                f"is only on this runtime's disk, in {ctx.job.local.dir}: the root could not "
-                "be written. Run the job again once the storage is back: it uploads it"))
-    except StopTraining as stop:
-        return Outcome(Exit.STOPPED, stop.reason)
+            return Outcome(Exit.STOPPED, f"training finished, but {_not_uploaded(run, ctx)}")
+        ctx.job.release_local()
     except LeaseLost as exc:
         return Outcome(Exit.FENCED, str(exc), error=exc, exit_code=exc.exit_code)
     except torch.cuda.OutOfMemoryError as exc:
@@ -132,6 +137,13 @@ def fenced(state: JobState, fence: Fence) -> JobState:
     return state
 
 
+def _not_uploaded(run: Run, ctx: SessionContext) -> str:
+    last = run.last_checkpoint
+    return (f"its last checkpoint ({last.name if last else '?'}) is only on this runtime's "
+            f"disk, in {ctx.job.local.dir}: the root could not be written. Run the job again "
+            "once the storage is back: it uploads it")
+
+
 @contextmanager
 def _saver_closed(run: Run) -> Iterator[None]:
     """Stop the run's uploader thread however training ends."""
@@ -143,7 +155,7 @@ def _saver_closed(run: Run) -> Iterator[None]:
 
 def _build_run(spec: JobSpec, ctx: SessionContext, state: JobState,
                resume: ResumePoint | None, device: torch.device) -> Run:
-    metrics = MetricsLog(ctx.job.path, ctx.job.storage)
+    metrics = MetricsLog(ctx.job.path, ctx.job.storage, ctx.job.local.dir.parent)
     saver = Saver(ctx.job.local, ctx.job.store, ctx.job.statefile,
                   keep_last=spec.checkpoint.keep_last, fence=ctx.fence, clock=ctx.clock,
                   console=ctx.console, metrics=metrics, heartbeat_s=ctx.heartbeat_s)

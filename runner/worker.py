@@ -218,6 +218,3 @@ def _picklable(value: Any) -> Any:
 def _no_hook(point: str) -> None:
     return None
 
-
-if __name__ == "__main__":
-    worker_main(Connection(int(sys.argv[1])))

@@ -122,7 +122,7 @@ def test_an_upload_lost_on_its_way_is_caught_and_redone(tmp_path: Path,
     lost: list[Path] = []
 
     def lose_first_payload(path: Path) -> bool:
-        if path.name == "state.pt" and ".tmp-step-000000012" in str(path) and not lost:
+        if path.name == "state.pt" and "/checkpoints/.tmp-step-" in str(path) and not lost:
             lost.append(path)
             return True
         return False
@@ -200,3 +200,18 @@ def test_a_stale_listing_does_not_pick_an_older_checkpoint(
     capsys.readouterr()
     runner.run(spec_for(tmp_path), storage=faulty(fs))
     assert f"resuming from {named} " in capsys.readouterr().out
+
+
+def test_a_clean_stop_waits_for_the_final_upload(tmp_path: Path) -> None:
+    """An interrupt's final save must reach the root even while uploads lag behind."""
+    import os
+    import signal
+
+    fs = FaultyFs(slow_write_s=0.02)  # a slow Drive: uploads trail the training
+    result = runner.run(spec_for(tmp_path), storage=faulty(fs),
+                        on_point=at_step({22: lambda: os.kill(os.getpid(), signal.SIGINT)}))
+    assert result.status is Status.STOPPED and result.reason == "interrupted"
+    state = StateFile(tmp_path / "heavy", Storage()).read()
+    assert state is not None and state.latest_checkpoint is not None
+    assert state.latest_checkpoint.step == 22, "the stop's own checkpoint is under the root"
+    assert_invariants(tmp_path / "heavy")

@@ -65,7 +65,7 @@ def write_job(root: Path) -> Path:
     job_dir = root / NAME
     job_dir.mkdir(parents=True)
     StateFile(job_dir, Storage()).write(three_session_state())
-    log = MetricsLog(job_dir, Storage())
+    log = MetricsLog(job_dir, Storage(), job_dir.parent / "local")
     for session, steps in ((0, range(1, 13)), (1, range(11, 21)), (2, range(21, 31))):
         for step in steps:
             log.append({"step": step, "epoch": (step - 1) // 10, "session": session,
@@ -73,9 +73,9 @@ def write_job(root: Path) -> Path:
         if session < 2:
             log.append({"step": 10 * (session + 1), "epoch": session + 1, "session": session,
                         "time": T0, "val_acc": 0.5 + session / 10})
-        log.flush()
+        log.sync()
     log.append({"step": 30, "epoch": 3, "session": 2, "time": T0, "val_acc": 0.7})
-    log.flush()
+    log.sync()
     return job_dir
 
 
