@@ -23,6 +23,7 @@ import torch
 
 from jobs.errors import CheckpointError, ColabrunError
 from jobs.spec import JobSpec
+from runner.jobdir import JobDir
 from runner.metrics import BOOKKEEPING, read_metrics
 from state.checkpoints import CheckpointStore
 from state.statefile import StateFile
@@ -92,8 +93,8 @@ class ChaosReport:
         if self.kills:
             mean = sum(k.redone_steps for k in self.kills) / len(self.kills)
             lines.append(f"work redone per kill: {mean:.1f} steps on average")
-        lines.append(f"checkpoints written: {self.checkpoints_chaos} with kills, "
-                     f"{self.checkpoints_reference} in the reference")
+        lines.append(f"checkpoint commits (local and uploads): {self.checkpoints_chaos} with "
+                     f"kills, {self.checkpoints_reference} in the reference")
         lines.append(f"time: reference {self.reference_s:.1f} s, with kills {self.chaos_s:.1f} s")
         if not self.exact:
             if self.first_step is not None:
@@ -115,7 +116,8 @@ def run_chaos(spec: JobSpec, *, kills: int, seed: int = 0, epochs: int | None = 
         epochs: train this many epochs instead of the spec's (a small budget).
         scratch: a folder for both runs; the job's real root is never touched.
     """
-    update: dict[str, Any] = {"device": "cpu", "supervise": False}
+    update: dict[str, Any] = {"device": "cpu", "supervise": False,
+                              "local_dir": str(scratch / "local")}
     if epochs is not None:
         update["epochs"] = epochs
     base = spec.model_copy(update=update)
@@ -138,7 +140,7 @@ def run_chaos(spec: JobSpec, *, kills: int, seed: int = 0, epochs: int | None = 
         killed = _child(base, chaos_root, scratch / "chaos.counts", kill=(point, nth), log=log)
         if not killed.get("_killed"):
             break  # the job finished before that point came round
-        report.kills.append(_kill_record(kind, log, chaos_root / spec.name))
+        report.kills.append(_kill_record(kind, log, base, chaos_root))
         _print(out, f"chaos: kill {len(report.kills)}: {kind} at step "
                     f"{report.kills[-1].step}")
     final_counts = _child(base, chaos_root, scratch / "chaos.counts")
@@ -177,23 +179,29 @@ def _progress(root: Path, name: str) -> int:
     return state.progress.global_step if state else 0
 
 
-def newest_committed(job_dir: Path) -> tuple[int, float] | None:
-    """Step and time of the newest checkpoint that verifies: where a resume starts."""
-    store = CheckpointStore(job_dir, Storage())
-    for name in sorted(store.list_names(), reverse=True):
-        try:
-            manifest = store.verify(name)
-        except CheckpointError:
-            continue
-        return manifest.step, manifest.created_at
-    return None
+def newest_committed(spec: JobSpec, root: Path) -> tuple[int, float] | None:
+    """Step and time of the newest checkpoint that verifies, under the root or on this
+    runtime's disk: where a resume starts."""
+    job = JobDir(root, spec.name,
+                 local_root=Path(spec.local_dir) if spec.local_dir else None)
+    best: tuple[int, float] | None = None
+    for store in (job.store, job.local):
+        for name in sorted(store.list_names(), reverse=True):
+            try:
+                manifest = store.verify(name)
+            except CheckpointError:
+                continue
+            if best is None or manifest.step > best[0]:
+                best = (manifest.step, manifest.created_at)
+            break
+    return best
 
 
-def _kill_record(kind: str, log: Path, job_dir: Path) -> Kill:
+def _kill_record(kind: str, log: Path, spec: JobSpec, root: Path) -> Kill:
     entry = json.loads(log.read_text().splitlines()[-1])
-    resumed_step = (newest_committed(job_dir) or (0, 0.0))[0]
+    resumed_step = (newest_committed(spec, root) or (0, 0.0))[0]
     step = int(entry["step"] or 0)
-    state = StateFile(job_dir, Storage()).read()
+    state = StateFile(root / spec.name, Storage()).read()
     step_s = state.timings.step_s if state and state.timings.step_s else 0.0
     return Kill(kind=kind, point=entry["point"], step=step, resumed_step=resumed_step,
                 lost_s=max(0, step - resumed_step) * step_s)
@@ -264,7 +272,7 @@ def _child_main(task_path: str) -> None:
     task = cloudpickle.loads(Path(task_path).read_bytes())
     spec: JobSpec = task["spec"]
     counter = CountPoints()
-    start = newest_committed(Path(str(spec.root)) / spec.name)
+    start = newest_committed(spec, Path(str(spec.root)))
     progress = LiveProgress(step=start[0] if start else 0)
 
     def count_steps(point: str) -> None:
