@@ -20,6 +20,8 @@ carries the process exit code the CLI uses for it (see docs/cli.md)::
     │   defined beside the code that raises them:
     ├── DeviceUnavailable(RuntimeError)   exit 2   runner.platform: cuda asked, none here
     ├── FaultSpecError(ValueError)        exit 2   runner.faults: a bad COLABRUN_KILL_AT
+    ├── DatasetError(SpecError)           exit 2   jobs.examples.datasets: a malformed file
+    │   └── DatasetMissing(FileNotFoundError)      a data file is not there
     ├── PlotUnavailable(ImportError)      exit 2   runner.plots: matplotlib is missing
     ├── NothingToPlot(ValueError)         exit 2   runner.plots: no metrics logged yet
     ├── LeaseHeld(RuntimeError)           exit 4   state.lease: another runner owns the job

@@ -63,6 +63,9 @@ class TrainingRun(Protocol):
     def batches(self, loader: Iterable[Any]) -> Iterator[Any]:
         """Yield this epoch's batches still to do, skipping consumed ones unloaded."""
 
+    def split(self, batch: Any) -> Iterator[tuple[Any, float]]:
+        """Cut a batch into micro-batches ``(piece, weight)`` (more after a CUDA OOM)."""
+
     def step(self, **metrics: float) -> None:
         """Count one optimizer step, with optional metrics to log."""
 
