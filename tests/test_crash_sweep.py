@@ -18,7 +18,8 @@ import pytest
 import runner
 from jobs.errors import CheckpointError
 from runner.faults import ALL_POINTS, CountPoints
-from state.checkpoints import CheckpointStore
+from runner.jobdir import JobDir
+from state.checkpoints import parse_checkpoint_name
 from state.statefile import StateFile
 from state.storage import Storage
 from tests.helpers import assert_exactly_equal, digits_spec, final_payload, run_cli, write_spec_file
@@ -44,15 +45,21 @@ def test_every_point_that_fires_is_declared_and_swept(
     assert set(counts) == set(ALL_POINTS), "declare new points in SAVE_POINTS & co."
 
 
-def _newest_verifying(job_dir: Path) -> str | None:
-    store = CheckpointStore(job_dir, Storage())
-    for name in sorted(store.list_names(), reverse=True):
-        try:
-            store.verify(name)
-        except CheckpointError:
-            continue
-        return name
-    return None
+def _newest_verifying(root: Path) -> str | None:
+    """The newest checkpoint that verifies, under the root or in this runtime's local
+    staging (a save committed locally but not uploaded yet counts: it survives)."""
+    job = JobDir(root, NAME, local_root=root.parent / "local")
+    found: list[tuple[tuple[int, int, int], str]] = []
+    for store in (job.store, job.local):
+        for name in store.list_names():
+            try:
+                store.verify(name)
+            except CheckpointError:
+                continue
+            key = parse_checkpoint_name(name)
+            assert key is not None
+            found.append((key, name))
+    return max(found)[1] if found else None
 
 
 @pytest.mark.parametrize("point", ALL_POINTS)
@@ -71,7 +78,7 @@ def test_kill_at_point_then_resume(
     assert state is not None, "the state file parses after the kill"
     for record in state.checkpoints:
         assert (job_dir / "checkpoints" / record.name / "manifest.json").exists()
-    newest = _newest_verifying(job_dir)
+    newest = _newest_verifying(root)
     resumed = run_cli("resume", NAME, "--root", str(root), cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     if newest is None:
