@@ -98,7 +98,7 @@ def _train_session(spec: JobSpec, ctx: SessionContext) -> Outcome:
             reconcile_checkpoints(fenced(s, ctx.fence), failed=failed, found=record,
                                   now=ctx.clock.time()),
             device=str(device), resumed_from=resume.name if resume else None,
-            now=ctx.clock.time()))
+            start_step=resume.step if resume else 0, now=ctx.clock.time()))
         announce(ctx.console, spec, state, resume)
         run = _build_run(spec, ctx, state, resume, device)
         if resume is not None and record is None:  # resumed from a copy the root lacks

@@ -160,11 +160,14 @@ def learn_timing(state: JobState, *, now: float, **observed: float) -> JobState:
     return state.model_copy(update={"timings": Timings(**values), "updated_at": now})
 
 
-def note_session(state: JobState, *, device: str, resumed_from: str | None, now: float
-                 ) -> JobState:
-    """Record, on the open session, the device it trains on and the checkpoint it
-    resumed from (known only once the worker started)."""
+def note_session(state: JobState, *, device: str, resumed_from: str | None, now: float,
+                 start_step: int | None = None) -> JobState:
+    """Record, on the open session, the device it trains on, the checkpoint it resumed
+    from and that checkpoint's step (known only once the worker found it)."""
     if not state.sessions or state.sessions[-1].ended_at is not None:
         return state
-    last = state.sessions[-1].model_copy(update={"device": device, "resumed_from": resumed_from})
+    update: dict[str, object] = {"device": device, "resumed_from": resumed_from}
+    if start_step is not None:
+        update["start_step"] = start_step
+    last = state.sessions[-1].model_copy(update=update)
     return state.model_copy(update={"sessions": (*state.sessions[:-1], last), "updated_at": now})
