@@ -149,10 +149,11 @@ def test_example_resumes_bit_exact_after_an_interruption(
 
 
 @pytest.mark.slow
-def test_cats_dogs_resumes_bit_exact_after_a_sigkill(tmp_path: Path) -> None:
+@pytest.mark.parametrize("name", ["mnist", "cifar10", "cats_dogs"])
+def test_each_example_resumes_bit_exact_after_a_sigkill(tmp_path: Path, name: str) -> None:
     """A real SIGKILL mid-epoch, `colabrun resume` in a fresh process, compared with an
-    uninterrupted run in its own process: the image listing and decoding must repeat."""
-    example = EXAMPLES["cats_dogs"]
+    uninterrupted run in its own process: reading, decoding and order must repeat."""
+    example = EXAMPLES[name]
     data_dir = example.write(tmp_path / "data")
     payloads = []
     for run_name, kill in (("reference", None), ("killed", f"step:{example.crash_step}")):
