@@ -94,3 +94,35 @@ def tree_snapshot(root: Path) -> dict[str, bytes]:
         return {}
     return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*"))
             if p.is_file()}
+
+
+def finished_digits_job(root: Path, **overrides: Any) -> JobSpec:
+    """Run a 1-epoch digits job to completion in-process under ``root``; return its spec.
+
+    For module-scoped fixtures, which the per-test fixtures of conftest do not
+    cover: torch's deterministic mode, switched on by the run, is put back here.
+    """
+    import runner
+    from state.model import Status
+
+    spec = digits_spec(root, name="digits", epochs=1, **overrides)
+    mode = torch.are_deterministic_algorithms_enabled()
+    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
+    try:
+        result = runner.run(spec)
+    finally:
+        torch.use_deterministic_algorithms(mode, warn_only=warn_only)
+    assert result.status is Status.COMPLETED and result.global_step == 45
+    return spec
+
+
+def copy_job(finished: tuple[Path, JobSpec], tmp_path: Path) -> tuple[Path, Path]:
+    """A private copy of a finished job's root: (root, spec file pointing at it)."""
+    import shutil
+
+    template_root, spec = finished
+    root = tmp_path / "runs"
+    shutil.copytree(template_root, root)
+    spec_file = write_spec_file(tmp_path / "spec.json",
+                                spec.model_copy(update={"root": str(root)}))
+    return root, spec_file

@@ -11,19 +11,23 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import torch
 
-import runner
 from jobs.spec import JobSpec
 from state.model import JobState, Status
-from tests.helpers import digits_spec, run_cli, tree_snapshot, write_spec_file
+from tests.helpers import (
+    copy_job,
+    digits_spec,
+    finished_digits_job,
+    run_cli,
+    tree_snapshot,
+    write_spec_file,
+)
 
 NAME = "digits"
 
@@ -78,25 +82,7 @@ def _refused(tmp_path: Path, spec_path: Path | str, root: Path, *, exit_code: in
 def finished_job(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, JobSpec]]:
     """A completed one-epoch digits job (trained once, in-process), to copy from."""
     root = tmp_path_factory.mktemp("finished") / "runs"
-    spec = digits_spec(root, name=NAME, epochs=1)
-    mode = torch.are_deterministic_algorithms_enabled()
-    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
-    try:
-        result = runner.run(spec)
-    finally:
-        torch.use_deterministic_algorithms(mode, warn_only=warn_only)
-    assert result.status is Status.COMPLETED and result.global_step == 45
-    yield root, spec
-
-
-def _copy_job(finished: tuple[Path, JobSpec], tmp_path: Path) -> tuple[Path, Path]:
-    """A private copy of the finished job: (root, spec file)."""
-    template_root, spec = finished
-    root = tmp_path / "runs"
-    shutil.copytree(template_root, root)
-    spec_file = write_spec_file(tmp_path / "spec.json",
-                                spec.model_copy(update={"root": str(root)}))
-    return root, spec_file
+    yield root, finished_digits_job(root)
 
 
 def _state(root: Path) -> JobState:
@@ -270,7 +256,7 @@ GARBAGE = b'{"schema_version": 1, "name": "digits", "status": "runn\x00\xff garb
 
 
 def test_corrupt_state_file(tmp_path: Path, finished_job: tuple[Path, JobSpec]) -> None:
-    root, spec_file = _copy_job(finished_job, tmp_path)
+    root, spec_file = copy_job(finished_job, tmp_path)
     state_file = root / NAME / "state.json"
     state_file.write_bytes(GARBAGE)
     line = _refused(tmp_path, spec_file, root, exit_code=5)
@@ -287,7 +273,7 @@ def test_corrupt_state_file(tmp_path: Path, finished_job: tuple[Path, JobSpec]) 
 def test_repair_rebuilds_from_checkpoints_then_resume_completes(
     tmp_path: Path, finished_job: tuple[Path, JobSpec]
 ) -> None:
-    root, _ = _copy_job(finished_job, tmp_path)
+    root, _ = copy_job(finished_job, tmp_path)
     job_dir = root / NAME
     original = _state(root)
     (job_dir / "state.json").write_bytes(GARBAGE)
@@ -316,7 +302,7 @@ def test_repair_rebuilds_from_checkpoints_then_resume_completes(
 def test_repair_of_a_valid_state_changes_nothing(
     tmp_path: Path, finished_job: tuple[Path, JobSpec]
 ) -> None:
-    root, _ = _copy_job(finished_job, tmp_path)
+    root, _ = copy_job(finished_job, tmp_path)
     before = tree_snapshot(root)
     result = run_cli("repair", NAME, "--root", str(root), cwd=tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
@@ -327,7 +313,7 @@ def test_repair_of_a_valid_state_changes_nothing(
 def test_spec_change_is_refused_unless_forced_but_more_epochs_train(
     tmp_path: Path, finished_job: tuple[Path, JobSpec]
 ) -> None:
-    root, _ = _copy_job(finished_job, tmp_path)
+    root, _ = copy_job(finished_job, tmp_path)
     _, spec = finished_job
     spec = spec.model_copy(update={"root": str(root)})
 

@@ -13,14 +13,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import torch
 
-import runner
 from jobs.loading import load_spec
 from jobs.spec import JobSpec
 from runner.cli import main
 from state.model import JobState, Status
-from tests.helpers import digits_spec, run_cli, tree_snapshot, write_spec_file
+from tests.helpers import copy_job, digits_spec, finished_digits_job, run_cli, tree_snapshot
 
 NAME = "digits"
 
@@ -41,25 +39,7 @@ checkpoint:
 def finished_job(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, JobSpec]]:
     """A completed one-epoch digits job, trained once in-process; tests copy or only read it."""
     root = tmp_path_factory.mktemp("finished") / "runs"
-    spec = digits_spec(root, name=NAME, epochs=1, checkpoint=EPOCH_END_ONLY)
-    mode = torch.are_deterministic_algorithms_enabled()
-    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
-    try:
-        result = runner.run(spec)
-    finally:
-        torch.use_deterministic_algorithms(mode, warn_only=warn_only)
-    assert result.status is Status.COMPLETED and result.global_step == 45
-    yield root, spec
-
-
-def _copy_job(finished: tuple[Path, JobSpec], tmp_path: Path) -> tuple[Path, Path]:
-    """A private copy of the finished job: (root, spec file)."""
-    template_root, spec = finished
-    root = tmp_path / "runs"
-    shutil.copytree(template_root, root)
-    spec_file = write_spec_file(tmp_path / "spec.json",
-                                spec.model_copy(update={"root": str(root)}))
-    return root, spec_file
+    yield root, finished_digits_job(root, checkpoint=EPOCH_END_ONLY)
 
 
 def _state(root: Path, name: str = NAME) -> JobState:
@@ -198,7 +178,7 @@ def test_list_names_each_job_and_its_status(
 def test_status_and_list_survive_a_corrupt_job(
     finished_job: tuple[Path, JobSpec], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    root, _ = _copy_job(finished_job, tmp_path)
+    root, _ = copy_job(finished_job, tmp_path)
     shutil.copytree(root / NAME, root / "broken")
     (root / "broken" / "state.json").write_bytes(b"{ torn")
     before = tree_snapshot(root)
@@ -249,7 +229,7 @@ def test_resume_of_an_unknown_job_exits_2_and_says_how_to_list_jobs(
 def test_resume_of_an_unknown_job_beside_others_writes_nothing(
     finished_job: tuple[Path, JobSpec], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    root, _ = _copy_job(finished_job, tmp_path)
+    root, _ = copy_job(finished_job, tmp_path)
     before = tree_snapshot(root)
     assert main(["resume", "digitz", "--root", str(root)]) == 2
     (line,) = _error_lines(capsys.readouterr().err)
@@ -261,7 +241,7 @@ def test_resume_of_an_unknown_job_beside_others_writes_nothing(
 def test_run_of_a_completed_job_prints_its_summary_and_trains_nothing(
     finished_job: tuple[Path, JobSpec], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    root, spec_file = _copy_job(finished_job, tmp_path)
+    root, spec_file = copy_job(finished_job, tmp_path)
     state_before = (root / NAME / "state.json").read_bytes()
     checkpoints_before = _checkpoint_dirs(root)
 
@@ -278,7 +258,7 @@ def test_run_of_a_completed_job_prints_its_summary_and_trains_nothing(
 def test_resume_of_a_completed_job_trains_nothing(
     finished_job: tuple[Path, JobSpec], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    root, _ = _copy_job(finished_job, tmp_path)
+    root, _ = copy_job(finished_job, tmp_path)
     state_before = (root / NAME / "state.json").read_bytes()
     assert main(["resume", NAME, "--root", str(root)]) == 0
     assert f"job {NAME!r} completed: 1/1 epochs" in capsys.readouterr().out
@@ -289,7 +269,7 @@ def test_resume_of_a_completed_job_trains_nothing(
 def test_real_second_run_of_a_completed_job_trains_nothing(
     finished_job: tuple[Path, JobSpec], tmp_path: Path
 ) -> None:
-    root, spec_file = _copy_job(finished_job, tmp_path)
+    root, spec_file = copy_job(finished_job, tmp_path)
     state_before = (root / NAME / "state.json").read_bytes()
     checkpoints_before = _checkpoint_dirs(root)
     result = run_cli("run", str(spec_file), "--root", str(root), cwd=tmp_path)

@@ -27,7 +27,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from jobs.errors import SpecError
-from jobs.examples.datasets import ImageFiles, data_dir, image_folder
+from jobs.examples.datasets import ImageFiles, data_dir, image_folder, scale
 
 DEFAULT_DATA_DIR = "/content/drive/MyDrive/data/cats_and_dogs_filtered"
 CLASSES = ("cats", "dogs")  # label 0, label 1
@@ -78,11 +78,6 @@ def load_split(folder: Path, split: str, size: int) -> ImageFiles:
     hint = (f"download {URL} and unzip it so that {folder}/{split}/cats and "
             f"{folder}/{split}/dogs exist, or set params.data_dir")
     return ImageFiles(image_folder(folder / split, CLASSES, hint=hint), size)
-
-
-def scale(images: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """uint8 images as floats in [0, 1] on ``device``."""
-    return images.to(device).float() / 255.0
 
 
 def evaluate(model: nn.Module, loader: DataLoader[Any], device: torch.device) -> float:

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from jobs.examples.datasets import data_dir, load_cifar10
+from jobs.examples.datasets import data_dir, load_cifar10, scale
 
 DEFAULT_DATA_DIR = "/content/drive/MyDrive/data/cifar10"
 MAX_NORM = 3.0
@@ -67,11 +67,6 @@ class KerasDecay:
 
     def __call__(self, updates: int) -> float:
         return 1.0 / (1.0 + self.decay * updates)
-
-
-def scale(images: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """uint8 images as floats in [0, 1] on ``device``."""
-    return images.to(device).float() / 255.0
 
 
 def evaluate(model: nn.Module, loader: DataLoader[Any], device: torch.device) -> float:

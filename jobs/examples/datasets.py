@@ -256,3 +256,8 @@ def load_image(path: Path, size: int) -> torch.Tensor:
         raise DatasetError(f"{path} could not be read as an image ({exc}); if the file is "
                            "damaged, remove or replace it") from exc
     return torch.from_numpy(np.array(rgb, dtype=np.uint8)).permute(2, 0, 1).contiguous()
+
+
+def scale(images: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """uint8 images as floats in [0, 1] on ``device``."""
+    return images.to(device).float() / 255.0
