@@ -106,3 +106,20 @@ def test_unknown_points_are_refused() -> None:
     with pytest.raises(FaultSpecError, match="known: step"):
         KillAt("nowhere")
     assert len(set(ALL_POINTS)) == len(ALL_POINTS)
+
+
+@pytest.mark.parametrize(("op", "errno_"), [("write", 5), ("open", 107), ("replace", 28),
+                                            ("fsync", 110)])
+def test_faulty_fs_fails_the_nth_call_with_the_chosen_errno(tmp_path: Path, op: str,
+                                                            errno_: int) -> None:
+    from runner.faults import Fail, FaultyFs
+
+    fs = FaultyFs(fail=[Fail(op, nth=2, errno=errno_)])
+    storage = Storage(fs=fs, attempts=1)
+    storage.write_bytes(tmp_path / "first", b"x")
+    storage.replace(tmp_path / "first", tmp_path / "first.moved")
+    with pytest.raises(OSError) as info:  # the second call of `op` fails
+        storage.write_bytes(tmp_path / "second", b"y")
+        storage.replace(tmp_path / "second", tmp_path / "second.moved")
+    assert info.value.errno == errno_
+    assert (op, str(tmp_path / "first")) in fs.calls or op in {c[0] for c in fs.calls}
