@@ -154,8 +154,7 @@ def _status(args: argparse.Namespace) -> int:
     job = JobDir(root, args.name, storage=storage)
     state = job.statefile.read()
     if state is None:
-        raise JobNotFound(f"no job {args.name!r} under {root}; `colabrun list --root {root}` "
-                          "shows the jobs there")
+        raise _not_found(args.name, root)
     if args.json:
         print(state.model_dump_json(indent=2))
         return 0
@@ -220,12 +219,22 @@ def _chaos(args: argparse.Namespace) -> int:
     return 0 if report.exact else 1
 
 
-def _request(args: argparse.Namespace) -> int:
+def _not_found(name: str, root: Path) -> JobNotFound:
+    return JobNotFound(f"no job {name!r} under {root}; `colabrun list --root {root}` "
+                       "shows the jobs there")
+
+
+def _existing_job(args: argparse.Namespace) -> JobDir:
+    """The job ``args.name`` under ``args.root``, or a one-line :class:`JobNotFound`."""
     root = resolve_root(args.root)
     job = JobDir(root, args.name)
     if not job.exists():
-        raise JobNotFound(f"no job {args.name!r} under {root}; `colabrun list --root {root}` "
-                          "shows the jobs there")
+        raise _not_found(args.name, root)
+    return job
+
+
+def _request(args: argparse.Namespace) -> int:
+    job = _existing_job(args)
     path = request(job.path, args.command, job.storage)
     print(f"asked job {args.name!r} to {'save and stop' if args.command == 'stop' else 'save now'}"
           f" ({path}); a running job acts on it within a few seconds")
@@ -239,11 +248,7 @@ def _plot(args: argparse.Namespace) -> int:
 
 
 def _logs(args: argparse.Namespace) -> int:
-    root = resolve_root(args.root)
-    job = JobDir(root, args.name)
-    if not job.exists():
-        raise JobNotFound(f"no job {args.name!r} under {root}; `colabrun list --root {root}` "
-                          "shows the jobs there")
+    job = _existing_job(args)
     path = log_path(job.path)
 
     def write(line: str) -> None:
