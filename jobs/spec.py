@@ -44,6 +44,18 @@ class CheckpointPolicy(BaseModel):
         default=300.0, gt=0, description="Save when this many seconds passed since the last save."
     )
     at_epoch_end: bool = Field(default=True, description="Save after every epoch.")
+    max_overhead: float | None = Field(
+        default=None, gt=0, lt=1,
+        description="Adaptive cadence: save as often as keeps checkpointing's measured cost "
+        "(the stall plus the background work) under this fraction of training time, e.g. 0.02 "
+        "for 2%; None: off.",
+    )
+    snapshot: Literal["auto", "copy", "fork"] = Field(
+        default="auto",
+        description="How a save snapshots state: 'copy' into reusable host buffers (pinned for "
+        "CUDA), 'fork' a copy-on-write writer process (CPU tensors, Linux), 'auto' forks "
+        "states of 128 MiB or more.",
+    )
     keep_last: int = Field(
         default=3, ge=1, strict=True,
         description="Committed checkpoints to keep; older ones are rotated out.",

@@ -40,13 +40,15 @@ from jobs.errors import ColabrunError
 from runner import knobs
 from runner.clock import Clock, SystemClock
 from runner.live import LiveProgress
+from runner.saving import COMMITTED_POINT
 from state.checkpoints import ROTATE_POINTS, SAVE_POINTS
 from state.statefile import STATE_NAME, STATE_WRITE_POINTS
 from state.storage import OsFs
 
 #: Every named point, loop first, then a save in the order it passes them.
 LOOP_POINTS = ("step", "epoch.end")
-ALL_POINTS: tuple[str, ...] = LOOP_POINTS + SAVE_POINTS + STATE_WRITE_POINTS + ROTATE_POINTS
+ALL_POINTS: tuple[str, ...] = (LOOP_POINTS + SAVE_POINTS + (COMMITTED_POINT,)
+                               + STATE_WRITE_POINTS + ROTATE_POINTS)
 
 Hook = Callable[[str], None]
 

@@ -19,6 +19,9 @@ are tracked, and the RNG states are restored last, at the resume point.
 from __future__ import annotations
 
 import json
+import os
+import threading
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -33,10 +36,11 @@ from runner.clock import Clock
 from runner.data import remaining_batches, split_batch
 from runner.live import Controls, LiveProgress, StopTraining
 from runner.metrics import MetricsLog
-from runner.policy import save_due
+from runner.policy import save_cost_s, save_due
 from runner.rng import capture_rng, restore_rng
 from runner.saving import Saver
-from runner.snapshot import payload_bytes, snapshot_tracked
+from runner.snapshot import FORK, HostBuffers, choose_mode, live_state, on_cuda, payload_bytes
+from runner.writer import THREAD, fork_available
 from state.model import CheckpointRecord
 
 IN_EPOCH = "in_epoch"
@@ -58,6 +62,37 @@ class ResumePoint:
     extras: Mapping[str, Any]
 
 
+class PendingResume:
+    """A resume point being found and loaded in a background thread.
+
+    Reading the newest checkpoint (and checking its sha256) overlaps with the
+    user's setup (building the model, loading data) until the run first needs
+    it. ``find`` returns the resume point or ``None``; ``on_found`` is then
+    called in the waiting thread (to record the session) and its result used.
+    """
+
+    def __init__(self, find: Callable[[], Any],
+                 on_found: Callable[[Any], ResumePoint | None]) -> None:
+        self._on_found = on_found
+        self._box: dict[str, Any] = {}
+        self._thread = threading.Thread(target=self._load, args=(find,),
+                                        name="colabrun-resume", daemon=True)
+        self._thread.start()
+
+    def _load(self, find: Callable[[], Any]) -> None:
+        try:
+            self._box["value"] = find()
+        except BaseException as exc:  # raised where the run waits for it
+            self._box["error"] = exc
+
+    def result(self) -> ResumePoint | None:
+        """Wait for the load; record and return its resume point (or raise its error)."""
+        self._thread.join()
+        if "error" in self._box:
+            raise self._box["error"]
+        return self._on_found(self._box["value"])
+
+
 def _no_hook(point: str) -> None:
     return None
 
@@ -71,7 +106,10 @@ class Run:
         saver: commits checkpoints.
         metrics: the job's metrics log.
         clock: the injected clock.
-        resume: the checkpoint to continue from, or ``None`` for a fresh start.
+        resume: the checkpoint to continue from, ``None`` for a fresh start, or a
+            :class:`PendingResume` still loading in the background (it is waited for
+            when first needed: at ``track``, or anything that depends on where
+            the run resumes).
         session: this session's index, stamped on metrics.
         on_point: called at ``"step"`` and ``"epoch.end"`` (fault injection).
         on_epoch_end: receives one progress line per epoch.
@@ -89,7 +127,7 @@ class Run:
         saver: Saver,
         metrics: MetricsLog,
         clock: Clock,
-        resume: ResumePoint | None = None,
+        resume: ResumePoint | PendingResume | None = None,
         session: int = 0,
         on_point: Callable[[str], None] = _no_hook,
         on_epoch_end: Callable[[str], None] | None = None,
@@ -102,20 +140,20 @@ class Run:
         self.spec = spec
         self.device = device
         self.params: Mapping[str, Any] = MappingProxyType(dict(spec.params))
-        self.extras: dict[str, Any] = (
-            {k: v for k, v in resume.extras.items() if k != MICRO_BATCHES} if resume else {}
-        )
-        self.resumed = resume is not None
         self._saver = saver
         self._metrics = metrics
         self._clock = clock
-        self._resume = resume
+        self._resume: ResumePoint | None = None
+        self._pending: PendingResume | None = (
+            resume if isinstance(resume, PendingResume) else None)
+        self._resumed = False
+        self._extras: dict[str, Any] = {}
         self._session = session
         self._on_point = on_point
         self._tracked: dict[str, Stateful] = {}
-        self._epochs_done = resume.epochs_done if resume else 0
-        self._batch = resume.batch if resume else 0
-        self._global_step = resume.step if resume else 0
+        self._epochs_done = 0
+        self._batch = 0
+        self._global_step = 0
         self._steps_since_save = 0
         self._last_save_at = clock.monotonic()
         self._last_step_at: float | None = None
@@ -127,10 +165,18 @@ class Run:
         self._epoch_metrics: dict[str, list[float]] = {}
         self.controls = controls or Controls()
         self.progress = progress or LiveProgress()
-        saved_micro = int(resume.extras.get(MICRO_BATCHES, 1)) if resume else 1
-        self.micro_batches = max(micro_batches, saved_micro)
+        self.micro_batches = micro_batches
+        self.progress.epochs_total = spec.epochs
+        self.progress.micro_batches = self.micro_batches
+        if self._pending is None:
+            self._adopt(resume if isinstance(resume, ResumePoint) else None)
         self._save_s = save_s
         self._on_progress = on_progress
+        self._buffers = HostBuffers()
+        self._fingerprint = spec.fingerprint()
+        #: seconds each save of this session blocked the loop (the newest 1000)
+        self.save_stalls: deque[float] = deque(maxlen=1000)
+        self._cores = os.cpu_count() or 1
         self.progress.step = self._global_step
         self.progress.epoch = self._epochs_done
         self.progress.epochs_total = spec.epochs
@@ -141,12 +187,31 @@ class Run:
     @property
     def epoch(self) -> int:
         """The current epoch, counted from 0."""
+        self._resolve()
         return self._epochs_done
 
     @property
     def global_step(self) -> int:
         """Optimizer steps taken so far, across all sessions."""
+        self._resolve()
         return self._global_step
+
+    @property
+    def resumed(self) -> bool:
+        """Whether this run continues from a checkpoint."""
+        self._resolve()
+        return self._resumed
+
+    @property
+    def extras(self) -> dict[str, Any]:
+        """Small JSON values saved with every checkpoint (best accuracy so far, say)."""
+        self._resolve()
+        return self._extras
+
+    @extras.setter
+    def extras(self, value: dict[str, Any]) -> None:
+        self._resolve()
+        self._extras = value
 
     @property
     def saver(self) -> Saver:
@@ -167,6 +232,7 @@ class Run:
             HandleError: an object has no ``state_dict``/``load_state_dict``, or
                 the checkpoint has no state under that name.
         """
+        self._resolve()
         for name, obj in objects.items():
             if not isinstance(obj, Stateful):
                 raise HandleError(
@@ -186,6 +252,7 @@ class Run:
 
     def epochs(self) -> Iterator[int]:
         """Yield the epoch numbers still to do; saves between epochs when due."""
+        self._resolve()
         if self._epochs_started:
             raise HandleError("run.epochs() can be iterated only once per run")
         self._epochs_started = True
@@ -202,6 +269,7 @@ class Run:
 
     def batches(self, loader: Iterable[Any]) -> Iterator[Any]:
         """Yield the current epoch's batches still to do; saves between batches when due."""
+        self._resolve()
         self._restore_rng_at(EPOCH_START)  # the user may loop over batches without epochs()
         it = iter(remaining_batches(loader, seed=self.spec.seed, epoch=self._epochs_done,
                                     skip=self._batch))
@@ -263,6 +331,38 @@ class Run:
         self._saver.finish(upload_wait_s)
         return self._saver.is_durable
 
+    def settle(self) -> None:
+        """If the training function ended before needing its resume point, still
+        wait for it (the session is recorded then); its errors are not raised."""
+        try:
+            self._resolve()
+        except Exception:  # the training function's own outcome is what counts
+            return
+
+    def _resolve(self) -> None:
+        """Wait for a resume point still loading in the background, and adopt it."""
+        pending, self._pending = self._pending, None
+        if pending is None:
+            return
+        phase, self.progress.phase = self.progress.phase, "load"
+        try:
+            self._adopt(pending.result())
+        finally:
+            self.progress.phase = phase
+
+    def _adopt(self, resume: ResumePoint | None) -> None:
+        """Continue from ``resume`` (``None``: a fresh start)."""
+        self._resume = resume
+        self._resumed = resume is not None
+        if resume is None:
+            return
+        self._extras = {k: v for k, v in resume.extras.items() if k != MICRO_BATCHES}
+        self._epochs_done, self._batch, self._global_step = (
+            resume.epochs_done, resume.batch, resume.step)
+        self.micro_batches = max(self.micro_batches, int(resume.extras.get(MICRO_BATCHES, 1)))
+        self.progress.step, self.progress.epoch = self._global_step, self._epochs_done
+        self.progress.micro_batches = self.micro_batches
+
     def _finish(self) -> None:
         self._finished = True
         if self._has_unsaved_work():
@@ -292,14 +392,17 @@ class Run:
         where a periodic save would only precede the epoch-end save at the same step."""
         self._saver.refresh_lease()
         controls = self.controls
+        save_s = self._saver.save_s if self._saver.save_s is not None else self._save_s
         if controls.deadline.must_save_now(self._clock.time(), step_s=self._step_s,
-                                           save_s=self._save_s):
+                                           save_s=save_s):
             controls.request_stop("deadline")
         reason = None if last and self.spec.checkpoint.at_epoch_end else save_due(
             self.spec.checkpoint,
             steps_since_save=self._steps_since_save,
             seconds_since_save=self._clock.monotonic() - self._last_save_at,
             at_epoch_end=at_epoch_end,
+            save_cost_s=self._save_cost_s(),
+            writer_busy=self._saver.busy,
         )
         if reason is None and controls.checkpoint_requested:
             reason = "requested"
@@ -311,39 +414,54 @@ class Run:
         if controls.stop_reason is not None:
             raise StopTraining(controls.stop_reason)
 
+    def _save_cost_s(self) -> float | None:
+        """The measured cost of one save, for the adaptive policy (None: not yet)."""
+        write = self._saver.last_write
+        if not self.save_stalls or write is None:
+            return None
+        return save_cost_s(stall_s=self.save_stalls[-1],
+                           background_cpu_s=write.cpu_s + self._saver.upload_cpu_s,
+                           cores=self._cores)
+
     def _has_unsaved_work(self) -> bool:
-        return self._steps_since_save > 0 or (self._saver.last is None and not self.resumed)
+        return self._steps_since_save > 0 or (self._saver.last is None and not self._resumed)
 
     def _save(self, *, where: str, reason: str) -> None:
         self._check_all_restored()
         self.progress.phase = "save"
         started = self._clock.monotonic()
-        payload = {"tracked": snapshot_tracked(self._tracked), "rng": capture_rng()}
+        self._saver.ready()  # one save in flight at most: the buffers are free again
+        state = live_state(self._tracked)
+        nbytes = payload_bytes(state)
+        mode = choose_mode(self.spec.checkpoint.snapshot, nbytes=nbytes,
+                           on_cuda=on_cuda(state), can_fork=fork_available())
+        ready = None
+        if mode != FORK:
+            state, ready = self._buffers.snapshot(state)
+        payload = {"tracked": state, "rng": capture_rng()}
         if where == IN_EPOCH and self._epoch_rng is not None:
             payload[RNG_EPOCH] = self._epoch_rng
         try:
-            json.dumps(self.extras)
+            json.dumps(self._extras)
         except (TypeError, ValueError) as exc:
             raise HandleError(
                 f"run.extras must hold JSON values (numbers, strings, lists, dicts): {exc}; "
                 "convert tensors with .item() or .tolist() before storing them"
             ) from exc
-        extras = {**self.extras, MICRO_BATCHES: self.micro_batches}
+        extras = {**self._extras, MICRO_BATCHES: self.micro_batches}
         meta = {"where": where, "reason": reason, "extras": extras,
                 "tracked": sorted(self._tracked), "seed": self.spec.seed,
-                "spec_fingerprint": self.spec.fingerprint(),
+                "spec_fingerprint": self._fingerprint,
                 "torch_version": torch.__version__}
         self._saver.save(
             payload, step=self._global_step, epoch=self._epochs_done,
             batch=self._batch if where == IN_EPOCH else 0, meta=meta,
-            expected_bytes=payload_bytes(payload), step_s=self._step_s,
+            expected_bytes=nbytes, step_s=self._step_s,
+            mode=FORK if mode == FORK else THREAD, ready=ready,
         )
         self._steps_since_save = 0
         self._last_save_at = self._clock.monotonic()
-        self._save_s = self._last_save_at - started
-        last = self._saver.last
-        self.progress.last_save = last.name if last else None
-        self.progress.last_save_at = self._clock.time()
+        self.save_stalls.append(self._last_save_at - started)
         self.progress.phase = "train"
 
     def _start_epoch(self) -> None:

@@ -60,10 +60,12 @@ class JobDir:
         self.store = CheckpointStore(self.path, self.storage, on_point=on_point)
         # Staging on this runtime's disk, keyed by root and name: two roots holding
         # a job of the same name never share it. A plain Storage: faults injected
-        # into the root's storage do not reach the local disk.
+        # into the root's storage do not reach the local disk. No timeout per call:
+        # the writer runs a whole save in its own thread (or process), and the
+        # training thread bounds its wait for it (Saver.ready).
         key = hashlib.sha256(str(root).encode()).hexdigest()[:8]
         local = (local_root or Path(tempfile.gettempdir()) / "colabrun-local") / f"{name}-{key}"
-        self.local = CheckpointStore(local, Storage(), on_point=on_point)
+        self.local = CheckpointStore(local, Storage(timeout_s=None), on_point=on_point)
 
     def claim_local(self, created_at: float) -> None:
         """Make the local staging folder this job's: one left by another job of the same

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import ctypes
 import os
+import signal
 import socket
+import sys
 import uuid
 from pathlib import Path
 
@@ -88,6 +91,17 @@ def runtime_started_at(platform: str, *, now: float) -> float:
     except (OSError, ValueError):
         pass
     return min(candidates)
+
+
+def die_with_parent() -> None:
+    """Ask Linux to SIGKILL this process when its parent dies (no orphans)."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
 
 
 def pid_alive(pid: int) -> bool:

@@ -1,38 +1,111 @@
-"""Taking a snapshot of tracked state: a deep copy in host memory.
+"""Taking a snapshot of tracked state: the only part of a save that blocks training.
 
-This copy is the only part of a save that blocks training; the write that
-follows works from the copy, so training may go on changing the originals.
+Two ways, chosen per save by :func:`choose_mode`:
+
+* **copy** into reusable host buffers (:class:`HostBuffers`). The buffers are
+  allocated once and reused by every later save, so a save costs one ``copy_``
+  per tensor and no page faults; for CUDA tensors they are pinned and the copies
+  asynchronous (ordered on the current stream before any later update), so the
+  loop waits only to enqueue them. Host memory holds at most one snapshot.
+* **fork**: no copy at all. The background writer is a forked child that reads
+  the live tensors from its copy-on-write view of memory (:mod:`runner.writer`).
+  Only for CPU tensors, and only where a copy would cost more than a fork.
 """
 
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
 
 from jobs.handle import Stateful
 
+COPY = "copy"
+FORK = "fork"
+AUTO = "auto"
 
-def copy_to_host(value: Any) -> Any:
-    """A deep copy of ``value`` with every tensor copied to CPU memory."""
-    if isinstance(value, torch.Tensor):
-        return value.detach().to("cpu", copy=True)
-    if isinstance(value, Mapping):
-        return {key: copy_to_host(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return type(value)(copy_to_host(item) for item in value)
-    return copy.deepcopy(value)
+#: in ``auto`` mode, states at least this big are written by a forked child: on a
+#: 2-core machine a fork of a process holding 0.8 GB took 27 ms, a copy of 128 MiB ~25 ms
+FORK_MIN_BYTES = 128 * 2**20
 
 
-def snapshot_tracked(tracked: Mapping[str, Stateful]) -> dict[str, Any]:
-    """``{name: copy of state_dict()}`` for every tracked object."""
-    return {name: copy_to_host(obj.state_dict()) for name, obj in tracked.items()}
+def choose_mode(requested: str, *, nbytes: int, on_cuda: bool, can_fork: bool) -> str:
+    """``copy`` or ``fork`` for one save (a pure decision).
+
+    CUDA tensors are always copied (a forked child cannot read device memory);
+    ``fork`` needs a platform that forks safely; ``auto`` forks only big states.
+    """
+    if on_cuda or not can_fork or requested == COPY:
+        return COPY
+    if requested == FORK or nbytes >= FORK_MIN_BYTES:
+        return FORK
+    return COPY
+
+
+Path_ = tuple[Any, ...]
+
+
+class HostBuffers:
+    """Reusable host buffers, one per tensor position in the tracked state."""
+
+    def __init__(self) -> None:
+        self._buffers: dict[Path_, torch.Tensor] = {}
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held by the buffers."""
+        return sum(b.numel() * b.element_size() for b in self._buffers.values())
+
+    def snapshot(self, states: Mapping[str, Any]
+                 ) -> tuple[dict[str, Any], Callable[[], None] | None]:
+        """Copy ``{name: state_dict}`` into the buffers.
+
+        Returns:
+            The snapshot, and a function that waits until its asynchronous
+            device copies landed (``None`` when every copy was synchronous).
+        """
+        on_cuda = [False]
+        state = {name: self._copy(value, (name,), on_cuda) for name, value in states.items()}
+        if not on_cuda[0]:
+            return state, None
+        event = torch.cuda.Event()  # type: ignore[no-untyped-call]
+        event.record()
+        return state, event.synchronize
+
+    def _copy(self, value: Any, path: Path_, on_cuda: list[bool]) -> Any:
+        if isinstance(value, torch.Tensor):
+            return self._copy_tensor(value.detach(), path, on_cuda)
+        if isinstance(value, Mapping):
+            return {key: self._copy(item, (*path, key), on_cuda) for key, item in value.items()}
+        if isinstance(value, (list, tuple)):
+            items = (self._copy(item, (*path, i), on_cuda) for i, item in enumerate(value))
+            return type(value)(items) if not hasattr(value, "_fields") else type(value)(*items)
+        return copy.deepcopy(value)
+
+    def _copy_tensor(self, tensor: torch.Tensor, path: Path_, on_cuda: list[bool]
+                     ) -> torch.Tensor:
+        if tensor.layout != torch.strided or tensor.is_quantized:
+            return tensor.to("cpu", copy=True)  # rare layouts: a plain copy
+        buffer = self._buffers.get(path)
+        if (buffer is None or buffer.shape != tensor.shape or buffer.dtype != tensor.dtype
+                or buffer.stride() != tensor.stride()):
+            buffer = torch.empty_strided(tensor.shape, tensor.stride(), dtype=tensor.dtype,
+                                         device="cpu", pin_memory=tensor.is_cuda)
+            self._buffers[path] = buffer
+        buffer.copy_(tensor, non_blocking=tensor.is_cuda)
+        on_cuda[0] = on_cuda[0] or tensor.is_cuda
+        return buffer
+
+
+def live_state(tracked: Mapping[str, Stateful]) -> dict[str, Any]:
+    """``{name: state_dict()}`` without copying (for a forked writer's view)."""
+    return {name: obj.state_dict() for name, obj in tracked.items()}
 
 
 def payload_bytes(value: Any) -> int:
-    """Bytes of tensor data in ``value`` (to size a write's timeout)."""
+    """Bytes of tensor data in ``value`` (to size a write's timeout, and choose a mode)."""
     if isinstance(value, torch.Tensor):
         return value.numel() * value.element_size()
     if isinstance(value, Mapping):
@@ -40,3 +113,14 @@ def payload_bytes(value: Any) -> int:
     if isinstance(value, (list, tuple)):
         return sum(payload_bytes(v) for v in value)
     return 0
+
+
+def on_cuda(value: Any) -> bool:
+    """Whether any tensor in ``value`` lives on a CUDA device."""
+    if isinstance(value, torch.Tensor):
+        return value.is_cuda
+    if isinstance(value, Mapping):
+        return any(on_cuda(v) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return any(on_cuda(v) for v in value)
+    return False

@@ -22,7 +22,7 @@ from jobs.errors import CheckpointError, ColabrunError
 from jobs.spec import JobSpec
 from runner.clock import Clock
 from runner.console import Console
-from runner.handle import EPOCH_START, ResumePoint, Run
+from runner.handle import EPOCH_START, PendingResume, ResumePoint, Run
 from runner.jobdir import JobDir
 from runner.live import Controls, LiveProgress, StopTraining
 from runner.metrics import MetricsLog
@@ -91,18 +91,27 @@ def _train_session(spec: JobSpec, ctx: SessionContext) -> Outcome:
         state = ctx.job.statefile.read()
         assert state is not None
         ctx.job.claim_local(state.created_at)
-        ctx.progress.phase = "load"
-        resume, failed, record = find_resume_point(ctx.job, state, ctx.console, ctx.clock)
         ctx.progress.phase = "setup"
-        state = ctx.job.statefile.update(lambda s: note_session(
-            reconcile_checkpoints(fenced(s, ctx.fence), failed=failed, found=record,
-                                  now=ctx.clock.time()),
-            device=str(device), resumed_from=resume.name if resume else None,
-            start_step=resume.step if resume else 0, now=ctx.clock.time()))
-        announce(ctx.console, spec, state, resume)
-        run = _build_run(spec, ctx, state, resume, device)
-        if resume is not None and record is None:  # resumed from a copy the root lacks
-            run.saver.upload_later(resume.name)
+        holder: list[Run] = []
+
+        def found(result: tuple[ResumePoint | None, list[str], CheckpointRecord | None]
+                  ) -> ResumePoint | None:
+            resume, failed, record = result
+            noted = ctx.job.statefile.update(lambda s: note_session(
+                reconcile_checkpoints(fenced(s, ctx.fence), failed=failed, found=record,
+                                      now=ctx.clock.time()),
+                device=str(device), resumed_from=resume.name if resume else None,
+                start_step=resume.step if resume else 0, now=ctx.clock.time()))
+            announce(ctx.console, spec, noted, resume)
+            if resume is not None and record is None:  # resumed from a copy the root lacks
+                holder[0].saver.upload_later(resume.name)
+            return resume
+
+        # The checkpoint loads in the background while the user's function sets up.
+        pending = PendingResume(
+            lambda: find_resume_point(ctx.job, state, ctx.console, ctx.clock), found)
+        run = _build_run(spec, ctx, state, pending, device)
+        holder.append(run)
         seed_everything(spec.seed)
         torch.use_deterministic_algorithms(spec.deterministic, warn_only=True)
         with interrupts_request_stop(ctx.controls), _saver_closed(run):
@@ -146,19 +155,28 @@ def _not_uploaded(run: Run, ctx: SessionContext) -> str:
 
 @contextmanager
 def _saver_closed(run: Run) -> Iterator[None]:
-    """Stop the run's uploader thread however training ends."""
+    """Record the session and stop the run's uploader thread however training ends."""
     try:
         yield
     finally:
-        run.saver.close()
+        try:
+            run.settle()
+        finally:
+            run.saver.close()
 
 
 def _build_run(spec: JobSpec, ctx: SessionContext, state: JobState,
-               resume: ResumePoint | None, device: torch.device) -> Run:
+               resume: PendingResume, device: torch.device) -> Run:
     metrics = MetricsLog(ctx.job.path, ctx.job.storage, ctx.job.local.dir.parent)
+
+    def committed(record: CheckpointRecord) -> None:
+        ctx.progress.last_save = record.name
+        ctx.progress.last_save_at = ctx.clock.time()
+
     saver = Saver(ctx.job.local, ctx.job.store, ctx.job.statefile,
                   keep_last=spec.checkpoint.keep_last, fence=ctx.fence, clock=ctx.clock,
-                  console=ctx.console, metrics=metrics, heartbeat_s=ctx.heartbeat_s)
+                  console=ctx.console, metrics=metrics, heartbeat_s=ctx.heartbeat_s,
+                  on_committed=committed)
     return Run(spec=spec, device=device, saver=saver, metrics=metrics, clock=ctx.clock,
                resume=resume, session=ctx.session, on_point=ctx.on_point,
                on_epoch_end=ctx.console.info, controls=ctx.controls, progress=ctx.progress,

@@ -14,7 +14,6 @@ SIGUSR2 (``faulthandler``, which works even when a thread holds the GIL).
 
 from __future__ import annotations
 
-import ctypes
 import faulthandler
 import io
 import os
@@ -36,6 +35,7 @@ from runner.deadline import Deadline
 from runner.faults import hook_from_environment
 from runner.jobdir import JobDir
 from runner.live import Controls, LiveProgress
+from runner.platform import die_with_parent
 from runner.restarts import Exit
 from runner.status import status_line
 from runner.training import SessionContext, train_session
@@ -153,20 +153,9 @@ class Heartbeat:
             self.controls.request_checkpoint()
 
 
-def _die_with_parent() -> None:
-    """Ask Linux to SIGKILL this process when its parent dies (no orphan workers)."""
-    if not sys.platform.startswith("linux"):
-        return
-    try:
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except OSError:
-        pass
-
-
 def worker_main(conn: Connection) -> None:
     """Entry point of the worker process."""
-    _die_with_parent()
+    die_with_parent()
     task: WorkerTask = cloudpickle.loads(conn.recv_bytes())
     channel = Channel(conn)
     sys.stdout = sys.stderr = ForwardingStream(channel)

@@ -160,7 +160,10 @@ class Storage:
     Args:
         fs: the raw filesystem; tests pass one that fails on cue.
         attempts: tries per call for transient errors.
-        timeout_s: longest a metadata call may take before :class:`StorageTimeout`.
+        timeout_s: longest a metadata call may take before :class:`StorageTimeout`;
+            ``None``: no limit per call (each call then runs in the caller's thread,
+            for a caller that bounds the whole sequence itself, like the local
+            writer, whose saves the training thread waits for with a timeout).
         bytes_per_s: slowest acceptable throughput; a bulk write's timeout is
             ``timeout_s + size / bytes_per_s``.
         sleep: how backoff waits (a fake clock's sleep in tests).
@@ -171,7 +174,7 @@ class Storage:
         fs: Fs | None = None,
         *,
         attempts: int = 5,
-        timeout_s: float = 120.0,
+        timeout_s: float | None = 120.0,
         bytes_per_s: float = 2e6,
         backoff_s: float = 0.5,
         sleep: Callable[[float], None] | None = None,
@@ -201,8 +204,11 @@ class Storage:
             sleep=self._sleep or time.sleep,
         )
         limit = self.timeout_s if timeout_s is None else timeout_s
+        if self.timeout_s is None:
+            limit = None
         try:
-            result: T = retrying(self._with_timeout, what, path, fn, limit)
+            result: T = (retrying(fn) if limit is None
+                         else retrying(self._with_timeout, what, path, fn, limit))
             return result
         except StorageError:
             raise
@@ -230,6 +236,11 @@ class Storage:
             raise box["error"]
         return box["value"]  # type: ignore[no-any-return]
 
+    def _bulk_timeout(self, expected_bytes: int) -> float | None:
+        if self.timeout_s is None:
+            return None
+        return self.timeout_s + expected_bytes / self.bytes_per_s
+
     # -- operations ---------------------------------------------------------------
 
     def write_stream(
@@ -254,8 +265,7 @@ class Storage:
                 self.fs.fsync(raw)
             return Written(writer.size, writer.sha256)
 
-        timeout = self.timeout_s + expected_bytes / self.bytes_per_s
-        return self.call("write", path, attempt, timeout_s=timeout)
+        return self.call("write", path, attempt, timeout_s=self._bulk_timeout(expected_bytes))
 
     def write_bytes(self, path: Path, data: bytes) -> Written:
         """Write ``data`` to ``path`` and fsync it."""
@@ -291,8 +301,7 @@ class Storage:
                     size += len(chunk)
             return Written(size, digest.hexdigest())
 
-        timeout = self.timeout_s + expected_bytes / self.bytes_per_s
-        return self.call("read", path, attempt, timeout_s=timeout)
+        return self.call("read", path, attempt, timeout_s=self._bulk_timeout(expected_bytes))
 
     def replace(self, src: Path, dst: Path) -> None:
         """Atomically rename ``src`` over ``dst`` (on one local filesystem)."""

@@ -80,7 +80,8 @@ def test_validate_prints_the_normalised_spec_as_json(
     assert set(printed) == set(JobSpec.model_fields)
     assert printed["seed"] == 0 and printed["device"] == "auto"
     assert printed["checkpoint"] == {"every_steps": 5, "every_s": 300.0,
-                                     "at_epoch_end": True, "keep_last": 3}
+                                     "at_epoch_end": True, "max_overhead": None,
+                                     "snapshot": "auto", "keep_last": 3}
     assert JobSpec.model_validate(printed) == load_spec(spec_file)  # round-trips
     assert tree_snapshot(tmp_path) == before
 

@@ -76,11 +76,17 @@ def test_lost_mount_trains_on_locally_and_catches_up(
     tmp_path: Path, reference: dict[str, Any], capsys: pytest.CaptureFixture[str]
 ) -> None:
     fs = FaultyFs()
+    lost_at: list[int] = []
 
     def lose() -> None:
         fs.mount_lost = True
+        lost_at.append(len(fs.calls))
 
-    def back() -> None:
+    def back() -> None:  # once an upload met the lost mount (uploads are paced)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and not any(
+                "checkpoints" in path for _, path in fs.calls[lost_at[0]:]):
+            time.sleep(0.01)
         fs.mount_lost = False
 
     result = runner.run(spec_for(tmp_path), storage=faulty(fs), on_point=at_step({10: lose,
