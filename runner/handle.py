@@ -19,7 +19,6 @@ are tracked, and the RNG states are restored last, at the resume point.
 from __future__ import annotations
 
 import json
-import os
 import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -36,10 +35,10 @@ from runner.clock import Clock
 from runner.data import remaining_batches, split_batch
 from runner.live import Controls, LiveProgress, StopTraining
 from runner.metrics import MetricsLog
-from runner.policy import save_cost_s, save_due
+from runner.policy import CostMeter, save_due
 from runner.rng import capture_rng, restore_rng
 from runner.saving import Saver
-from runner.snapshot import FORK, HostBuffers, choose_mode, live_state, on_cuda, payload_bytes
+from runner.snapshot import FORK, HostBuffers, choose_mode, live_state, tensor_stats
 from runner.writer import THREAD, fork_available
 from state.model import CheckpointRecord
 
@@ -176,7 +175,8 @@ class Run:
         self._fingerprint = spec.fingerprint()
         #: seconds each save of this session blocked the loop (the newest 1000)
         self.save_stalls: deque[float] = deque(maxlen=1000)
-        self._cores = os.cpu_count() or 1
+        self._cost = CostMeter()
+        self._after_save = False  # the next step's time includes a save's stall
         self.progress.step = self._global_step
         self.progress.epoch = self._epochs_done
         self.progress.epochs_total = spec.epochs
@@ -289,9 +289,13 @@ class Run:
 
     def step(self, **metrics: float) -> None:
         """Count one optimizer step; ``metrics`` (e.g. ``loss=``) go to the metrics log."""
+        self._resolve()
         now = self._clock.monotonic()
         if self._last_step_at is not None:
             self._step_s = now - self._last_step_at
+            if not self._after_save:
+                self._cost.observe_step(self._step_s, busy=self._saver.background_busy)
+        self._after_save = False
         self._last_step_at = now
         self._global_step += 1
         self._steps_since_save += 1
@@ -319,6 +323,7 @@ class Run:
 
     def log(self, **metrics: float) -> None:
         """Record metrics at the current step (validation accuracy, say)."""
+        self._resolve()
         self._record(metrics)
 
     # -- the runner's side --------------------------------------------------------
@@ -401,7 +406,7 @@ class Run:
             steps_since_save=self._steps_since_save,
             seconds_since_save=self._clock.monotonic() - self._last_save_at,
             at_epoch_end=at_epoch_end,
-            save_cost_s=self._save_cost_s(),
+            save_cost_s=self._cost.cost_s,
             writer_busy=self._saver.busy,
         )
         if reason is None and controls.checkpoint_requested:
@@ -414,15 +419,6 @@ class Run:
         if controls.stop_reason is not None:
             raise StopTraining(controls.stop_reason)
 
-    def _save_cost_s(self) -> float | None:
-        """The measured cost of one save, for the adaptive policy (None: not yet)."""
-        write = self._saver.last_write
-        if not self.save_stalls or write is None:
-            return None
-        return save_cost_s(stall_s=self.save_stalls[-1],
-                           background_cpu_s=write.cpu_s + self._saver.upload_cpu_s,
-                           cores=self._cores)
-
     def _has_unsaved_work(self) -> bool:
         return self._steps_since_save > 0 or (self._saver.last is None and not self._resumed)
 
@@ -432,9 +428,9 @@ class Run:
         started = self._clock.monotonic()
         self._saver.ready()  # one save in flight at most: the buffers are free again
         state = live_state(self._tracked)
-        nbytes = payload_bytes(state)
-        mode = choose_mode(self.spec.checkpoint.snapshot, nbytes=nbytes,
-                           on_cuda=on_cuda(state), can_fork=fork_available())
+        nbytes, cuda = tensor_stats(state)
+        mode = choose_mode(self.spec.checkpoint.snapshot, nbytes=nbytes, on_cuda=cuda,
+                           can_fork=fork_available())
         ready = None
         if mode != FORK:
             state, ready = self._buffers.snapshot(state)
@@ -462,6 +458,8 @@ class Run:
         self._steps_since_save = 0
         self._last_save_at = self._clock.monotonic()
         self.save_stalls.append(self._last_save_at - started)
+        self._cost.observe_save(self.save_stalls[-1])
+        self._after_save = True
         self.progress.phase = "train"
 
     def _start_epoch(self) -> None:

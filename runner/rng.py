@@ -25,8 +25,10 @@ def capture_rng() -> dict[str, Any]:
     """The state of every generator, as a ``weights_only``-loadable value."""
     numpy_state: Any = np.random.get_state(legacy=True)
     kind, key, pos, has_gauss, gauss = numpy_state
+    version, internal, gauss_next = random.getstate()
     state: dict[str, Any] = {
-        "python": random.getstate(),
+        # the 625 words as one tensor: pickled as one object, not 625 (saves are hot)
+        "python": (version, torch.from_numpy(np.array(internal, dtype=np.int64)), gauss_next),
         "numpy": (kind, torch.from_numpy(key.astype(np.int64)), int(pos), int(has_gauss),
                   float(gauss)),
         "torch": torch.get_rng_state(),
@@ -50,4 +52,6 @@ def restore_rng(state: dict[str, Any]) -> None:
 
 def _as_python_state(value: Any) -> tuple[Any, ...]:
     version, internal, gauss = value
-    return (version, tuple(internal), gauss)
+    if isinstance(internal, torch.Tensor):
+        return (version, tuple(internal.tolist()), gauss)
+    return (version, tuple(internal), gauss)  # a checkpoint from before the tensor form

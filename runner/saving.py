@@ -54,13 +54,16 @@ class Uploader:
         cpu_share: after an upload that used ``c`` seconds of CPU, the next one waits
             ``c / cpu_share`` seconds (newer checkpoints replace the one waiting),
             unless :meth:`wait_idle` hurries it.
+        cpu_clock: CPU seconds used so far by the upload's thread and its I/O threads
+            (read on the uploader thread, before and after each upload).
     """
 
     def __init__(self, upload: Callable[[str], None], *,
                  on_failure: Callable[[BaseException], None],
                  on_recovery: Callable[[], None], retry_s: float = 15.0,
                  heartbeat: Callable[[], None] | None = None,
-                 cpu_share: float = UPLOAD_CPU_SHARE) -> None:
+                 cpu_share: float = UPLOAD_CPU_SHARE,
+                 cpu_clock: Callable[[], float] = time.thread_time) -> None:
         self._upload = upload
         self._heartbeat = heartbeat
         self._beat_due = False
@@ -69,6 +72,7 @@ class Uploader:
         self._on_recovery = on_recovery
         self.retry_s = retry_s
         self.cpu_share = cpu_share
+        self._cpu_clock = cpu_clock
         self._not_before = 0.0
         self._hurry = False
         self._lock = threading.Lock()
@@ -150,7 +154,7 @@ class Uploader:
                 return  # paced; the thread comes back when it is due
             self._pending = None
             self.current = name
-        cpu = time.thread_time()
+        cpu = self._cpu_clock()
         try:
             self._upload(name)
         except (ColabrunError, OSError) as exc:
@@ -168,7 +172,7 @@ class Uploader:
             return
         finally:
             self.current = None
-            self._not_before = time.monotonic() + (time.thread_time() - cpu) / self.cpu_share
+            self._not_before = time.monotonic() + (self._cpu_clock() - cpu) / self.cpu_share
         if self.failing:
             self.failing = False
             self.failures = 0
@@ -213,9 +217,8 @@ class Saver:
         self.uploaded: CheckpointRecord | None = None
         #: seconds from a snapshot to its commit under the root (the last measured)
         self.save_s: float | None = None
-        #: what the last background write and upload cost, for the adaptive policy
+        #: what the last background write cost
         self.last_write: WriteStats | None = None
-        self.upload_cpu_s = 0.0
         self._local_s: dict[str, float] = {}
         self._step_s: float | None = None
         self._on_committed = on_committed
@@ -225,7 +228,7 @@ class Saver:
         self._lease_warned = False
         self.uploader = Uploader(self._upload, on_failure=self._on_failure,
                                  on_recovery=self._on_recovery, retry_s=retry_s,
-                                 heartbeat=self._heartbeat)
+                                 heartbeat=self._heartbeat, cpu_clock=store.storage.cpu_s)
 
     def ready(self) -> None:
         """Wait for the save in flight (so its snapshot buffers may be reused).
@@ -245,6 +248,11 @@ class Saver:
     def busy(self) -> bool:
         """Whether a save is still being written locally."""
         return self.writer.busy
+
+    @property
+    def background_busy(self) -> bool:
+        """Whether a save is being written or uploaded."""
+        return self.writer.busy or self.uploader.current is not None
 
     def save(self, payload: Mapping[str, Any], *, step: int, epoch: int, batch: int,
              meta: Mapping[str, Any], expected_bytes: int = 0, step_s: float | None = None,
@@ -333,9 +341,8 @@ class Saver:
         # again, so their records must be durable by then. Records of later steps
         # written now are logged again when redone, and readers keep the last.
         self._flush_metrics()
-        started, cpu = self.clock.monotonic(), time.thread_time()
+        started = self.clock.monotonic()
         manifest = self.store.upload_from(self.local, name)
-        self.upload_cpu_s = time.thread_time() - cpu
         record = manifest.record()
         self.save_s = self._local_s.get(name, 0.0) + self.clock.monotonic() - started
         observed = {"save_s": self.save_s}

@@ -75,6 +75,8 @@ class HostBuffers:
         return state, event.synchronize
 
     def _copy(self, value: Any, path: Path_, on_cuda: list[bool]) -> Any:
+        if value is None or isinstance(value, (bool, int, float, str)):
+            return value  # immutable: nothing to copy
         if isinstance(value, torch.Tensor):
             return self._copy_tensor(value.detach(), path, on_cuda)
         if isinstance(value, Mapping):
@@ -89,10 +91,11 @@ class HostBuffers:
         if tensor.layout != torch.strided or tensor.is_quantized:
             return tensor.to("cpu", copy=True)  # rare layouts: a plain copy
         buffer = self._buffers.get(path)
-        if (buffer is None or buffer.shape != tensor.shape or buffer.dtype != tensor.dtype
-                or buffer.stride() != tensor.stride()):
-            buffer = torch.empty_strided(tensor.shape, tensor.stride(), dtype=tensor.dtype,
-                                         device="cpu", pin_memory=tensor.is_cuda)
+        if buffer is None or buffer.shape != tensor.shape or buffer.dtype != tensor.dtype:
+            # contiguous whatever the source's strides (an expanded tensor's overlap
+            # cannot be written into): the values are what a checkpoint keeps
+            buffer = torch.empty(tensor.shape, dtype=tensor.dtype, device="cpu",
+                                 pin_memory=tensor.is_cuda)
             self._buffers[path] = buffer
         buffer.copy_(tensor, non_blocking=tensor.is_cuda)
         on_cuda[0] = on_cuda[0] or tensor.is_cuda
@@ -104,23 +107,17 @@ def live_state(tracked: Mapping[str, Stateful]) -> dict[str, Any]:
     return {name: obj.state_dict() for name, obj in tracked.items()}
 
 
-def payload_bytes(value: Any) -> int:
-    """Bytes of tensor data in ``value`` (to size a write's timeout, and choose a mode)."""
+def tensor_stats(value: Any) -> tuple[int, bool]:
+    """Bytes of tensor data in ``value``, and whether any of it is on a CUDA device."""
     if isinstance(value, torch.Tensor):
-        return value.numel() * value.element_size()
+        return value.numel() * value.element_size(), value.is_cuda
+    items: Any = ()
     if isinstance(value, Mapping):
-        return sum(payload_bytes(v) for v in value.values())
-    if isinstance(value, (list, tuple)):
-        return sum(payload_bytes(v) for v in value)
-    return 0
-
-
-def on_cuda(value: Any) -> bool:
-    """Whether any tensor in ``value`` lives on a CUDA device."""
-    if isinstance(value, torch.Tensor):
-        return value.is_cuda
-    if isinstance(value, Mapping):
-        return any(on_cuda(v) for v in value.values())
-    if isinstance(value, (list, tuple)):
-        return any(on_cuda(v) for v in value)
-    return False
+        items = value.values()
+    elif isinstance(value, (list, tuple)):
+        items = value
+    nbytes, cuda = 0, False
+    for item in items:
+        more, on = tensor_stats(item)
+        nbytes, cuda = nbytes + more, cuda or on
+    return nbytes, cuda

@@ -187,32 +187,9 @@ class Writer:
     def _watch_child(self, pid: int, messages: int, acks: int,
                      before_commit: Callable[[], None] | None) -> None:
         started = time.monotonic()
-        manifest: Manifest | None = None
-        error: BaseException | None = None
-        hook = self.local.on_point
         try:
-            if before_commit is not None:  # the child waits for our first ack: it cannot
-                before_commit()  # commit before this ran
-            with os.fdopen(messages, "rb") as inbox, os.fdopen(acks, "wb", buffering=0) as outbox:
-                for line in inbox:
-                    kind, _, body = line.rstrip(b"\n").partition(b" ")
-                    if kind == b"point":
-                        try:
-                            hook(body.decode())
-                        except BaseException as exc:
-                            error = exc
-                            outbox.write(b"abort\n")
-                            break
-                        outbox.write(b"ok\n")
-                    elif kind == b"done":
-                        manifest = Manifest.model_validate_json(body)
-                    elif kind == b"error":
-                        error = _unpickle_error(body)
-        except OSError as exc:
-            error = error or exc
-        finally:
-            _, status, usage = os.wait4(pid, 0)
-        try:
+            manifest, error = self._converse(messages, acks, before_commit)
+            status, usage = _reap(pid)
             if error is None and manifest is None:
                 error = CheckpointError(
                     f"the background writer (pid {pid}) died (wait status {status}) before "
@@ -221,13 +198,51 @@ class Writer:
                 self.error = error
                 return
             assert manifest is not None
-            stats = WriteStats(FORK, time.monotonic() - started, usage.ru_utime + usage.ru_stime,
-                               child_max_rss=usage.ru_maxrss * 1024)
-            self._done(manifest, stats)
+            cpu_s = usage.ru_utime + usage.ru_stime if usage is not None else 0.0
+            rss = usage.ru_maxrss * 1024 if usage is not None else 0
+            self._done(manifest, WriteStats(FORK, time.monotonic() - started, cpu_s,
+                                            child_max_rss=rss))
         except BaseException as exc:
             self.error = exc
         finally:
             self._idle.set()
+
+    def _converse(self, messages: int, acks: int, before_commit: Callable[[], None] | None
+                  ) -> tuple[Manifest | None, BaseException | None]:
+        """Serve the child's points until it reports; closing our ends makes it exit."""
+        manifest: Manifest | None = None
+        error: BaseException | None = None
+        with os.fdopen(messages, "rb") as inbox, os.fdopen(acks, "wb", buffering=0) as outbox:
+            try:
+                if before_commit is not None:  # the child waits for our first ack:
+                    before_commit()  # it cannot commit before this ran
+                for line in inbox:
+                    kind, _, body = line.rstrip(b"\n").partition(b" ")
+                    if kind == b"point":
+                        try:
+                            self.local.on_point(body.decode())
+                        except BaseException as exc:
+                            error = exc
+                            break  # closing the pipes below aborts the child
+                        outbox.write(b"ok\n")
+                    elif kind == b"done":
+                        manifest = Manifest.model_validate_json(body)
+                    elif kind == b"error":
+                        error = _unpickle_error(body)
+            except BrokenPipeError:
+                pass  # the child died: reported as such once it is reaped
+            except BaseException as exc:
+                error = error or exc
+        return manifest, error
+
+
+def _reap(pid: int) -> tuple[int, Any]:
+    """Wait for a forked writer; its wait status and resource usage."""
+    try:
+        _, status, usage = os.wait4(pid, 0)
+    except ChildProcessError:  # already reaped (someone waited for every child)
+        return -1, None
+    return status, usage
 
 
 def _commit(local: CheckpointStore, task: SaveTask) -> Manifest:

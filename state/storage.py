@@ -180,6 +180,9 @@ class Storage:
         sleep: Callable[[float], None] | None = None,
     ) -> None:
         self.fs: Fs = fs or OsFs()
+        #: CPU seconds spent by the calls' own threads (see :meth:`cpu_s`)
+        self._io_cpu_s = 0.0
+        self._io_cpu_lock = threading.Lock()
         self.attempts = attempts
         self.timeout_s = timeout_s
         self.bytes_per_s = bytes_per_s
@@ -215,14 +218,23 @@ class Storage:
         except OSError as exc:
             raise _translate(what, path, exc, tries=self.attempts) from exc
 
+    def cpu_s(self) -> float:
+        """CPU seconds of the calling thread plus those all calls ran in their own
+        threads: what a sequence of calls cost, as a difference of two readings."""
+        return time.thread_time() + self._io_cpu_s
+
     def _with_timeout(self, what: str, path: Path, fn: Callable[[], T], limit: float) -> T:
         box: dict[str, Any] = {}
 
         def target() -> None:
+            started = time.thread_time()
             try:
                 box["value"] = fn()
             except BaseException as exc:  # handed back to the caller below
                 box["error"] = exc
+            finally:
+                with self._io_cpu_lock:
+                    self._io_cpu_s += time.thread_time() - started
 
         thread = threading.Thread(target=target, name=f"colabrun-io-{what}", daemon=True)
         thread.start()
