@@ -1,0 +1,1 @@
+"""colabrun's benchmarks: ``python -m benchmarks`` (see benchmarks/README.md)."""

@@ -1,0 +1,446 @@
+"""The benchmark cases: each returns rows of figures with their references."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import random
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from benchmarks import jobs
+from jobs.spec import JobSpec
+from runner.api import run as run_job
+from runner.console import Console
+from runner.jobdir import JobDir
+from state.checkpoints import CheckpointStore
+from state.storage import Storage
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@dataclass
+class Config:
+    """Sizes and repetitions (``quick``: a smoke test of the suite itself)."""
+
+    reps: int = 3
+    digits_epochs: int = 12
+    mlp_width: int = 4096
+    mlp_layers: int = 4
+    mlp_saves: int = 4
+    kills: int = 8
+    quick_mode: bool = False
+
+    @classmethod
+    def quick(cls) -> Config:
+        return cls(reps=1, digits_epochs=3, mlp_width=512, mlp_layers=2, mlp_saves=2, kills=2,
+                   quick_mode=True)
+
+
+@dataclass
+class Row:
+    """One figure: a median, its reference and ratio, and the target it is held to."""
+
+    name: str
+    value: float
+    unit: str
+    reference: str = ""
+    reference_value: float | None = None
+    target: str = ""
+    meets: bool | None = None
+    samples: list[float] = field(default_factory=list)
+    detail: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ratio(self) -> float | None:
+        if self.reference_value in (None, 0):
+            return None
+        return self.value / self.reference_value  # type: ignore[operator]
+
+    def as_json(self) -> dict[str, Any]:
+        return {"name": self.name, "value": self.value, "unit": self.unit,
+                "reference": self.reference, "reference_value": self.reference_value,
+                "ratio": self.ratio, "target": self.target, "meets": self.meets,
+                "samples": self.samples, "detail": self.detail}
+
+
+def table(rows: list[Row]) -> str:
+    """The rows as a fixed-width text table."""
+    lines = [f"{'benchmark':<34} {'median':>12} {'reference':>28} {'ratio':>7}  "
+             f"{'target':<14} ok"]
+    for row in rows:
+        ref = (f"{row.reference} {_fmt(row.reference_value, row.unit)}"
+               if row.reference_value is not None else "")
+        ratio = f"{row.ratio:.3f}" if row.ratio is not None else ""
+        ok = {True: "yes", False: "NO", None: ""}[row.meets]
+        lines.append(f"{row.name:<34} {_fmt(row.value, row.unit):>12} {ref[-28:]:>28} "
+                     f"{ratio:>7}  {row.target:<14} {ok}")
+    return "\n".join(lines)
+
+
+def _fmt(value: float | None, unit: str) -> str:
+    if value is None:
+        return ""
+    if unit == "s":
+        return f"{value * 1e3:.2f} ms" if value < 1 else f"{value:.3f} s"
+    if unit == "B":
+        return f"{value / 2**20:.0f} MiB"
+    if unit == "B/s":
+        return f"{value / 2**20:.0f} MiB/s"
+    return f"{value:.2f} {unit}"
+
+
+@contextlib.contextmanager
+def scratch_dir(path: Path | None) -> Iterator[Path]:
+    """``path`` (kept), or a temporary folder (removed)."""
+    if path is not None:
+        path.mkdir(parents=True, exist_ok=True)
+        yield path
+        return
+    with tempfile.TemporaryDirectory(prefix="colabrun-bench-") as tmp:
+        yield Path(tmp)
+
+
+def _quiet() -> Console:
+    return Console(out=io.StringIO())
+
+
+def _spec(name: str, entrypoint: str, epochs: int, **fields: Any) -> JobSpec:
+    return JobSpec.model_validate({"name": name, "entrypoint": entrypoint, "epochs": epochs,
+                                   "supervise": False, "platform": "local", **fields})
+
+
+def _in_process(spec: JobSpec, root: Path) -> Any:
+    result = run_job(spec, root=root, progress=False, console=_quiet())
+    assert result.status == "completed", (spec.name, result.status, result.reason)
+    return result.value
+
+
+# -- 1. step time against a bare loop ------------------------------------------------
+
+DIGITS = "benchmarks.jobs:digits"
+EVERY_25 = {"every_steps": 25, "every_s": None, "at_epoch_end": True}
+ADAPTIVE = {"max_overhead": 0.02, "every_s": None, "at_epoch_end": True}
+
+
+def _per_step(result: dict[str, Any]) -> list[float]:
+    """Seconds per step of every epoch but the first (warm-up)."""
+    return [s / n for s, n in zip(result["epoch_s"][1:], result["steps"][1:], strict=True) if n]
+
+
+def step_ratio(config: Config, scratch: Path) -> list[Row]:
+    """Digits: step time under colabrun (every 25 steps; adaptive 2%) against a bare loop."""
+    samples: dict[str, list[float]] = {"bare": [], "every_25": [], "adaptive_2pct": []}
+    saves: dict[str, list[int]] = {"every_25": [], "adaptive_2pct": []}
+    for rep in range(config.reps):  # interleaved, so drift hits every mode alike
+        bare = jobs.BareRun({}, config.digits_epochs)
+        samples["bare"] += _per_step(jobs.digits(bare))
+        for mode, policy in (("every_25", EVERY_25), ("adaptive_2pct", ADAPTIVE)):
+            spec = _spec(f"steps-{mode}-{rep}", DIGITS, config.digits_epochs, checkpoint=policy)
+            result = _in_process(spec, scratch / f"{mode}-{rep}")
+            samples[mode] += _per_step(result)
+            saves[mode].append(len(result["stalls"]))
+    bare_s = statistics.median(samples["bare"])
+    rows = [Row("digits step, bare loop", bare_s, "s", samples=samples["bare"])]
+    for mode, target in (("every_25", 1.02), ("adaptive_2pct", 1.02)):
+        value = statistics.median(samples[mode])
+        rows.append(Row(f"digits step, {mode}", value, "s", "bare", bare_s,
+                        target=f"ratio <= {target}", meets=value / bare_s <= target,
+                        samples=samples[mode], detail={"saves_per_run": saves[mode]}))
+    return rows
+
+
+# -- 2. stall per checkpoint of a ~0.8 GB state; peak memory during a save ------------
+
+MLP = "benchmarks.jobs:big_mlp"
+
+
+def _mlp_params(config: Config, **more: Any) -> dict[str, Any]:
+    return {"width": config.mlp_width, "layers": config.mlp_layers, **more}
+
+
+def _mlp_state(config: Config) -> dict[str, Any]:
+    """The benchmark MLP's model and Adam state, after one step."""
+    torch.manual_seed(0)
+    model = jobs.BigMLP(config.mlp_width, config.mlp_layers)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
+    model(torch.randn(8, config.mlp_width)).square().mean().backward()
+    optimizer.step()
+    return {"model": model.state_dict(), "optimizer": optimizer.state_dict()}
+
+
+def _tensors(value: Any) -> list[torch.Tensor]:
+    if isinstance(value, torch.Tensor):
+        return [value]
+    if isinstance(value, dict):
+        return [t for v in value.values() for t in _tensors(v)]
+    if isinstance(value, (list, tuple)):
+        return [t for v in value for t in _tensors(v)]
+    return []
+
+
+def _timed(fn: Callable[[], Any], reps: int) -> list[float]:
+    out = []
+    for _ in range(reps):
+        started = time.perf_counter()
+        fn()
+        out.append(time.perf_counter() - started)
+    return out
+
+
+def _sync_save(state: Any, path: Path) -> None:
+    with open(path, "wb") as f:
+        torch.save(state, f)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+class MemorySampler:
+    """Samples this process's memory, plus its children's, every few milliseconds.
+
+    Memory is the proportional set size (:func:`benchmarks.jobs.pss`): pages a
+    forked writer shares with its parent count once, as they cost once.
+    """
+
+    def __init__(self, period_s: float = 0.005) -> None:
+        self.period_s = period_s
+        self.samples: list[tuple[float, int]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> MemorySampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        me = os.getpid()
+        while not self._stop.is_set():
+            self.samples.append((time.monotonic(), sum(jobs.pss(p) for p in [me, *_children(me)])))
+            self._stop.wait(self.period_s)
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    except OSError:
+        return []
+    return [int(p) for p in text.split()]
+
+
+def _references(config: Config, scratch: Path) -> tuple[int, list[float], list[float]]:
+    """The big state's size, and the times of a synchronous save and of a clone of it."""
+    state = _mlp_state(config)
+    tensors = _tensors(state)
+    scratch.mkdir(parents=True, exist_ok=True)
+    sync = _timed(lambda: _sync_save(state, scratch / "sync.pt"), config.reps)
+    clone = _timed(lambda: [t.clone() for t in tensors], config.reps)
+    (scratch / "sync.pt").unlink()
+    return sum(t.numel() * t.element_size() for t in tensors), sync, clone
+
+
+def stall(config: Config, scratch: Path) -> list[Row]:
+    """Stall per checkpoint of the big state (fork and copy snapshots) against a
+    synchronous ``torch.save`` + fsync and an in-memory clone of the same state;
+    and the peak memory of saving against the process's memory before it."""
+    nbytes, sync, clone = _references(config, scratch)
+    sync_s, clone_s = statistics.median(sync), statistics.median(clone)
+    rows = [Row("state size (MLP + Adam)", nbytes, "B"),
+            Row("sync torch.save + fsync", sync_s, "s", samples=sync),
+            Row("in-memory clone", clone_s, "s", samples=clone)]
+    every = 6  # steps between saves: longer than a background write of the state takes
+    for mode in ("fork", "copy"):
+        spec = _spec(f"stall-{mode}", MLP, 1,
+                     params=_mlp_params(config, steps=every * config.mlp_saves + 1),
+                     checkpoint={"every_steps": every, "every_s": None, "snapshot": mode,
+                                 "at_epoch_end": False, "keep_last": 2})
+        with MemorySampler() as memory:
+            result = _in_process(spec, scratch / f"root-{mode}")
+        before = result["memory_before_first_save"]
+        stalls = result["stalls"][1:]  # the first save allocates (copy) or warms up
+        value = statistics.median(stalls)
+        rows.append(Row(f"stall per save, {mode} snapshot", value, "s", "sync save", sync_s,
+                        target="<= 0.1 x sync", meets=value <= 0.1 * sync_s, samples=stalls,
+                        detail={"vs_clone": value / clone_s,
+                                "step_s_median": statistics.median(result["step_s"])}))
+        rows.append(Row(f"  same, against a clone ({mode})", value, "s", "clone", clone_s,
+                        target="< clone", meets=value < clone_s))
+        peak = max(pss for _, pss in memory.samples)
+        rows.append(Row(f"peak memory while saving ({mode})", peak, "B",
+                        "before+snapshot", before + nbytes, target="<= +10%",
+                        meets=peak <= 1.1 * (before + nbytes),
+                        detail={"training_memory_before_first_save": before}))
+    return rows
+
+
+# -- 3. resume latency -----------------------------------------------------------------
+
+CHILD = "from benchmarks.child import main; main()"
+
+
+def _first_step_after(spec: JobSpec, root: Path, marker: Path) -> float:
+    """Seconds from process start to the training function's first step."""
+    marker.unlink(missing_ok=True)
+    started = time.time()
+    subprocess.run([sys.executable, "-c", CHILD, spec.model_dump_json(), str(root)],
+                   cwd=REPO, check=True, stdout=subprocess.DEVNULL,
+                   env={**os.environ, "OMP_NUM_THREADS": "1", jobs.FIRST_STEP_ENV: str(marker)})
+    return float(marker.read_text()) - started
+
+
+def _resume_case(config: Config, scratch: Path, label: str, entrypoint: str,
+                 params: dict[str, Any], epochs: int) -> list[Row]:
+    root = scratch / f"root-{label}"
+    marker = scratch / f"first-{label}"
+    base = {"checkpoint": {"every_steps": 2, "every_s": None, "at_epoch_end": False}}
+    # a checkpoint to resume from: train a few steps, completed
+    prepared = _spec(f"resume-{label.replace(' ', '-')}", entrypoint, epochs, params=params, **base)
+    _in_process(prepared, root)
+    job = JobDir(root, prepared.name)
+    state = job.statefile.read()
+    assert state is not None and state.latest_checkpoint is not None
+    name = state.latest_checkpoint.name
+    payload = job.store.dir / name / "state.pt"
+    fresh, resumed, raw = [], [], []
+    for rep in range(config.reps):
+        # the same job with one more epoch resumes from the newest checkpoint
+        more = prepared.model_copy(update={"epochs": epochs + 1})
+        resumed.append(_first_step_after(more, root, marker))
+        fresh_spec = more.model_copy(update={"name": f"fresh-{prepared.name}-{rep}"})
+        fresh.append(_first_step_after(fresh_spec, scratch / f"fresh-{label}", marker))
+        raw += _timed(lambda: torch.load(payload, weights_only=True), 1)
+    latency = [r - f for r, f in zip(resumed, fresh, strict=True)]
+    value, raw_s = statistics.median(latency), statistics.median(raw)
+    return [Row(f"resume latency, {label}", value, "s", "raw torch.load", raw_s,
+                target="<= 1.2 x load", meets=value <= 1.2 * raw_s, samples=latency,
+                detail={"process_start_to_first_step_fresh": fresh,
+                        "process_start_to_first_step_resumed": resumed,
+                        "checkpoint_bytes": payload.stat().st_size})]
+
+
+def resume(config: Config, scratch: Path) -> list[Row]:
+    """Process start to first resumed step, minus the same for a fresh start."""
+    return (_resume_case(config, scratch, "digits", DIGITS, {}, 1)
+            + _resume_case(config, scratch, "big MLP", MLP,
+                           _mlp_params(config, steps=2), 1))
+
+
+# -- 4. work lost per SIGKILL --------------------------------------------------------
+
+POLICIES = {"default": {}, "every_25": EVERY_25, "adaptive_2pct": ADAPTIVE}
+
+
+def _newest_committed_step(root: Path, name: str) -> int:
+    job = JobDir(root, name)
+    best = 0
+    for store in (job.store, job.local):
+        for checkpoint in store.list_names():
+            with contextlib.suppress(Exception):
+                best = max(best, store.read_manifest(checkpoint).step)
+    return best
+
+
+def _kill_once(spec: JobSpec, root: Path, progress: Path, rng: random.Random) -> int:
+    """Start the job, SIGKILL it at a random moment once it trains; steps lost."""
+    progress.write_bytes(b"\0" * 8)
+    child = subprocess.Popen([sys.executable, "-c", CHILD, spec.model_dump_json(), str(root)],
+                             cwd=REPO, env={**os.environ, "OMP_NUM_THREADS": "1"},
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        while int.from_bytes(progress.read_bytes()[:8], "little") < 50:
+            if child.poll() is not None:
+                raise RuntimeError(f"{spec.name} ended before it was killed")
+            time.sleep(0.01)
+        time.sleep(rng.uniform(0.0, 1.5))
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    killed_at = int.from_bytes(progress.read_bytes()[:8], "little")
+    return killed_at - _newest_committed_step(root, spec.name)
+
+
+def work_lost(config: Config, scratch: Path) -> list[Row]:
+    """Steps (and seconds) lost to a SIGKILL at a random moment, per policy."""
+    rng = random.Random(0)
+    progress = scratch / "progress"
+    scratch.mkdir(parents=True, exist_ok=True)
+    step_s = statistics.median(_per_step(jobs.digits(jobs.BareRun({}, 3))))
+    lost: dict[str, list[int]] = {name: [] for name in POLICIES}
+    for trial in range(config.kills):
+        for name, policy in POLICIES.items():
+            spec = _spec(f"kill-{name}-{trial}", DIGITS, 1000, checkpoint=policy,
+                         params={"progress_file": str(progress)})
+            lost[name].append(_kill_once(spec, scratch / "root", progress, rng))
+    means = {name: statistics.mean(values) for name, values in lost.items()}
+    rows = []
+    for name, values in lost.items():
+        target, meets = "", None
+        if name == "adaptive_2pct":
+            target, meets = "<= 1/5 every_25", means[name] <= means["every_25"] / 5
+        rows.append(Row(f"steps lost per kill, {name}", means[name], "steps", "every_25",
+                        means["every_25"], target=target, meets=meets,
+                        samples=[float(v) for v in values],
+                        detail={"seconds_lost_mean": means[name] * step_s,
+                                "bare_step_s": step_s}))
+    return rows
+
+
+# -- 5. copy to the root ---------------------------------------------------------------
+
+def upload(config: Config, scratch: Path) -> list[Row]:
+    """Throughput of a checkpoint's copy to the root against a plain file copy + fsync."""
+    state = _mlp_state(config)
+    local = CheckpointStore(scratch / "local", Storage())
+    root = CheckpointStore(scratch / "root", Storage())
+    manifest = local.commit(state, step=1, epoch=0, batch=0, generation=1,
+                            created_at=time.time(), meta={})
+    del state
+    source = local.dir / manifest.name / "state.pt"
+    size = source.stat().st_size
+
+    def plain() -> None:
+        target = scratch / "plain.pt"
+        shutil.copyfile(source, target)
+        with open(target, "rb+") as f:
+            os.fsync(f.fileno())
+
+    ours, theirs = [], []
+    for _ in range(config.reps):
+        theirs += _timed(plain, 1)
+        started = time.perf_counter()
+        copied = root.upload_from(local, manifest.name)
+        ours.append(time.perf_counter() - started)
+        root.discard(copied.name)
+    ours_bps = size / statistics.median(ours)
+    plain_bps = size / statistics.median(theirs)
+    return [Row("copy to root (commit protocol)", ours_bps, "B/s", "plain copy", plain_bps,
+                target=">= 0.8 x plain", meets=ours_bps >= 0.8 * plain_bps,
+                samples=[size / s for s in ours], detail={"bytes": size})]
+
+
+CASES: dict[str, Callable[[Config, Path], list[Row]]] = {
+    "step_ratio": step_ratio,
+    "stall": stall,
+    "resume": resume,
+    "work_lost": work_lost,
+    "upload": upload,
+}

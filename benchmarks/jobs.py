@@ -1,0 +1,151 @@
+"""The training functions the benchmarks time, under colabrun and bare.
+
+Each one takes a run handle. :class:`BareRun` is the reference: the same
+methods with nothing behind them, so the bare loop runs the very same code.
+Timings come back in the function's return value; ``progress_file`` (a param)
+gets the global step after every step, for the kill benchmark.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import time
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from jobs.examples.digits import DigitsCNN, load_digits_tensors
+
+FIRST_STEP_ENV = "BENCH_FIRST_STEP_FILE"
+
+
+class BareRun:
+    """A run handle that only loops: the reference for step-time ratios."""
+
+    def __init__(self, params: dict[str, Any], epochs: int) -> None:
+        self.params = params
+        self.global_step = 0
+        self.extras: dict[str, Any] = {}
+        self._epochs = epochs
+
+    def track(self, **objects: Any) -> None:
+        return None
+
+    def epochs(self) -> Iterator[int]:
+        yield from range(self._epochs)
+
+    def batches(self, loader: Iterable[Any]) -> Iterator[Any]:
+        yield from loader
+
+    def step(self, **metrics: float) -> None:
+        self.global_step += 1
+
+
+class _Progress:
+    """Writes the global step to a file after each step (one ``pwrite``)."""
+
+    def __init__(self, path: str | None) -> None:
+        self._fd = os.open(path, os.O_RDWR | os.O_CREAT) if path else None
+
+    def mark(self, step: int) -> None:
+        if self._fd is not None:
+            os.pwrite(self._fd, struct.pack("q", step), 0)
+
+
+def _first_step_file(params: Any) -> None:
+    """For the resume benchmark: note when the first step starts, then end the process.
+
+    The file is named by the environment (``BENCH_FIRST_STEP_FILE``), not a param:
+    params are part of a job's identity, and a resumed job must keep them.
+    """
+    path = os.environ.get(FIRST_STEP_ENV)
+    if path:
+        with open(path, "w") as f:
+            f.write(repr(time.time()))
+        os._exit(0)
+
+
+def digits(run: Any) -> dict[str, Any]:
+    """The digits CNN (SGD with momentum, a schedule), timed per epoch."""
+    torch.set_num_threads(1)
+    params = run.params
+    train_set, _ = load_digits_tensors()
+    loader = DataLoader(train_set, batch_size=32, shuffle=True)
+    model = DigitsCNN(width=16)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=3, gamma=0.5)
+    run.track(model=model, optimizer=optimizer, scheduler=scheduler)
+    loss_fn = nn.CrossEntropyLoss()
+    progress = _Progress(params.get("progress_file"))
+    epoch_s: list[float] = []
+    steps: list[int] = []
+    mark, step0 = time.perf_counter(), run.global_step
+    for _ in run.epochs():
+        for images, labels in run.batches(loader):
+            _first_step_file(params)
+            optimizer.zero_grad()
+            loss = loss_fn(model(images), labels)
+            loss.backward()
+            optimizer.step()
+            run.step(loss=loss.item())
+            progress.mark(run.global_step)
+        scheduler.step()
+        now = time.perf_counter()  # epoch to epoch: includes the epoch-end save
+        epoch_s.append(now - mark)
+        steps.append(run.global_step - step0)
+        mark, step0 = now, run.global_step
+    return {"epoch_s": epoch_s, "steps": steps, "stalls": list(getattr(run, "save_stalls", []))}
+
+
+class BigMLP(nn.Module):
+    """Four 4096x4096 layers: 67 M parameters; with Adam's two moments ~0.8 GB of state."""
+
+    def __init__(self, width: int = 4096, layers: int = 4) -> None:
+        super().__init__()
+        self.layers = nn.Sequential(*(nn.Linear(width, width) for _ in range(layers)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layers(x)  # type: ignore[no-any-return]
+
+
+def big_mlp(run: Any) -> dict[str, Any]:
+    """Adam on :class:`BigMLP`; records every step's time and each save's stall."""
+    torch.set_num_threads(int(run.params.get("threads", 2)))
+    width, layers = int(run.params.get("width", 4096)), int(run.params.get("layers", 4))
+    model = BigMLP(width, layers)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
+    run.track(model=model, optimizer=optimizer)
+    generator = torch.Generator().manual_seed(0)
+    batches = [torch.randn(8, width, generator=generator) for _ in range(
+        int(run.params.get("steps", 12)))]
+    step_s: list[float] = []
+    memory_before = 0
+    for _ in run.epochs():
+        for x in run.batches(batches):
+            _first_step_file(run.params)
+            started = time.perf_counter()
+            optimizer.zero_grad()
+            model(x).square().mean().backward()
+            optimizer.step()
+            run.step()
+            step_s.append(time.perf_counter() - started)
+            if len(step_s) == 1:  # the training state is all allocated; no save yet
+                memory_before = pss(os.getpid())
+    return {"step_s": step_s, "stalls": list(getattr(run, "save_stalls", [])),
+            "memory_before_first_save": memory_before}
+
+
+def pss(pid: int) -> int:
+    """Proportional set size of a process in bytes (pages shared with a fork count once)."""
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as f:
+            for line in f:
+                if line.startswith("Pss:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0

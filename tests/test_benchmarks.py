@@ -1,0 +1,39 @@
+"""The benchmark suite runs (``--quick``) and reports what it promises: medians, references,
+ratios and targets, as a table and as JSON. Its figures are not checked here: timings are
+not tests (see benchmarks/README.md)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from benchmarks import __main__ as bench
+from benchmarks.cases import Row, table
+
+
+def test_a_row_gives_its_ratio_against_the_reference() -> None:
+    row = Row("x", 3.0, "s", "bare", 2.0, target="ratio <= 1.02", meets=False)
+    assert row.ratio == pytest.approx(1.5)
+    assert Row("y", 1.0, "s").ratio is None
+    text = table([row])
+    assert "bare 2.000 s" in text and "1.500" in text and "NO" in text
+
+
+def test_quick_run_prints_a_table_and_writes_json(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "results.json"
+    code = bench.main(["--quick", "--only", "step_ratio", "--only", "upload",
+                       "--out", str(out), "--scratch", str(tmp_path / "scratch")])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "digits step, every_25" in printed and "copy to root" in printed
+    report = json.loads(out.read_text())
+    names = {row["name"]: row for row in report["results"]}
+    every_25 = names["digits step, every_25"]
+    assert every_25["reference"] == "bare" and every_25["ratio"] > 0
+    assert every_25["meets"] in (True, False) and every_25["samples"]
+    assert names["copy to root (commit protocol)"]["value"] > 0
+    assert report["machine"]["torch"] and report["config"]["quick_mode"] is True
