@@ -227,7 +227,7 @@ class CheckpointStore:
                     out.write(chunk)
 
         written = self.storage.write_stream(
-            tmp / file.path, produce, expected_bytes=file.size_bytes,
+            tmp / file.path, produce, expected_bytes=file.size_bytes, pipelined=True,
             on_first_write=lambda: self.on_point("save.payload_writing"))
         on_disk = self.storage.size_of(tmp / file.path)
         if written.sha256 != file.sha256 or on_disk != file.size_bytes:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import errno
 import hashlib
 import os
+import queue
 import threading
 import time
 from collections.abc import Callable
@@ -133,7 +134,7 @@ class _HashingWriter:
 
     def write(self, data: bytes | bytearray | memoryview) -> int:
         view = memoryview(data)
-        self._hash.update(view)
+        self._digest(view)
         self.size += view.nbytes
         try:
             written = self._file.write(view)
@@ -146,12 +147,47 @@ class _HashingWriter:
             callback()
         return written
 
+    def _digest(self, view: memoryview) -> None:
+        self._hash.update(view)
+
     def flush(self) -> None:
         self._file.flush()
+
+    def finish(self) -> None:
+        """All data written: the hash is complete once this returns."""
 
     @property
     def sha256(self) -> str:
         return self._hash.hexdigest()
+
+
+class _PipelinedHashingWriter(_HashingWriter):
+    """Hashes in a second thread while the caller writes the next chunk.
+
+    hashlib and file writes both release the GIL, so on two cores a copy runs at
+    the speed of the slower of the two instead of their sum. Only for data the
+    caller never changes after writing it (fresh ``bytes`` from a read).
+    """
+
+    def __init__(self, file: IO[bytes], on_first_write: Callable[[], None] | None = None
+                 ) -> None:
+        super().__init__(file, on_first_write)
+        self._chunks: queue.Queue[memoryview | None] = queue.Queue(maxsize=4)
+        self._hasher = threading.Thread(target=self._hash_chunks, name="colabrun-hash",
+                                        daemon=True)
+        self._hasher.start()
+
+    def _hash_chunks(self) -> None:
+        while (chunk := self._chunks.get()) is not None:
+            self._hash.update(chunk)
+
+    def _digest(self, view: memoryview) -> None:
+        self._chunks.put(view)
+
+    def finish(self) -> None:
+        if self._hasher.is_alive():
+            self._chunks.put(None)
+            self._hasher.join()
 
 
 class Storage:
@@ -257,23 +293,27 @@ class Storage:
 
     def write_stream(
         self, path: Path, produce: Callable[[Any], None], *, expected_bytes: int = 0,
-        on_first_write: Callable[[], None] | None = None,
+        on_first_write: Callable[[], None] | None = None, pipelined: bool = False,
     ) -> Written:
         """Create ``path``, let ``produce(file)`` write into it, fsync; return size and sha256.
 
         The whole write is retried from the start on a transient error, so
-        ``produce`` must be repeatable.
+        ``produce`` must be repeatable. ``pipelined``: hash in a second thread
+        (for a producer that writes fresh ``bytes`` it never touches again).
         """
+        kind = _PipelinedHashingWriter if pipelined else _HashingWriter
 
         def attempt() -> Written:
             with self.fs.open(path, "wb") as raw:
-                writer = _HashingWriter(raw, on_first_write)
+                writer = kind(raw, on_first_write)
                 try:
                     produce(writer)
                 except Exception:
                     if writer.error is not None:  # the storage failed, not the producer
                         raise writer.error from None
                     raise
+                finally:
+                    writer.finish()
                 self.fs.fsync(raw)
             return Written(writer.size, writer.sha256)
 
