@@ -136,7 +136,7 @@ def big_mlp(run: Any) -> dict[str, Any]:
             if len(step_s) == 1:  # the training state is all allocated; no save yet
                 memory_before = pss(os.getpid())
     return {"step_s": step_s, "stalls": list(getattr(run, "save_stalls", [])),
-            "memory_before_first_save": memory_before}
+            "memory_before_first_save": memory_before, "trained_until": time.monotonic()}
 
 
 def pss(pid: int) -> int:
