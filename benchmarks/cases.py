@@ -292,7 +292,8 @@ def stall(config: Config, scratch: Path) -> list[Row]:
         rows.append(Row(f"stall per save, {mode} snapshot", value, "s", "sync save", sync_s,
                         target="<= 0.1 x sync", meets=value <= 0.1 * sync_s, samples=stalls,
                         detail={"vs_clone": value / clone_s,
-                                "step_s_median": statistics.median(result["step_s"])}))
+                                "step_s_median": statistics.median(result["step_s"]),
+                                "background_write": result["last_write"]}))
         rows.append(Row(f"  same, against a clone ({mode})", value, "s", "clone", clone_s,
                         target="< clone", meets=value < clone_s))
         reference = peaks["none"] + nbytes

@@ -135,8 +135,10 @@ def big_mlp(run: Any) -> dict[str, Any]:
             step_s.append(time.perf_counter() - started)
             if len(step_s) == 1:  # the training state is all allocated; no save yet
                 memory_before = pss(os.getpid())
+    write = getattr(getattr(run, "saver", None), "last_write", None)
     return {"step_s": step_s, "stalls": list(getattr(run, "save_stalls", [])),
-            "memory_before_first_save": memory_before, "trained_until": time.monotonic()}
+            "memory_before_first_save": memory_before, "trained_until": time.monotonic(),
+            "last_write": vars(write) if write is not None else None}
 
 
 def pss(pid: int) -> int:

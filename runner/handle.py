@@ -293,12 +293,9 @@ class Run:
         now = self._clock.monotonic()
         if self._last_step_at is not None:
             self._step_s = now - self._last_step_at
-            if self._after_save:  # it holds the stall (counted apart) and the save's
-                # after-effects (a writer starting beside it, cold caches): part of the toll
-                self._cost.observe_step(max(0.0, self._step_s - self.save_stalls[-1]),
-                                        busy=True)
-            else:
-                self._cost.observe_step(self._step_s, busy=self._saver.background_busy)
+            # the step after a save holds its stall, counted apart
+            stall = self.save_stalls[-1] if self._after_save else 0.0
+            self._cost.observe_step(max(0.0, self._step_s - stall))
         self._after_save = False
         self._last_step_at = now
         self._global_step += 1

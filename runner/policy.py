@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import statistics
+from collections import deque
+from dataclasses import dataclass, field
 
 from jobs.spec import CheckpointPolicy
 
@@ -65,45 +67,52 @@ def adaptive_interval_s(max_overhead: float, save_cost_s: float) -> float:
 class CostMeter:
     """What a save costs training, measured from the loop itself.
 
-    Two parts: the **stall** (the loop blocked while the snapshot was taken),
-    and the **toll** of the background work (serialising, hashing, writing,
-    uploading): steps run slower while it is in flight, since it competes for
-    the GIL, the cores, the memory bus, and (for a forked writer) copy-on-write
-    faults. The toll is the extra time of the steps taken while a save was
-    being written: (busy step time - idle step time) x busy steps per save.
-    On a machine with a free core it is near zero; on a single busy core it is
-    the background work's whole CPU time. Pure: fed with observations.
+    Two parts: the **stall** (the loop blocked while the snapshot was taken) and
+    the **toll**: how much longer the steps between this save and the next took
+    than a typical step, whatever the cause (the writer and the uploader
+    competing for the GIL, the cores, the memory bus; copy-on-write faults of a
+    forked writer; cold caches after a snapshot). The typical step is the
+    median of the recent ones; the differences are summed signed, so noise
+    cancels; a step over 3x the typical one (an evaluation, a GC pause) is left
+    out. On a machine with a free core the toll is small; on one busy core it
+    is the background work's whole CPU time. Pure: fed with observations.
     """
 
-    alpha: float = 0.2
+    alpha: float = 0.3
+    window: int = 101
     stall_s: float | None = None
-    idle_step_s: float | None = None
-    busy_step_s: float | None = None
-    busy_steps_per_save: float = 0.0
-    _busy_steps: int = 0
+    toll_s: float = 0.0
+    _recent: deque[float] = field(default_factory=deque)
+    _typical: float | None = None
+    _extra: float = 0.0
+    _saves: int = 0
 
-    def observe_step(self, step_s: float, *, busy: bool) -> None:
-        """One step's duration, and whether a save was in flight during it."""
-        if busy:
-            self._busy_steps += 1
-            self.busy_step_s = self._average(self.busy_step_s, step_s)
-        else:
-            self.idle_step_s = self._average(self.idle_step_s, step_s)
+    def observe_step(self, step_s: float) -> None:
+        """One step's duration (for the step after a save: without the stall)."""
+        typical = self._typical
+        self._recent.append(step_s)
+        if len(self._recent) > self.window:
+            self._recent.popleft()
+        if len(self._recent) % 10 == 0 or typical is None:  # a median now and then
+            self._typical = statistics.median(self._recent) if len(self._recent) >= 5 else None
+        if typical is not None and step_s <= 3 * typical:
+            self._extra += step_s - typical
 
     def observe_save(self, stall_s: float) -> None:
-        """A save blocked the loop ``stall_s``; the previous one's busy steps are counted."""
-        self.stall_s = self._average(self.stall_s, stall_s, robust=False)
-        self.busy_steps_per_save = (self._busy_steps if self.busy_steps_per_save == 0.0 else
-                                    (1 - self.alpha) * self.busy_steps_per_save
-                                    + self.alpha * self._busy_steps)
-        self._busy_steps = 0
+        """A save blocked the loop ``stall_s``; the steps since the last one are its toll."""
+        self.stall_s = stall_s if self.stall_s is None else (
+            (1 - self.alpha) * self.stall_s + self.alpha * stall_s)
+        if self._saves:  # before the first save, slow steps are nobody's toll
+            extra = max(0.0, self._extra)
+            self.toll_s = extra if self._saves == 1 else (
+                (1 - self.alpha) * self.toll_s + self.alpha * extra)
+        self._extra = 0.0
+        self._saves += 1
 
     @property
-    def toll_s(self) -> float:
-        """Extra step time per save caused by its background work (0 until measured)."""
-        if self.idle_step_s is None or self.busy_step_s is None:
-            return 0.0
-        return max(0.0, self.busy_step_s - self.idle_step_s) * self.busy_steps_per_save
+    def typical_step_s(self) -> float | None:
+        """The median of the recent steps (None until five were seen)."""
+        return self._typical
 
     @property
     def cost_s(self) -> float | None:
@@ -111,10 +120,3 @@ class CostMeter:
         if self.stall_s is None:
             return None
         return self.stall_s + self.toll_s
-
-    def _average(self, current: float | None, value: float, *, robust: bool = True) -> float:
-        if current is None:
-            return value
-        if robust and value > 3 * current:  # an epoch's evaluation, a GC pause: not a step
-            return current
-        return (1 - self.alpha) * current + self.alpha * value

@@ -249,11 +249,6 @@ class Saver:
         """Whether a save is still being written locally."""
         return self.writer.busy
 
-    @property
-    def background_busy(self) -> bool:
-        """Whether a save is being written or uploaded."""
-        return self.writer.busy or self.uploader.current is not None
-
     def save(self, payload: Mapping[str, Any], *, step: int, epoch: int, batch: int,
              meta: Mapping[str, Any], expected_bytes: int = 0, step_s: float | None = None,
              mode: str = THREAD, ready: Callable[[], None] | None = None) -> None:

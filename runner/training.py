@@ -94,14 +94,18 @@ def _train_session(spec: JobSpec, ctx: SessionContext) -> Outcome:
         ctx.progress.phase = "setup"
         holder: list[Run] = []
 
-        def found(result: tuple[ResumePoint | None, list[str], CheckpointRecord | None]
-                  ) -> ResumePoint | None:
-            resume, failed, record = result
-            noted = ctx.job.statefile.update(lambda s: note_session(
-                reconcile_checkpoints(fenced(s, ctx.fence), failed=failed, found=record,
-                                      now=ctx.clock.time()),
-                device=str(device), resumed_from=resume.name if resume else None,
-                start_step=resume.step if resume else 0, now=ctx.clock.time()))
+        def found(result: Found) -> ResumePoint | None:
+            resume, failed, record, load_s = result
+
+            def note(s: JobState) -> JobState:
+                now = ctx.clock.time()
+                s = note_session(reconcile_checkpoints(fenced(s, ctx.fence), failed=failed,
+                                                       found=record, now=now),
+                                 device=str(device), resumed_from=resume.name if resume else None,
+                                 start_step=resume.step if resume else 0, now=now)
+                return s if load_s is None else learn_timing(s, load_s=load_s, now=now)
+
+            noted = ctx.job.statefile.update(note)
             announce(ctx.console, spec, noted, resume)
             if resume is not None and record is None:  # resumed from a copy the root lacks
                 holder[0].saver.upload_later(resume.name)
@@ -184,14 +188,16 @@ def _build_run(spec: JobSpec, ctx: SessionContext, state: JobState,
                on_progress=ctx.on_progress)
 
 
-def find_resume_point(
-    job: JobDir, state: JobState, console: Console, clock: Clock
-) -> tuple[ResumePoint | None, list[str], CheckpointRecord | None]:
+Found = tuple[ResumePoint | None, list[str], CheckpointRecord | None, float | None]
+
+
+def find_resume_point(job: JobDir, state: JobState, console: Console, clock: Clock) -> Found:
     """Load the newest checkpoint that verifies, warning about each one skipped.
 
     Returns:
         The resume point (``None``: fresh start), the names that failed
-        verification, and the record of the checkpoint resumed from.
+        verification, the record of the checkpoint resumed from, and the
+        seconds its verification and load took.
     """
     plan = plan_resume(state.checkpoints, job.store.list_names())
     root_names = set(plan.candidates)
@@ -206,7 +212,7 @@ def find_resume_point(
             if store is job.store:
                 failed.append(name)
             continue
-        _learn_load_time(job, clock, clock.monotonic() - started)
+        load_s = clock.monotonic() - started
         point = ResumePoint(
             name=name, step=manifest.step, epochs_done=manifest.epoch, batch=manifest.batch,
             where=str(manifest.meta.get("where", EPOCH_START)), payload=payload,
@@ -215,11 +221,11 @@ def find_resume_point(
         if store is job.local and name not in root_names:
             console.info(f"{name} is newer on this runtime's disk than under the root: "
                          "resuming from the local copy (it is uploaded with the next save)")
-        return point, failed, manifest.record() if store is job.store else None
+        return point, failed, manifest.record() if store is job.store else None, load_s
     if plan.candidates:
         console.warn("no checkpoint verified: starting from scratch (the unverifiable ones "
                      "are kept for inspection)")
-    return None, failed, None
+    return None, failed, None, None
 
 
 def _candidates(job: JobDir, root_names: Iterable[str]
@@ -233,10 +239,6 @@ def _candidates(job: JobDir, root_names: Iterable[str]
                 keyed.append(((key[0], key[1], local, key[2]), store, name))
     keyed.sort(key=lambda item: item[0], reverse=True)
     return [(store, name) for _, store, name in keyed]
-
-
-def _learn_load_time(job: JobDir, clock: Clock, load_s: float) -> None:
-    job.statefile.update(lambda s: learn_timing(s, load_s=load_s, now=clock.time()))
 
 
 def announce(console: Console, spec: JobSpec, state: JobState, resume: ResumePoint | None

@@ -94,7 +94,6 @@ class Writer:
         self._idle = threading.Event()
         self._idle.set()
         self.error: BaseException | None = None
-        self.last_stats: WriteStats | None = None
         self._tasks: queue.SimpleQueue[SaveTask | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
 
@@ -166,7 +165,6 @@ class Writer:
             self._idle.set()
 
     def _done(self, manifest: Manifest, stats: WriteStats) -> None:
-        self.last_stats = stats
         self._on_committed(manifest, stats)
 
     # -- fork mode ----------------------------------------------------------------

@@ -3,8 +3,8 @@
 A save costing ``c`` seconds of training time every ``T`` seconds costs
 ``c / (T + c)``; the policy waits ``T = c (1 - m) / m`` between saves, never saves
 while the last one is still being written, and measures ``c`` with the first save
-(:class:`runner.policy.CostMeter`: the stall, plus the toll the background work takes
-from the steps it runs beside). Uploads are paced by the CPU they use.
+(:class:`runner.policy.CostMeter`: the stall, plus the toll: the extra time of the
+steps up to the next save over a typical step). Uploads are paced by the CPU they use.
 """
 
 from __future__ import annotations
@@ -121,46 +121,66 @@ def test_the_other_triggers_still_win() -> None:
 
 def test_the_cost_is_unknown_until_the_first_save() -> None:
     meter = CostMeter()
-    for _ in range(5):
-        meter.observe_step(0.1, busy=False)
+    for _ in range(20):
+        meter.observe_step(0.1)
     assert meter.cost_s is None
     meter.observe_save(0.25)
     assert meter.cost_s == pytest.approx(0.25), "the stall, in full; no toll measured yet"
 
 
-def _meter_with(*, idle_s: float, busy_s: float, busy_steps: int, stall_s: float = 0.3
+def _meter_with(*, typical_s: float, slow_s: float, slow_steps: int, stall_s: float = 0.3
                 ) -> CostMeter:
-    """Two saves; between them ``busy_steps`` steps with the first in flight, then idle."""
+    """Typical steps, a save, ``slow_steps`` slowed steps then typical ones, a save."""
     meter = CostMeter()
+    for _ in range(30):
+        meter.observe_step(typical_s)
     meter.observe_save(stall_s)
-    for _ in range(busy_steps):
-        meter.observe_step(busy_s, busy=True)
-    for _ in range(6):
-        meter.observe_step(idle_s, busy=False)
+    for _ in range(slow_steps):
+        meter.observe_step(slow_s)
+    for _ in range(20):
+        meter.observe_step(typical_s)
     meter.observe_save(stall_s)
     return meter
 
 
-def test_the_toll_is_the_extra_time_of_the_steps_a_save_slowed() -> None:
-    meter = _meter_with(idle_s=0.10, busy_s=0.15, busy_steps=4)
-    assert meter.busy_steps_per_save == 4
+def test_the_toll_is_the_extra_time_of_the_steps_between_saves() -> None:
+    meter = _meter_with(typical_s=0.10, slow_s=0.15, slow_steps=4)
+    assert meter.typical_step_s == pytest.approx(0.10)
     assert meter.toll_s == pytest.approx(4 * 0.05)
     assert meter.cost_s == pytest.approx(0.3 + 4 * 0.05), "stall plus toll"
 
 
-@pytest.mark.parametrize("busy_s", [0.10, 0.08])
-def test_background_work_that_slows_nothing_costs_only_the_stall(busy_s: float) -> None:
-    """A free core: steps are no slower (or noise makes them faster) while a save is written."""
-    meter = _meter_with(idle_s=0.10, busy_s=busy_s, busy_steps=4)
+def test_slow_steps_before_the_first_save_are_nobodys_toll() -> None:
+    meter = CostMeter()
+    for step_s in [0.1] * 10 + [0.2] * 3:  # warm-up
+        meter.observe_step(step_s)
+    meter.observe_save(0.01)
+    assert meter.toll_s == 0.0
+
+
+@pytest.mark.parametrize("slow_s", [0.10, 0.08])
+def test_work_that_slows_nothing_costs_only_the_stall(slow_s: float) -> None:
+    """A free core: steps are no slower (or noise makes them faster) after a save."""
+    meter = _meter_with(typical_s=0.10, slow_s=slow_s, slow_steps=4)
     assert meter.toll_s == 0.0 and meter.cost_s == pytest.approx(0.3)
 
 
-def test_a_long_step_is_not_taken_for_a_slow_one() -> None:
-    """An epoch's evaluation or a GC pause (over 3x the average) is not a step's time."""
+def test_noise_cancels_in_the_toll() -> None:
+    """Steps scattered around the typical one add up to no toll: the sum is signed."""
     meter = CostMeter()
-    for step_s in (0.1, 0.1, 5.0, 0.1):
-        meter.observe_step(step_s, busy=False)
-    assert meter.idle_step_s == pytest.approx(0.1)
+    for _ in range(30):
+        meter.observe_step(0.1)
+    meter.observe_save(0.01)
+    for step_s in [0.09, 0.11] * 25:
+        meter.observe_step(step_s)
+    meter.observe_save(0.01)
+    assert meter.toll_s == pytest.approx(0.0, abs=1e-9)
+
+
+def test_a_long_step_is_not_taken_for_a_slow_one() -> None:
+    """An epoch's evaluation or a GC pause (over 3x the typical step) is not a save's toll."""
+    meter = _meter_with(typical_s=0.1, slow_s=5.0, slow_steps=1)
+    assert meter.toll_s == 0.0
 
 
 def test_the_stall_is_averaged_without_dropping_long_ones() -> None:
@@ -171,20 +191,22 @@ def test_the_stall_is_averaged_without_dropping_long_ones() -> None:
     assert meter.stall_s == pytest.approx(0.8 * 0.1 + 0.2 * 1.0)
 
 
-def test_busy_steps_per_save_follow_the_saves() -> None:
+def test_the_toll_follows_the_saves() -> None:
     meter = CostMeter(alpha=0.5)
+    for _ in range(30):
+        meter.observe_step(0.1)
     meter.observe_save(0.1)
-    for busy_steps in (4, 2):
-        for _ in range(busy_steps):
-            meter.observe_step(0.2, busy=True)
+    for slow_steps in (4, 2):
+        for _ in range(slow_steps):
+            meter.observe_step(0.2)
         meter.observe_save(0.1)
-    assert meter.busy_steps_per_save == pytest.approx(0.5 * 4 + 0.5 * 2)
+    assert meter.toll_s == pytest.approx(0.5 * 0.4 + 0.5 * 0.2)
 
 
 def test_a_slower_save_is_taken_less_often() -> None:
     """End to end through the pure parts: the measured cost sets the interval."""
-    cheap = _meter_with(idle_s=0.1, busy_s=0.11, busy_steps=2, stall_s=0.01)
-    dear = _meter_with(idle_s=0.1, busy_s=0.30, busy_steps=8, stall_s=0.01)
+    cheap = _meter_with(typical_s=0.1, slow_s=0.11, slow_steps=2, stall_s=0.01)
+    dear = _meter_with(typical_s=0.1, slow_s=0.25, slow_steps=8, stall_s=0.01)
     assert cheap.cost_s is not None and dear.cost_s is not None
     cheap_s, dear_s = (adaptive_interval_s(0.02, m.cost_s) for m in (cheap, dear)
                        if m.cost_s is not None)

@@ -305,7 +305,7 @@ def test_the_writer_commits_a_checkpoint_that_verifies(
     assert (manifest.step, manifest.batch, manifest.meta) == (3, 3, {"reason": "test"})
     assert_exactly_equal(store.load_payload(manifest.name), {"w": torch.arange(6.0) * 3})
     [(reported, stats)] = committed.calls
-    assert reported == manifest and stats.mode == mode and writer.last_stats is stats
+    assert reported == manifest and stats.mode == mode
     assert stats.write_s > 0
     assert not [n for n in _entries(store) if n.startswith(".tmp-")]
 
@@ -487,9 +487,9 @@ def test_a_fork_writer_killed_while_its_parent_runs_a_hook_fails_the_save(
 def test_a_thread_write_reports_the_cpu_it_used_like_a_fork_write(
     store: CheckpointStore, new_writer: NewWriter
 ) -> None:
-    """``WriteStats.cpu_s`` feeds the adaptive policy: both modes do the same work
-    (serialise, hash, fsync), and both must count its CPU (a thread's ``thread_time``
-    misses work done in other threads, such as a timed storage call's)."""
+    """``WriteStats.cpu_s`` (reported in the benchmarks) counts a write's CPU in both
+    modes: they do the same work (serialise, hash, fsync), and a thread's ``thread_time``
+    would miss work done in other threads, such as a timed storage call's."""
     committed = _Committed()
     writer = new_writer(committed)
     payload = {"w": torch.randn(8 * 2**20)}  # 32 MiB: ~0.1 s of CPU to save and hash
