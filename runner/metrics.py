@@ -12,7 +12,6 @@ written last, so the redone steps replace the lost session's.
 from __future__ import annotations
 
 import json
-import os
 import threading
 from collections.abc import Mapping
 from pathlib import Path
@@ -51,10 +50,9 @@ class MetricsLog:
             lines, self._pending = self._pending, []
         if lines:
             self.local.parent.mkdir(parents=True, exist_ok=True)
-            with open(self.local, "a", encoding="utf-8") as f:
-                f.write("".join(lines))
-                f.flush()
-                os.fsync(f.fileno())
+            with open(self.local, "a", encoding="utf-8") as f:  # the page cache keeps it
+                f.write("".join(lines))  # past a worker's death, as local staging
+
 
     def sync(self) -> None:
         """Append to the root's file what the local file holds beyond the last sync.

@@ -203,6 +203,9 @@ class Storage:
         bytes_per_s: slowest acceptable throughput; a bulk write's timeout is
             ``timeout_s + size / bytes_per_s``.
         sleep: how backoff waits (a fake clock's sleep in tests).
+        durable: fsync files and folders (the root). ``False`` for local staging:
+            it must survive the worker's death, which the page cache does; the
+            machine's death takes the local disk with it, fsync or not.
     """
 
     def __init__(
@@ -214,8 +217,10 @@ class Storage:
         bytes_per_s: float = 2e6,
         backoff_s: float = 0.5,
         sleep: Callable[[float], None] | None = None,
+        durable: bool = True,
     ) -> None:
         self.fs: Fs = fs or OsFs()
+        self.durable = durable
         #: CPU seconds spent by the calls' own threads (see :meth:`cpu_s`)
         self._io_cpu_s = 0.0
         self._io_cpu_lock = threading.Lock()
@@ -314,7 +319,10 @@ class Storage:
                     raise
                 finally:
                     writer.finish()
-                self.fs.fsync(raw)
+                if self.durable:
+                    self.fs.fsync(raw)
+                else:
+                    raw.flush()  # in the page cache: survives this process's death
             return Written(writer.size, writer.sha256)
 
         return self.call("write", path, attempt, timeout_s=self._bulk_timeout(expected_bytes))
@@ -361,7 +369,8 @@ class Storage:
 
     def fsync_dir(self, path: Path) -> None:
         """Make a folder's entries durable (after a create or rename)."""
-        self.call("fsync", path, lambda: self.fs.fsync_dir(path))
+        if self.durable:
+            self.call("fsync", path, lambda: self.fs.fsync_dir(path))
 
     def listdir(self, path: Path) -> list[str]:
         """Names in ``path``; empty when it does not exist."""
