@@ -380,8 +380,8 @@ class Run:
         self._epoch_metrics = {}
         if self._on_epoch_end is None:
             return
-        last = self._saver.last
-        saved = f"; saved {last.name}" if last is not None else ""
+        newest = self._saver.newest_name  # the epoch's own save, even while it is written
+        saved = f"; saved {newest}" if newest is not None else ""
         self._on_epoch_end(f"epoch {self._epochs_done}/{self.spec.epochs} done, "
                            f"step {self._global_step}" + (f": {means}" if means else "") + saved)
 

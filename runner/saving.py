@@ -24,7 +24,7 @@ from runner.clock import Clock
 from runner.console import Console
 from runner.metrics import MetricsLog
 from runner.writer import THREAD, SaveTask, Writer, WriteStats
-from state.checkpoints import CheckpointStore, Manifest
+from state.checkpoints import CheckpointStore, Manifest, checkpoint_name
 from state.lease import Fence, LeaseLost, check_fence, heartbeat
 from state.model import CheckpointRecord, JobState
 from state.rotation import plan_rotation
@@ -222,6 +222,7 @@ class Saver:
         self._local_s: dict[str, float] = {}
         self._step_s: float | None = None
         self._on_committed = on_committed
+        self._submitted: str | None = None
         self._write_limit_s = LOCAL_WRITE_S
         self.writer = Writer(local, on_committed=self._committed)
         self._last_beat = clock.monotonic()
@@ -245,6 +246,14 @@ class Saver:
         self._raise_fatal()
 
     @property
+    def newest_name(self) -> str | None:
+        """The newest save's checkpoint name: committed, or the one being written
+        (named as it will be committed, unless that name is taken)."""
+        if self.writer.busy and self._submitted is not None:
+            return self._submitted
+        return self.last.name if self.last is not None else self._submitted
+
+    @property
     def busy(self) -> bool:
         """Whether a save is still being written locally."""
         return self.writer.busy
@@ -259,6 +268,7 @@ class Saver:
         """
         self.ready()
         self._step_s = step_s
+        self._submitted = checkpoint_name(step, self.fence.generation)
         self._write_limit_s = LOCAL_WRITE_S + expected_bytes / LOCAL_BYTES_PER_S
         self.writer.submit(SaveTask(
             payload, step=step, epoch=epoch, batch=batch, generation=self.fence.generation,

@@ -76,6 +76,9 @@ def test_real_bars_in_the_terminal_and_none_in_the_log(tmp_path: Path) -> None:
     shown = out.getvalue()
     assert "epoch 1/2" in shown and "step/s" in shown and "\r" in shown
     assert "colabrun: epoch 2/2 done, step 60: loss 1" in shown
+    # each epoch line names its own save, though it may still be written in the background
+    assert "step 30: loss 1; saved step-000000030-g0001" in shown
+    assert "step 60: loss 1; saved step-000000060-g0001" in shown
     log = (tmp_path / "p" / "log" / "colabrun.log").read_text()
     assert "\r" not in log and "step/s" not in log and "epoch 2/2 done" in log
 
