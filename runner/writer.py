@@ -20,6 +20,7 @@ Errors of a save are kept and raised at the next step (:meth:`Writer.raise_error
 
 from __future__ import annotations
 
+import gc
 import os
 import pickle
 import queue
@@ -255,6 +256,10 @@ def _child_main(local: CheckpointStore, task: SaveTask, parent: int, *, report: 
     """The forked writer: commit ``task``, report to the parent, ``_exit``."""
     code = 1
     try:
+        # Nothing inherited is collected here: the parent's garbage may hold storages
+        # (a DataLoader's shared-memory batches) whose descriptors are closed below,
+        # and torch aborts the process when it frees one of those.
+        gc.freeze()
         die_with_parent()
         if os.getppid() != parent:  # the parent died before the line above took effect
             os._exit(1)
