@@ -24,7 +24,6 @@ from jobs.handle import Stateful
 
 COPY = "copy"
 FORK = "fork"
-AUTO = "auto"
 
 #: in ``auto`` mode, states at least this big are written by a forked child: on a
 #: 2-core machine a fork of a process holding 0.8 GB took 27 ms, a copy of 128 MiB ~25 ms

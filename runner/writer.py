@@ -34,10 +34,10 @@ from typing import Any
 
 from jobs.errors import CheckpointError
 from runner.platform import die_with_parent
+from runner.snapshot import FORK
 from state.checkpoints import CheckpointStore, Manifest
 
-THREAD = "thread"
-FORK = "fork"
+THREAD = "thread"  # a copied snapshot, written by a thread; FORK: by a forked child
 
 def fork_available() -> bool:
     """Whether this platform can fork a writer safely (Linux only: macOS forks badly)."""
@@ -159,14 +159,11 @@ class Writer:
                 task.ready()
             manifest = _commit(self.local, task)
             stats = WriteStats(THREAD, time.monotonic() - started, time.thread_time() - cpu)
-            self._done(manifest, stats)
+            self._on_committed(manifest, stats)
         except BaseException as exc:  # raised at the next step
             self.error = exc
         finally:
             self._idle.set()
-
-    def _done(self, manifest: Manifest, stats: WriteStats) -> None:
-        self._on_committed(manifest, stats)
 
     # -- fork mode ----------------------------------------------------------------
 
@@ -199,7 +196,7 @@ class Writer:
             assert manifest is not None
             cpu_s = usage.ru_utime + usage.ru_stime if usage is not None else 0.0
             rss = usage.ru_maxrss * 1024 if usage is not None else 0
-            self._done(manifest, WriteStats(FORK, time.monotonic() - started, cpu_s,
+            self._on_committed(manifest, WriteStats(FORK, time.monotonic() - started, cpu_s,
                                             child_max_rss=rss))
         except BaseException as exc:
             self.error = exc

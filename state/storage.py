@@ -247,9 +247,9 @@ class Storage:
             reraise=True,
             sleep=self._sleep or time.sleep,
         )
-        limit = self.timeout_s if timeout_s is None else timeout_s
-        if self.timeout_s is None:
-            limit = None
+        # no limit at all without a per-call timeout; else the call's own, or the default
+        limit = None if self.timeout_s is None else (
+            self.timeout_s if timeout_s is None else timeout_s)
         try:
             result: T = (retrying(fn) if limit is None
                          else retrying(self._with_timeout, what, path, fn, limit))
