@@ -18,6 +18,7 @@ from jobs.errors import CheckpointError, JobNotFound, SpecError
 from jobs.loading import validate_spec
 from jobs.spec import NAME_PATTERN, JobSpec
 from state.checkpoints import CheckpointStore, Manifest
+from state.hooks import no_hook
 from state.model import JobState, Status
 from state.statefile import StateFile
 from state.storage import Storage
@@ -25,9 +26,6 @@ from state.transitions import new_job, record_checkpoint
 
 SPEC_NAME = "spec.json"
 
-
-def _no_hook(point: str) -> None:
-    return None
 
 
 class JobDir:
@@ -46,7 +44,7 @@ class JobDir:
         name: str,
         *,
         storage: Storage | None = None,
-        on_point: Callable[[str], None] = _no_hook,
+        on_point: Callable[[str], None] = no_hook,
         local_root: Path | None = None,
     ) -> None:
         if not NAME_PATTERN.fullmatch(name):
@@ -65,7 +63,8 @@ class JobDir:
         # training thread bounds its wait for it (Saver.ready).
         key = hashlib.sha256(str(root).encode()).hexdigest()[:8]
         local = (local_root or Path(tempfile.gettempdir()) / "colabrun-local") / f"{name}-{key}"
-        self.local = CheckpointStore(local, Storage(timeout_s=None), on_point=on_point)
+        self.local = CheckpointStore(local, Storage(timeout_s=None, durable=False),
+                                     on_point=on_point)
 
     def claim_local(self, created_at: float) -> None:
         """Make the local staging folder this job's: one left by another job of the same

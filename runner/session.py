@@ -33,6 +33,7 @@ from runner.progress import ProgressView, ViewStream, wants_bar
 from runner.restarts import Exit
 from runner.supervisor import Supervisor
 from runner.training import Outcome, SessionContext, fenced, train_session
+from state.hooks import no_hook
 from state.lease import (
     Fence,
     LeaseHeld,
@@ -81,9 +82,6 @@ class RunResult:
         """0 completed, 1 failed, 3 stopped (run again to continue)."""
         return EXIT_CODES.get(self.status, 1)
 
-
-def _no_hook(point: str) -> None:
-    return None
 
 
 def run_job(
@@ -139,7 +137,7 @@ def run_job(
     if supervised:
         _check_picklable(spec)
         env_hook = None  # the worker builds its own: kills are meant for the training
-    job = JobDir(root, spec.name, storage=storage, on_point=on_point or env_hook or _no_hook,
+    job = JobDir(root, spec.name, storage=storage, on_point=on_point or env_hook or no_hook,
                  local_root=Path(spec.local_dir) if spec.local_dir else None)
     state = _open_state(job, spec, force=force, clock=clock, console=console)
     if state.is_done_for(spec.epochs):

@@ -39,6 +39,7 @@ from runner.platform import die_with_parent
 from runner.restarts import Exit
 from runner.status import status_line
 from runner.training import SessionContext, train_session
+from state.hooks import no_hook
 from state.lease import Fence
 
 #: worker exit codes, read when no "end" message arrived
@@ -161,7 +162,7 @@ def worker_main(conn: Connection) -> None:
     sys.stdout = sys.stderr = ForwardingStream(channel)
     progress = LiveProgress(micro_batches=task.micro_batches)
     job = JobDir(task.root, task.spec.name,
-                 on_point=hook_from_environment(task.attempt, progress=progress) or _no_hook,
+                 on_point=hook_from_environment(task.attempt, progress=progress) or no_hook,
                  local_root=Path(task.spec.local_dir) if task.spec.local_dir else None)
     console = Console(out=cast(TextIO, sys.stdout), storage=job.storage)
     console.attach_log(job.path)
@@ -203,7 +204,4 @@ def _picklable(value: Any) -> Any:
         return None
     return value
 
-
-def _no_hook(point: str) -> None:
-    return None
 

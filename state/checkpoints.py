@@ -22,7 +22,7 @@ from __future__ import annotations
 import pickle
 import re
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +30,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
 from jobs.errors import CheckpointError, StorageError
+from state.hooks import Hook, no_hook
 from state.model import CheckpointRecord
 from state.storage import CHUNK_BYTES, Storage
 
@@ -51,11 +52,7 @@ ROTATE_POINTS = ("rotate.manifest_removed",)
 
 _NAME = re.compile(r"^step-(\d{9,})-g(\d{4,})(?:-r(\d+))?$")
 
-Hook = Callable[[str], None]
 
-
-def _no_hook(point: str) -> None:
-    return None
 
 
 class ManifestFile(BaseModel):
@@ -133,7 +130,7 @@ class CheckpointStore:
         on_point: called with each name of :data:`SAVE_POINTS`/:data:`ROTATE_POINTS`.
     """
 
-    def __init__(self, job_dir: Path, storage: Storage, *, on_point: Hook = _no_hook) -> None:
+    def __init__(self, job_dir: Path, storage: Storage, *, on_point: Hook = no_hook) -> None:
         self.dir = job_dir / CHECKPOINTS_DIR
         self.storage = storage
         self.on_point = on_point

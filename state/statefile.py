@@ -24,6 +24,7 @@ from filelock import Timeout as LockTimeout
 from pydantic import ValidationError
 
 from jobs.errors import StateCorrupt, StorageError
+from state.hooks import Hook, no_hook
 from state.model import SCHEMA_VERSION, JobState
 from state.storage import Storage
 
@@ -32,11 +33,7 @@ STATE_NAME = "state.json"
 #: Named points of a state write, in order; fault injection kills at them.
 STATE_WRITE_POINTS = ("state.tmp_written", "state.replaced")
 
-Hook = Callable[[str], None]
 
-
-def _no_hook(point: str) -> None:
-    return None
 
 
 class StateFile:
@@ -54,7 +51,7 @@ class StateFile:
         job_dir: Path,
         storage: Storage,
         *,
-        on_point: Hook = _no_hook,
+        on_point: Hook = no_hook,
         lock_timeout_s: float = 60.0,
     ) -> None:
         self.path = job_dir / STATE_NAME
