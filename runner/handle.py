@@ -39,7 +39,8 @@ from runner.policy import CostMeter, save_due
 from runner.rng import capture_rng, restore_rng
 from runner.saving import Saver
 from runner.snapshot import FORK, HostBuffers, choose_mode, live_state, tensor_stats
-from runner.writer import THREAD, fork_available
+from runner.writer import fork_available, writer_mode
+from state.hooks import no_hook
 from state.model import CheckpointRecord
 
 IN_EPOCH = "in_epoch"
@@ -92,9 +93,6 @@ class PendingResume:
         return self._on_found(self._box["value"])
 
 
-def _no_hook(point: str) -> None:
-    return None
-
 
 class Run:
     """The concrete :class:`jobs.handle.TrainingRun`.
@@ -128,7 +126,7 @@ class Run:
         clock: Clock,
         resume: ResumePoint | PendingResume | None = None,
         session: int = 0,
-        on_point: Callable[[str], None] = _no_hook,
+        on_point: Callable[[str], None] = no_hook,
         on_epoch_end: Callable[[str], None] | None = None,
         controls: Controls | None = None,
         progress: LiveProgress | None = None,
@@ -171,7 +169,8 @@ class Run:
             self._adopt(resume if isinstance(resume, ResumePoint) else None)
         self._save_s = save_s
         self._on_progress = on_progress
-        self._buffers = HostBuffers()
+        # shared with a writer process where one can be forked
+        self._buffers = HostBuffers(shared=fork_available())
         self._fingerprint = spec.fingerprint()
         #: seconds each save of this session blocked the loop (the newest 1000)
         self.save_stalls: deque[float] = deque(maxlen=1000)
@@ -432,12 +431,12 @@ class Run:
         nbytes, cuda = tensor_stats(state)
         mode = choose_mode(self.spec.checkpoint.snapshot, nbytes=nbytes, on_cuda=cuda,
                            can_fork=fork_available())
-        ready = None
-        if mode != FORK:
-            state, ready = self._buffers.snapshot(state)
         payload = {"tracked": state, "rng": capture_rng()}
         if where == IN_EPOCH and self._epoch_rng is not None:
             payload[RNG_EPOCH] = self._epoch_rng
+        ready = None
+        if mode != FORK:  # RNG states too: a writer process reads them from shared buffers
+            payload, ready = self._buffers.snapshot(payload)
         try:
             json.dumps(self._extras)
         except (TypeError, ValueError) as exc:
@@ -454,7 +453,8 @@ class Run:
             payload, step=self._global_step, epoch=self._epochs_done,
             batch=self._batch if where == IN_EPOCH else 0, meta=meta,
             expected_bytes=nbytes, step_s=self._step_s,
-            mode=FORK if mode == FORK else THREAD, ready=ready,
+            mode=writer_mode(mode, on_cuda=cuda, buffers=self._buffers), ready=ready,
+            buffers=self._buffers,
         )
         self._steps_since_save = 0
         self._last_save_at = self._clock.monotonic()

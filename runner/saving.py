@@ -23,6 +23,7 @@ from jobs.errors import ColabrunError, StorageTimeout
 from runner.clock import Clock
 from runner.console import Console
 from runner.metrics import MetricsLog
+from runner.snapshot import HostBuffers
 from runner.writer import THREAD, SaveTask, Writer, WriteStats
 from state.checkpoints import CheckpointStore, Manifest, checkpoint_name
 from state.lease import Fence, LeaseLost, check_fence, heartbeat
@@ -31,7 +32,7 @@ from state.rotation import plan_rotation
 from state.statefile import StateFile
 from state.transitions import forget_checkpoints, learn_timing, record_checkpoint
 
-#: local checkpoints kept besides the one being uploaded
+#: local checkpoints kept (the writer removes older ones), besides the one being uploaded
 KEEP_LOCAL = 2
 #: the fault point passed when a save is committed locally, before its upload is queued
 COMMITTED_POINT = "save.committed"
@@ -224,7 +225,8 @@ class Saver:
         self._on_committed = on_committed
         self._submitted: str | None = None
         self._write_limit_s = LOCAL_WRITE_S
-        self.writer = Writer(local, on_committed=self._committed)
+        self.writer = Writer(local, on_committed=self._committed, keep=KEEP_LOCAL,
+                             protected=lambda: self.uploader.current)
         self._last_beat = clock.monotonic()
         self._lease_warned = False
         self.uploader = Uploader(self._upload, on_failure=self._on_failure,
@@ -260,11 +262,13 @@ class Saver:
 
     def save(self, payload: Mapping[str, Any], *, step: int, epoch: int, batch: int,
              meta: Mapping[str, Any], expected_bytes: int = 0, step_s: float | None = None,
-             mode: str = THREAD, ready: Callable[[], None] | None = None) -> None:
+             mode: str = THREAD, ready: Callable[[], None] | None = None,
+             buffers: HostBuffers | None = None) -> None:
         """Hand a snapshot to the background writer; its upload follows its commit.
 
         Call :meth:`ready` before taking the snapshot. ``mode`` is the writer's
-        (``thread`` for a copied snapshot, ``fork`` for live tensors).
+        (``thread`` or ``process`` for a copied snapshot, ``fork`` for live tensors);
+        ``buffers``: where a copied snapshot's tensors live.
         """
         self.ready()
         self._step_s = step_s
@@ -273,7 +277,7 @@ class Saver:
         self.writer.submit(SaveTask(
             payload, step=step, epoch=epoch, batch=batch, generation=self.fence.generation,
             created_at=self.clock.time(), meta=meta, expected_bytes=expected_bytes,
-            ready=ready, before_commit=self._keep_metrics), mode=mode)
+            ready=ready, before_commit=self._keep_metrics, buffers=buffers), mode=mode)
 
     def _keep_metrics(self) -> None:
         """The steps a checkpoint covers are logged (locally) before it commits."""
@@ -287,7 +291,6 @@ class Saver:
         self.last = manifest.record()
         self.local.on_point(COMMITTED_POINT)
         self.uploader.submit(manifest.name)
-        self._rotate_local()
         if self._on_committed is not None:
             self._on_committed(self.last)
 
@@ -379,13 +382,6 @@ class Saver:
             lambda s: forget_checkpoints(heartbeat(s, self.fence, now=now), doomed, now=now))
         for name in doomed:
             self.store.discard(name)
-
-    def _rotate_local(self) -> None:
-        names = sorted(self.local.list_names())
-        keep = set(names[-KEEP_LOCAL:]) | {self.uploader.current or ""}
-        for name in names:
-            if name not in keep:
-                self.local.discard(name)
 
     def _on_failure(self, error: BaseException) -> None:
         if self.uploader.failures > 1:  # said once per outage; the recovery is said too

@@ -6,7 +6,9 @@ Two ways, chosen per save by :func:`choose_mode`:
   allocated once and reused by every later save, so a save costs one ``copy_``
   per tensor and no page faults; for CUDA tensors they are pinned and the copies
   asynchronous (ordered on the current stream before any later update), so the
-  loop waits only to enqueue them. Host memory holds at most one snapshot.
+  loop waits only to enqueue them. On Linux, buffers for CPU tensors are shared
+  memory, which a long-lived writer process reads (:mod:`runner.writer`). Host
+  memory holds at most one snapshot.
 * **fork**: no copy at all. The background writer is a forked child that reads
   the live tensors from its copy-on-write view of memory (:mod:`runner.writer`).
   Only for CPU tensors, and only where a copy would cost more than a fork.
@@ -15,6 +17,7 @@ Two ways, chosen per save by :func:`choose_mode`:
 from __future__ import annotations
 
 import copy
+import mmap
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -47,15 +50,34 @@ Path_ = tuple[Any, ...]
 
 
 class HostBuffers:
-    """Reusable host buffers, one per tensor position in the tracked state."""
+    """Reusable host buffers, one per tensor position in the tracked state.
 
-    def __init__(self) -> None:
+    Args:
+        shared: put the buffers of CPU tensors in shared anonymous memory
+            (``mmap``), so that a writer process forked after their allocation
+            reads what later snapshots copy into them. :attr:`layout` changes
+            whenever a buffer is allocated: a writer forked before does not see it.
+    """
+
+    def __init__(self, *, shared: bool = False) -> None:
+        self.shared = shared
         self._buffers: dict[Path_, torch.Tensor] = {}
+        self._keys: dict[int, Path_] = {}  # id of a shared buffer -> its position
+        self.layout = 0
 
     @property
     def nbytes(self) -> int:
         """Bytes held by the buffers."""
         return sum(b.numel() * b.element_size() for b in self._buffers.values())
+
+    def key_of(self, tensor: torch.Tensor) -> Path_ | None:
+        """The position of ``tensor`` if it is one of the shared buffers, else ``None``."""
+        key = self._keys.get(id(tensor))
+        return key if key is not None and self._buffers.get(key) is tensor else None
+
+    def buffer(self, key: Path_) -> torch.Tensor:
+        """The buffer at position ``key``."""
+        return self._buffers[key]
 
     def snapshot(self, states: Mapping[str, Any]
                  ) -> tuple[dict[str, Any], Callable[[], None] | None]:
@@ -91,13 +113,27 @@ class HostBuffers:
             return tensor.to("cpu", copy=True)  # rare layouts: a plain copy
         buffer = self._buffers.get(path)
         if buffer is None or buffer.shape != tensor.shape or buffer.dtype != tensor.dtype:
-            # contiguous whatever the source's strides (an expanded tensor's overlap
-            # cannot be written into): the values are what a checkpoint keeps
-            buffer = torch.empty(tensor.shape, dtype=tensor.dtype, device="cpu",
-                                 pin_memory=tensor.is_cuda)
-            self._buffers[path] = buffer
+            buffer = self._allocate(tensor, path)
         buffer.copy_(tensor, non_blocking=tensor.is_cuda)
         on_cuda[0] = on_cuda[0] or tensor.is_cuda
+        return buffer
+
+    def _allocate(self, tensor: torch.Tensor, path: Path_) -> torch.Tensor:
+        # contiguous whatever the source's strides (an expanded tensor's overlap
+        # cannot be written into): the values are what a checkpoint keeps
+        numel = tensor.numel()
+        replaced = self._buffers.get(path)
+        if replaced is not None:
+            self._keys.pop(id(replaced), None)
+        if self.shared and not tensor.is_cuda and numel > 0:
+            region = mmap.mmap(-1, numel * tensor.element_size())  # MAP_SHARED|MAP_ANONYMOUS
+            buffer = torch.frombuffer(region, dtype=tensor.dtype, count=numel).view(tensor.shape)
+            self._keys[id(buffer)] = path
+            self.layout += 1
+        else:
+            buffer = torch.empty(tensor.shape, dtype=tensor.dtype, device="cpu",
+                                 pin_memory=tensor.is_cuda)
+        self._buffers[path] = buffer
         return buffer
 
 

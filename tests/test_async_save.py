@@ -8,6 +8,7 @@ real SIGKILLs of a forking writer's training process (slow).
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import os
@@ -40,12 +41,14 @@ from runner.snapshot import (
 )
 from runner.writer import (
     FORK,
+    PROCESS,
     THREAD,
     Committed,
     SaveTask,
     Writer,
     WriteStats,
     fork_available,
+    writer_mode,
 )
 from state.checkpoints import SAVE_POINTS, CheckpointStore, Manifest
 from state.model import Status
@@ -64,7 +67,8 @@ from tests.test_crash_sweep import NAME as SWEEP_NAME
 from tests.test_crash_sweep import _newest_verifying
 
 needs_fork = pytest.mark.skipif(not fork_available(), reason="the fork writer is Linux-only")
-BOTH_MODES = [THREAD, pytest.param(FORK, marks=needs_fork)]
+ALL_MODES = [THREAD, pytest.param(PROCESS, marks=needs_fork), pytest.param(FORK, marks=needs_fork)]
+CHILD_MODES = [pytest.param(PROCESS, marks=needs_fork), pytest.param(FORK, marks=needs_fork)]
 
 # -- choose_mode: a pure decision ---------------------------------------------------------
 
@@ -287,12 +291,28 @@ def _entries(store: CheckpointStore) -> list[str]:
     return sorted(os.listdir(store.dir)) if store.dir.exists() else []
 
 
+#: shared buffers of the tasks handed to writer processes, one set per writer
+_SHARED: dict[int, HostBuffers] = {}
+
+
+def _as_submitted(writer: Writer, task: SaveTask, mode: str) -> SaveTask:
+    """``task`` as a save in ``mode`` hands it over: for a writer process, its
+    tensors copied into shared buffers (the same ones for every save of a writer)."""
+    if mode != PROCESS:
+        return task
+    buffers = _SHARED.setdefault(id(writer), HostBuffers(shared=True))
+    tensors = {k: v for k, v in task.payload.items() if isinstance(v, torch.Tensor)}
+    copied, _ = buffers.snapshot({"payload": tensors})
+    return dataclasses.replace(task, payload={**task.payload, **copied["payload"]},
+                               buffers=buffers)
+
+
 def _submit_and_wait(writer: Writer, task: SaveTask, mode: str) -> None:
-    writer.submit(task, mode=mode)
+    writer.submit(_as_submitted(writer, task, mode), mode=mode)
     assert writer.wait(30), "the save never finished"
 
 
-@pytest.mark.parametrize("mode", BOTH_MODES)
+@pytest.mark.parametrize("mode", ALL_MODES)
 def test_the_writer_commits_a_checkpoint_that_verifies(
     store: CheckpointStore, new_writer: NewWriter, mode: str
 ) -> None:
@@ -310,7 +330,7 @@ def test_the_writer_commits_a_checkpoint_that_verifies(
     assert not [n for n in _entries(store) if n.startswith(".tmp-")]
 
 
-@pytest.mark.parametrize("mode", BOTH_MODES)
+@pytest.mark.parametrize("mode", ALL_MODES)
 def test_the_writer_is_busy_while_a_save_is_in_flight(
     store: CheckpointStore, new_writer: NewWriter, mode: str
 ) -> None:
@@ -324,7 +344,7 @@ def test_the_writer_is_busy_while_a_save_is_in_flight(
     store.on_point = hold
     writer = new_writer(_Committed())
     assert not writer.busy
-    writer.submit(_task(1), mode=mode)
+    writer.submit(_as_submitted(writer, _task(1), mode), mode=mode)
     try:
         assert reached.wait(10), "the save never reached its payload"
         assert writer.busy
@@ -337,7 +357,7 @@ def test_the_writer_is_busy_while_a_save_is_in_flight(
     assert store.list_names() == ["step-000000001-g0001"]
 
 
-@pytest.mark.parametrize("mode", BOTH_MODES)
+@pytest.mark.parametrize("mode", ALL_MODES)
 def test_an_error_in_the_commit_is_raised_once_and_commits_nothing(
     store: CheckpointStore, new_writer: NewWriter, mode: str
 ) -> None:
@@ -356,20 +376,22 @@ def test_an_error_in_the_commit_is_raised_once_and_commits_nothing(
     store.verify("step-000000002-g0001")
 
 
-@needs_fork
-def test_a_fork_writers_hooks_run_in_the_parent_in_order(
-    store: CheckpointStore, new_writer: NewWriter
+@pytest.mark.parametrize("mode", CHILD_MODES)
+def test_a_child_writers_hooks_run_in_the_parent_in_order(
+    store: CheckpointStore, new_writer: NewWriter, mode: str
 ) -> None:
     seen: list[tuple[str, int]] = []
     store.on_point = lambda point: seen.append((point, os.getpid()))
     committed = _Committed()
     writer = new_writer(committed)
-    _submit_and_wait(writer, _task(1), FORK)
+    _submit_and_wait(writer, _task(1), mode)
     writer.raise_error()
     assert [point for point, _ in seen] == list(SAVE_POINTS)
     assert {pid for _, pid in seen} == {os.getpid()}, "a hook runs in the training process"
     [(_, stats)] = committed.calls
-    assert stats.mode == FORK and stats.cpu_s > 0 and stats.child_max_rss > 0
+    assert stats.mode == mode and stats.cpu_s > 0
+    if mode == FORK:
+        assert stats.child_max_rss > 0
 
 
 @needs_fork
@@ -416,13 +438,13 @@ class _DiesWhenPickledInAChild:
         raise AssertionError("pickled in the test process: this test needs the fork mode")
 
 
-def _first_checkpoint(store: CheckpointStore, writer: Writer) -> bytes:
-    _submit_and_wait(writer, _task(1), FORK)
+def _first_checkpoint(store: CheckpointStore, writer: Writer, mode: str = FORK) -> bytes:
+    _submit_and_wait(writer, _task(1), mode)
     writer.raise_error()
     return (store.dir / "step-000000001-g0001" / "state.pt").read_bytes()
 
 
-@pytest.mark.parametrize("mode", BOTH_MODES)
+@pytest.mark.parametrize("mode", ALL_MODES)
 def test_a_payload_that_cannot_be_serialised_fails_the_save(
     store: CheckpointStore, new_writer: NewWriter, mode: str
 ) -> None:
@@ -455,16 +477,19 @@ def test_a_fork_writer_that_dies_fails_the_save_and_keeps_the_previous(
     assert sorted(store.list_names()) == ["step-000000001-g0001", "step-000000003-g0001"]
 
 
-@needs_fork
-def test_a_fork_writer_killed_while_its_parent_runs_a_hook_fails_the_save(
-    store: CheckpointStore, new_writer: NewWriter
+@pytest.mark.parametrize("mode", CHILD_MODES)
+def test_a_child_writer_killed_while_its_parent_runs_a_hook_fails_the_save(
+    store: CheckpointStore, new_writer: NewWriter, mode: str
 ) -> None:
     """The child dies (the OOM killer, say) while the parent runs a point's hook: the
-    save fails with the writer's own error, and the previous checkpoint is intact."""
+    save fails with the writer's own error, the previous checkpoint is intact, and
+    the next save works (a writer process is forked anew)."""
     psutil = pytest.importorskip("psutil")
     writer = new_writer(_Committed())
-    _first_checkpoint(store, writer)
     others = {p.pid for p in psutil.Process().children()}
+    _first_checkpoint(store, writer, mode)
+    if mode == FORK:  # a writer process outlives its save; a forked writer does not
+        others = {p.pid for p in psutil.Process().children()}
 
     def kill_the_writer(point: str) -> None:
         if point != "save.payload_written":
@@ -476,15 +501,19 @@ def test_a_fork_writer_killed_while_its_parent_runs_a_hook_fails_the_save(
             time.sleep(0.005)
 
     store.on_point = kill_the_writer
-    _submit_and_wait(writer, _task(2), FORK)
+    _submit_and_wait(writer, _task(2), mode)
     with pytest.raises(CheckpointError, match="died"):
         writer.raise_error()
     assert store.list_names() == ["step-000000001-g0001"]
     store.verify("step-000000001-g0001")
+    store.on_point = lambda point: None
+    _submit_and_wait(writer, _task(3), mode)
+    writer.raise_error()
+    assert sorted(store.list_names()) == ["step-000000001-g0001", "step-000000003-g0001"]
 
 
 @needs_fork
-def test_a_thread_write_reports_the_cpu_it_used_like_a_fork_write(
+def test_every_mode_reports_the_cpu_a_write_used(
     store: CheckpointStore, new_writer: NewWriter
 ) -> None:
     """``WriteStats.cpu_s`` (reported in the benchmarks) counts a write's CPU in both
@@ -495,10 +524,172 @@ def test_a_thread_write_reports_the_cpu_it_used_like_a_fork_write(
     payload = {"w": torch.randn(8 * 2**20)}  # 32 MiB: ~0.1 s of CPU to save and hash
     _submit_and_wait(writer, _task(1, payload), FORK)
     _submit_and_wait(writer, _task(2, payload), THREAD)
+    _submit_and_wait(writer, _task(3, payload), PROCESS)
     writer.raise_error()
-    (_, fork_stats), (_, thread_stats) = committed.calls
+    (_, fork_stats), (_, thread_stats), (_, process_stats) = committed.calls
     assert fork_stats.cpu_s > 0.02, fork_stats
     assert thread_stats.cpu_s >= fork_stats.cpu_s / 4, (thread_stats, fork_stats)
+    assert process_stats.cpu_s >= fork_stats.cpu_s / 4, (process_stats, fork_stats)
+
+
+@pytest.mark.parametrize("mode", ALL_MODES)
+def test_the_writer_keeps_the_newest_local_checkpoints_and_the_one_uploading(
+    store: CheckpointStore, mode: str
+) -> None:
+    uploading: list[str | None] = [None]
+    writer = Writer(store, on_committed=_Committed(), keep=2, protected=lambda: uploading[0])
+    try:
+        for step in (1, 2, 3):
+            _submit_and_wait(writer, _task(step), mode)
+        assert sorted(store.list_names()) == ["step-000000002-g0001", "step-000000003-g0001"]
+        uploading[0] = "step-000000002-g0001"  # a slow upload of an older one
+        for step in (4, 5):
+            _submit_and_wait(writer, _task(step), mode)
+        writer.raise_error()
+        assert sorted(store.list_names()) == ["step-000000002-g0001", "step-000000004-g0001",
+                                              "step-000000005-g0001"]
+    finally:
+        writer.close()
+
+
+@pytest.mark.parametrize(
+    ("snapshot", "shared", "cuda", "expected"),
+    [
+        pytest.param(FORK, True, False, FORK, id="fork"),
+        pytest.param(COPY, True, False, PROCESS, id="copy-shared"),
+        pytest.param(COPY, True, True, THREAD, id="copy-cuda"),
+        pytest.param(COPY, False, False, THREAD, id="copy-no-fork"),
+    ],
+)
+def test_writer_mode(snapshot: str, shared: bool, cuda: bool, expected: str) -> None:
+    assert writer_mode(snapshot, on_cuda=cuda, buffers=HostBuffers(shared=shared)) == expected
+
+
+def test_shared_buffers_are_named_by_position_and_change_layout_only_when_allocated() -> None:
+    buffers = HostBuffers(shared=True)
+    first, _ = buffers.snapshot({"m": {"w": torch.ones(3), "empty": torch.zeros(0)}})
+    assert buffers.layout == 1, "an empty tensor needs no shared buffer"
+    assert buffers.key_of(first["m"]["w"]) == ("m", "w")
+    assert buffers.key_of(first["m"]["empty"]) is None
+    assert buffers.key_of(torch.ones(3)) is None, "not one of the buffers"
+    second, _ = buffers.snapshot({"m": {"w": torch.full((3,), 2.0), "empty": torch.zeros(0)}})
+    assert buffers.layout == 1 and second["m"]["w"] is first["m"]["w"]
+    third, _ = buffers.snapshot({"m": {"w": torch.ones(4), "empty": torch.zeros(0)}})
+    assert buffers.layout == 2 and buffers.key_of(third["m"]["w"]) == ("m", "w")
+    assert buffers.key_of(first["m"]["w"]) is None, "a replaced buffer is no longer named"
+
+
+def _children() -> set[int]:
+    psutil = pytest.importorskip("psutil")
+    return {p.pid for p in psutil.Process().children() if p.status() != psutil.STATUS_ZOMBIE}
+
+
+@needs_fork
+def test_one_writer_process_serves_every_save_until_the_buffers_change(
+    store: CheckpointStore
+) -> None:
+    before = _children()
+    committed = _Committed()
+    writer = Writer(store, on_committed=committed, keep=3)
+    buffers = HostBuffers(shared=True)
+
+    def save(step: int, **tensors: torch.Tensor) -> set[int]:
+        snapshot, _ = buffers.snapshot({"p": tensors})
+        writer.submit(dataclasses.replace(_task(step), payload=snapshot["p"], buffers=buffers),
+                      mode=PROCESS)
+        assert writer.wait(30)
+        writer.raise_error()
+        return _children() - before
+
+    try:
+        first = save(1, w=torch.full((4,), 1.0))
+        assert len(first) == 1, "one writer process"
+        assert save(2, w=torch.full((4,), 2.0)) == first, "the same one, reused"
+        replaced = save(3, w=torch.full((4,), 3.0), b=torch.ones(2))  # a new tensor
+        assert len(replaced) == 1 and replaced != first, "forked anew with the new buffer"
+    finally:
+        writer.close()
+    assert _children() - before == set(), "close() ends it"
+    for step in (1, 2, 3):  # each save wrote what its snapshot held when it was handed over
+        assert torch.equal(store.load_payload(f"step-{step:09d}-g0001")["w"],
+                           torch.full((4,), float(step)))
+    assert [stats.mode for _, stats in committed.calls] == [PROCESS] * 3
+
+
+@needs_fork
+def test_a_writer_process_that_died_between_saves_is_replaced_silently(
+    store: CheckpointStore, new_writer: NewWriter
+) -> None:
+    before = _children()
+    writer = new_writer(_Committed())
+    _first_checkpoint(store, writer, PROCESS)
+    [pid] = _children() - before
+    os.kill(pid, signal.SIGKILL)  # the OOM killer, between two saves
+    deadline = time.monotonic() + 10
+    while pid in _children() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    _submit_and_wait(writer, _task(2), PROCESS)
+    writer.raise_error()  # no error: a new writer process took the save
+    assert sorted(store.list_names()) == ["step-000000001-g0001", "step-000000002-g0001"]
+
+
+@needs_fork
+def test_a_writer_process_sends_non_shared_tensors_by_value(
+    store: CheckpointStore, new_writer: NewWriter
+) -> None:
+    """Tensors outside the shared buffers (an RNG state captured on the spot, a sparse
+    tensor) travel inside the task, pickled."""
+    writer = new_writer(_Committed())
+    sparse = torch.eye(3).to_sparse()
+    task = _as_submitted(writer, _task(1), PROCESS)
+    payload = {**task.payload, "rng": torch.get_rng_state(), "sparse": sparse}
+    writer.submit(dataclasses.replace(task, payload=payload), mode=PROCESS)
+    assert writer.wait(30)
+    writer.raise_error()
+    loaded = store.load_payload("step-000000001-g0001")
+    assert torch.equal(loaded["w"], torch.arange(6.0))
+    assert torch.equal(loaded["rng"], payload["rng"])
+    assert torch.equal(loaded["sparse"].to_dense(), torch.eye(3))
+
+
+#: ``python -c`` this, FOLDER: save once through a writer process, print its pid, then
+#: SIGKILL this process (the runtime's death) while the writer process idles
+KILL_AFTER_A_PROCESS_SAVE = """
+import os, signal, sys
+import psutil, torch
+from pathlib import Path
+from runner.snapshot import HostBuffers
+from runner.writer import PROCESS, SaveTask, Writer
+from state.checkpoints import CheckpointStore
+from state.storage import Storage
+store = CheckpointStore(Path(sys.argv[1]), Storage(timeout_s=None))
+writer = Writer(store, on_committed=lambda manifest, stats: None)
+buffers = HostBuffers(shared=True)
+payload, _ = buffers.snapshot({"w": torch.ones(3)})
+writer.submit(SaveTask(payload, step=1, epoch=0, batch=1, generation=1, created_at=0.0,
+                       meta={}, buffers=buffers), mode=PROCESS)
+assert writer.wait(30)
+writer.raise_error()
+print(*[child.pid for child in psutil.Process().children()], flush=True)
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+@pytest.mark.slow
+@needs_fork
+def test_a_writer_process_dies_with_its_parent(tmp_path: Path) -> None:
+    psutil = pytest.importorskip("psutil")
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    killed = subprocess.run([sys.executable, "-c", KILL_AFTER_A_PROCESS_SAVE, str(tmp_path)],
+                            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert killed.returncode == -signal.SIGKILL, killed.stdout + killed.stderr
+    [pid] = [int(word) for word in killed.stdout.split()]
+    deadline = time.monotonic() + 5
+    while psutil.pid_exists(pid) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    alive = psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    assert not alive, "the writer process outlived the training process"
+    assert CheckpointStore(tmp_path, Storage()).list_names() == ["step-000000001-g0001"]
 
 
 # -- in-process runs that save in the background and resume exactly --------------------------
@@ -568,7 +759,7 @@ def test_a_background_saving_run_resumes_exactly(
     result = runner.run(spec)
     assert result.status is Status.COMPLETED and result.value == STEPS
     assert_exactly_equal(final_payload(tmp_path / "heavy"), reference)
-    expected = FORK if snapshot == "fork" and fork_available() else THREAD
+    expected = (FORK if snapshot == "fork" else PROCESS) if fork_available() else THREAD
     assert len(writer_modes) >= 5 and set(writer_modes) == {expected}
 
 
