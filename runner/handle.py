@@ -453,7 +453,8 @@ class Run:
             payload, step=self._global_step, epoch=self._epochs_done,
             batch=self._batch if where == IN_EPOCH else 0, meta=meta,
             expected_bytes=nbytes, step_s=self._step_s,
-            mode=writer_mode(mode, on_cuda=cuda, buffers=self._buffers), ready=ready,
+            mode=writer_mode(mode, on_cuda=cuda, nbytes=nbytes,
+                             buffers=self._buffers), ready=ready,
             buffers=self._buffers,
         )
         self._steps_since_save = 0

@@ -48,7 +48,7 @@ import torch
 
 from jobs.errors import CheckpointError
 from runner.platform import die_with_parent
-from runner.snapshot import FORK, HostBuffers
+from runner.snapshot import FORK, FORK_MIN_BYTES, HostBuffers
 from state.checkpoints import CheckpointStore, Manifest
 from state.hooks import no_hook
 
@@ -61,13 +61,22 @@ def fork_available() -> bool:
     return hasattr(os, "fork") and sys.platform.startswith("linux")
 
 
-def writer_mode(snapshot: str, *, on_cuda: bool, buffers: HostBuffers) -> str:
+#: the largest state a writer process serialises. It keeps the pages training changes
+#: after its fork (the tensors, mostly: ~15 MiB more than the state for the digits job,
+#: measured), so bigger copied states are written by a thread.
+PROCESS_MAX_BYTES = FORK_MIN_BYTES
+
+
+def writer_mode(snapshot: str, *, on_cuda: bool, nbytes: int, buffers: HostBuffers) -> str:
     """How a save whose snapshot was taken as ``snapshot`` is written (a pure decision):
-    live tensors by a forked child; copies in shared buffers by the writer process;
-    other copies (CUDA sources, pinned buffers; no fork) by a thread."""
+    live tensors by a forked child; copies in shared buffers by the writer process
+    (states under :data:`PROCESS_MAX_BYTES`); other copies (CUDA sources, pinned
+    buffers; no fork; big states) by a thread."""
     if snapshot == FORK:
         return FORK
-    return PROCESS if buffers.shared and not on_cuda else THREAD
+    if buffers.shared and not on_cuda and nbytes < PROCESS_MAX_BYTES:
+        return PROCESS
+    return THREAD
 
 
 @dataclass

@@ -42,6 +42,7 @@ from runner.snapshot import (
 from runner.writer import (
     FORK,
     PROCESS,
+    PROCESS_MAX_BYTES,
     THREAD,
     Committed,
     SaveTask,
@@ -553,16 +554,20 @@ def test_the_writer_keeps_the_newest_local_checkpoints_and_the_one_uploading(
 
 
 @pytest.mark.parametrize(
-    ("snapshot", "shared", "cuda", "expected"),
+    ("snapshot", "shared", "cuda", "nbytes", "expected"),
     [
-        pytest.param(FORK, True, False, FORK, id="fork"),
-        pytest.param(COPY, True, False, PROCESS, id="copy-shared"),
-        pytest.param(COPY, True, True, THREAD, id="copy-cuda"),
-        pytest.param(COPY, False, False, THREAD, id="copy-no-fork"),
+        pytest.param(FORK, True, False, 10, FORK, id="fork"),
+        pytest.param(COPY, True, False, 10, PROCESS, id="copy-shared"),
+        pytest.param(COPY, True, False, PROCESS_MAX_BYTES - 1, PROCESS, id="copy-just-below"),
+        pytest.param(COPY, True, False, PROCESS_MAX_BYTES, THREAD, id="copy-big"),
+        pytest.param(COPY, True, True, 10, THREAD, id="copy-cuda"),
+        pytest.param(COPY, False, False, 10, THREAD, id="copy-no-fork"),
     ],
 )
-def test_writer_mode(snapshot: str, shared: bool, cuda: bool, expected: str) -> None:
-    assert writer_mode(snapshot, on_cuda=cuda, buffers=HostBuffers(shared=shared)) == expected
+def test_writer_mode(snapshot: str, shared: bool, cuda: bool, nbytes: int,
+                     expected: str) -> None:
+    buffers = HostBuffers(shared=shared)
+    assert writer_mode(snapshot, on_cuda=cuda, nbytes=nbytes, buffers=buffers) == expected
 
 
 def test_shared_buffers_are_named_by_position_and_change_layout_only_when_allocated() -> None:
