@@ -449,7 +449,7 @@ class Run:
                 "tracked": sorted(self._tracked), "seed": self.spec.seed,
                 "spec_fingerprint": self._fingerprint,
                 "torch_version": torch.__version__}
-        self._saver.save(
+        started_writer = self._saver.save(
             payload, step=self._global_step, epoch=self._epochs_done,
             batch=self._batch if where == IN_EPOCH else 0, meta=meta,
             expected_bytes=nbytes, step_s=self._step_s,
@@ -460,7 +460,7 @@ class Run:
         self._steps_since_save = 0
         self._last_save_at = self._clock.monotonic()
         self.save_stalls.append(self._last_save_at - started)
-        self._cost.observe_save(self.save_stalls[-1])
+        self._cost.observe_save(self.save_stalls[-1], setup=started_writer)
         self._after_save = True
         self.progress.phase = "train"
 

@@ -98,8 +98,16 @@ class CostMeter:
         if typical is not None and step_s <= 3 * typical:
             self._extra += step_s - typical
 
-    def observe_save(self, stall_s: float) -> None:
-        """A save blocked the loop ``stall_s``; the steps since the last one are its toll."""
+    def observe_save(self, stall_s: float, *, setup: bool = False) -> None:
+        """A save blocked the loop ``stall_s``; the steps since the last one are its toll.
+
+        ``setup``: the save also started the background writer (a fork, whose
+        copy-on-write faults slow the next steps): a one-time cost, not learned.
+        The meter starts over, so the next save, which measures, is due at once.
+        """
+        if setup:
+            self.stall_s, self.toll_s, self._extra, self._saves = None, 0.0, 0.0, 0
+            return
         self.stall_s = stall_s if self.stall_s is None else (
             (1 - self.alpha) * self.stall_s + self.alpha * stall_s)
         if self._saves:  # before the first save, slow steps are nobody's toll

@@ -263,8 +263,10 @@ class Saver:
     def save(self, payload: Mapping[str, Any], *, step: int, epoch: int, batch: int,
              meta: Mapping[str, Any], expected_bytes: int = 0, step_s: float | None = None,
              mode: str = THREAD, ready: Callable[[], None] | None = None,
-             buffers: HostBuffers | None = None) -> None:
+             buffers: HostBuffers | None = None) -> bool:
         """Hand a snapshot to the background writer; its upload follows its commit.
+
+        Returns whether a writer process was started (a one-time cost in this save).
 
         Call :meth:`ready` before taking the snapshot. ``mode`` is the writer's
         (``thread`` or ``process`` for a copied snapshot, ``fork`` for live tensors);
@@ -274,7 +276,7 @@ class Saver:
         self._step_s = step_s
         self._submitted = checkpoint_name(step, self.fence.generation)
         self._write_limit_s = LOCAL_WRITE_S + expected_bytes / LOCAL_BYTES_PER_S
-        self.writer.submit(SaveTask(
+        return self.writer.submit(SaveTask(
             payload, step=step, epoch=epoch, batch=batch, generation=self.fence.generation,
             created_at=self.clock.time(), meta=meta, expected_bytes=expected_bytes,
             ready=ready, before_commit=self._keep_metrics, buffers=buffers), mode=mode)

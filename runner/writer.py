@@ -157,12 +157,15 @@ class Writer:
         if error is not None:
             raise error
 
-    def submit(self, task: SaveTask, *, mode: str) -> None:
+    def submit(self, task: SaveTask, *, mode: str) -> bool:
         """Start writing ``task`` in the background (the caller waited for the last one).
 
         A fork happens here, in the caller's thread: in ``fork`` mode for every
         save (the child sees memory exactly as it is now); in ``process`` mode
         when there is no child yet, or its buffers are outdated.
+
+        Returns:
+            Whether a writer process was started for this and later saves.
         """
         assert not self.busy, "one save in flight at most: wait() first"
         self._idle.clear()
@@ -172,17 +175,20 @@ class Writer:
                 threading.Thread(target=self._watch_child, name="colabrun-fork-writer",
                                  args=(pid, messages, acks, task.before_commit),
                                  daemon=True).start()
-                return
+                return False
+            started = False
             if mode == PROCESS:
                 assert task.buffers is not None and task.buffers.shared, "shared buffers"
                 if self._child is None or not self._child.serves(task.buffers):
                     self._end_child()  # outdated buffers, or it died (the OOM killer)
                     self._child = _Child(self.local, task.buffers)
+                    started = True
             if self._thread is None:  # one thread for all the session's saves
                 self._thread = threading.Thread(target=self._serve, name="colabrun-writer",
                                                 daemon=True)
                 self._thread.start()
             self._tasks.put((task, mode))
+            return started
         except BaseException:
             self._idle.set()
             raise

@@ -183,6 +183,23 @@ def test_a_long_step_is_not_taken_for_a_slow_one() -> None:
     assert meter.toll_s == 0.0
 
 
+def test_a_save_that_started_the_writer_is_not_learned() -> None:
+    """The save that forks the writer process stalls for the fork, and the steps after
+    it pay the fork's copy-on-write faults: one-time costs. The meter starts over, so
+    the next save (due at once, as the cost is unknown) measures."""
+    meter = _meter_with(typical_s=0.10, slow_s=0.15, slow_steps=4)
+    meter.observe_save(0.02, setup=True)
+    assert meter.cost_s is None and meter.toll_s == 0.0
+    for _ in range(3):
+        meter.observe_step(0.9)  # copy-on-write faults after the fork (<= 3x typical...
+    meter.observe_save(0.001)  # ...or not): never a save's toll
+    assert meter.cost_s == pytest.approx(0.001), "the stall alone, as at a first save"
+    for _ in range(20):
+        meter.observe_step(0.12)
+    meter.observe_save(0.001)
+    assert meter.toll_s == pytest.approx(20 * 0.02), "then the toll is measured again"
+
+
 def test_the_stall_is_averaged_without_dropping_long_ones() -> None:
     """A long stall is a real cost (a bigger state): it must count, not be dropped."""
     meter = CostMeter(alpha=0.2)
