@@ -421,3 +421,21 @@ def test_discard_tree_removes_manifest_first_then_the_rest(tmp_path: Path) -> No
 
 def test_discard_tree_of_missing_folder_is_quiet(tmp_path: Path) -> None:
     storage_with().discard_tree(tmp_path / "gone")
+
+
+def test_local_staging_commits_without_fsync(tmp_path: Path) -> None:
+    """The staging store outlives a dead worker in the page cache, and dies with the
+    machine whatever fsync did: it never pays for fsync. The root's store does."""
+    from runner.jobdir import JobDir
+    from state.checkpoints import CheckpointStore
+
+    job = JobDir(tmp_path / "root", "job", local_root=tmp_path / "local")
+    fs = FailingFs()
+    local = CheckpointStore(job.local.dir.parent, Storage(fs=fs, timeout_s=None,
+                                                          durable=job.local.storage.durable))
+    local.commit({"w": 1}, step=1, epoch=0, batch=1, generation=1, created_at=0.0, meta={})
+    assert [m for m, _ in fs.calls if m.startswith("fsync")] == []
+    root_fs = FailingFs()
+    CheckpointStore(tmp_path / "root", Storage(fs=root_fs)).commit(
+        {"w": 1}, step=1, epoch=0, batch=1, generation=1, created_at=0.0, meta={})
+    assert {m for m, _ in root_fs.calls if m.startswith("fsync")} == {"fsync", "fsync_dir"}
