@@ -93,7 +93,6 @@ class PendingResume:
         return self._on_found(self._box["value"])
 
 
-
 class Run:
     """The concrete :class:`jobs.handle.TrainingRun`.
 

@@ -27,7 +27,6 @@ from state.transitions import new_job, record_checkpoint
 SPEC_NAME = "spec.json"
 
 
-
 class JobDir:
     """One job's folder.
 

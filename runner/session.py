@@ -83,7 +83,6 @@ class RunResult:
         return EXIT_CODES.get(self.status, 1)
 
 
-
 def run_job(
     spec: JobSpec,
     *,

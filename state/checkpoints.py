@@ -53,8 +53,6 @@ ROTATE_POINTS = ("rotate.manifest_removed",)
 _NAME = re.compile(r"^step-(\d{9,})-g(\d{4,})(?:-r(\d+))?$")
 
 
-
-
 class ManifestFile(BaseModel):
     """One file of a checkpoint, as committed."""
 

@@ -34,8 +34,6 @@ STATE_NAME = "state.json"
 STATE_WRITE_POINTS = ("state.tmp_written", "state.replaced")
 
 
-
-
 class StateFile:
     """The state file of one job folder.
 
