@@ -38,7 +38,14 @@ from runner.metrics import MetricsLog
 from runner.policy import CostMeter, save_due
 from runner.rng import capture_rng, restore_rng
 from runner.saving import Saver
-from runner.snapshot import FORK, HostBuffers, choose_mode, live_state, tensor_stats
+from runner.snapshot import (
+    FORK,
+    HostBuffers,
+    choose_mode,
+    live_state,
+    parameters_with_gradients,
+    tensor_stats,
+)
 from runner.writer import fork_available, writer_mode
 from state.hooks import no_hook
 from state.model import CheckpointRecord
@@ -455,6 +462,7 @@ class Run:
             mode=writer_mode(mode, on_cuda=cuda, nbytes=nbytes,
                              buffers=self._buffers), ready=ready,
             buffers=self._buffers,
+            gradients_of=parameters_with_gradients(self._tracked) if mode == FORK else (),
         )
         self._steps_since_save = 0
         self._last_save_at = self._clock.monotonic()

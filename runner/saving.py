@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
+
+import torch
 
 from jobs.errors import ColabrunError, StorageTimeout
 from runner.clock import Clock
@@ -263,14 +265,16 @@ class Saver:
     def save(self, payload: Mapping[str, Any], *, step: int, epoch: int, batch: int,
              meta: Mapping[str, Any], expected_bytes: int = 0, step_s: float | None = None,
              mode: str = THREAD, ready: Callable[[], None] | None = None,
-             buffers: HostBuffers | None = None) -> bool:
+             buffers: HostBuffers | None = None,
+             gradients_of: Sequence[torch.Tensor] = ()) -> bool:
         """Hand a snapshot to the background writer; its upload follows its commit.
 
         Returns whether a writer process was started (a one-time cost in this save).
 
         Call :meth:`ready` before taking the snapshot. ``mode`` is the writer's
         (``thread`` or ``process`` for a copied snapshot, ``fork`` for live tensors);
-        ``buffers``: where a copied snapshot's tensors live.
+        ``buffers``: where a copied snapshot's tensors live; ``gradients_of``: the
+        parameters whose gradients a forked writer drops (no checkpoint holds them).
         """
         self.ready()
         self._step_s = step_s
@@ -279,7 +283,8 @@ class Saver:
         return self.writer.submit(SaveTask(
             payload, step=step, epoch=epoch, batch=batch, generation=self.fence.generation,
             created_at=self.clock.time(), meta=meta, expected_bytes=expected_bytes,
-            ready=ready, before_commit=self._keep_metrics, buffers=buffers), mode=mode)
+            ready=ready, before_commit=self._keep_metrics, buffers=buffers,
+            gradients_of=gradients_of), mode=mode)
 
     def _keep_metrics(self) -> None:
         """The steps a checkpoint covers are logged (locally) before it commits."""

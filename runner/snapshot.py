@@ -142,6 +142,22 @@ def live_state(tracked: Mapping[str, Stateful]) -> dict[str, Any]:
     return {name: obj.state_dict() for name, obj in tracked.items()}
 
 
+def parameters_with_gradients(tracked: Mapping[str, Stateful]) -> list[torch.Tensor]:
+    """The parameters of the tracked modules and optimizers that hold a gradient."""
+    params: dict[int, torch.Tensor] = {}
+    for obj in tracked.values():
+        if isinstance(obj, torch.nn.Module):
+            candidates: Any = obj.parameters()
+        elif isinstance(obj, torch.optim.Optimizer):
+            candidates = (p for group in obj.param_groups for p in group["params"])
+        else:
+            continue
+        for param in candidates:
+            if param.grad is not None:
+                params[id(param)] = param
+    return list(params.values())
+
+
 def tensor_stats(value: Any) -> tuple[int, bool]:
     """Bytes of tensor data in ``value``, and whether any of it is on a CUDA device."""
     if isinstance(value, torch.Tensor):

@@ -18,6 +18,7 @@ import subprocess
 import sys
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -37,6 +38,7 @@ from runner.snapshot import (
     HostBuffers,
     choose_mode,
     live_state,
+    parameters_with_gradients,
     tensor_stats,
 )
 from runner.writer import (
@@ -420,6 +422,42 @@ def test_a_fork_writer_writes_memory_as_it_was_at_the_fork(
     assert writer.wait(30)
     writer.raise_error()
     assert torch.equal(store.load_payload("step-000000001-g0001")["w"], torch.arange(1000.0))
+
+
+def test_parameters_with_gradients_are_found_once_through_modules_and_optimizers() -> None:
+    model = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Linear(2, 1))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    assert parameters_with_gradients({"model": model, "optimizer": optimizer}) == []
+    model(torch.ones(1, 2)).sum().backward()
+    model[1].bias.grad = None
+    found = parameters_with_gradients({"model": model, "optimizer": optimizer})
+    assert [id(p) for p in found] == [id(p) for p in list(model.parameters())[:3]]
+    assert [id(p) for p in parameters_with_gradients({"optimizer": optimizer})] == [
+        id(p) for p in found]
+
+
+def _mark_released(path: Path) -> None:
+    path.write_text(str(os.getpid()))
+
+
+@needs_fork
+def test_a_fork_writer_lets_go_of_the_gradients_and_the_parent_keeps_them(
+    store: CheckpointStore, new_writer: NewWriter, tmp_path: Path
+) -> None:
+    """Pages the child maps stay allocated after the parent frees them: the child
+    drops the gradients (no checkpoint holds them) as soon as it starts."""
+    param = torch.nn.Parameter(torch.ones(4))
+    param.grad = torch.full((4,), 2.0)
+    marker = tmp_path / "released"
+    weakref.finalize(param.grad, _mark_released, marker)  # runs where the grad is freed
+    writer = new_writer(_Committed())
+    writer.submit(dataclasses.replace(_task(1, {"w": param.detach()}), gradients_of=[param]),
+                  mode=FORK)
+    assert writer.wait(30)
+    writer.raise_error()
+    assert marker.exists(), "the child kept the gradient"
+    assert int(marker.read_text()) != os.getpid()
+    assert param.grad is not None and torch.equal(param.grad, torch.full((4,), 2.0))
 
 
 class _Unpicklable:
