@@ -19,6 +19,7 @@ injection can kill the process at each of them.
 
 from __future__ import annotations
 
+import json
 import pickle
 import re
 import uuid
@@ -32,12 +33,13 @@ from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 from jobs.errors import CheckpointError, StorageError
 from state.hooks import Hook, no_hook
 from state.model import CheckpointRecord
-from state.storage import CHUNK_BYTES, Storage
+from state.storage import CHUNK_BYTES, HASH_PIECE_BYTES, Storage
 
 CHECKPOINTS_DIR = "checkpoints"
 MANIFEST_NAME = "manifest.json"
 PAYLOAD_NAME = "state.pt"
-MANIFEST_SCHEMA_VERSION = 1
+#: 2: a file may be hashed in pieces (``piece_bytes``); version 1 manifests read as ever
+MANIFEST_SCHEMA_VERSION = 2
 
 #: Named points of one save, in order; fault injection kills at each of them.
 SAVE_POINTS = (
@@ -60,7 +62,10 @@ class ManifestFile(BaseModel):
 
     path: str
     size_bytes: int
+    #: the sha256 of the file, or with ``piece_bytes`` that of its pieces' sha256
+    #: digests (:class:`state.storage.Digest`), which verification hashes in parallel
     sha256: str
+    piece_bytes: int | None = None
 
 
 class Manifest(BaseModel):
@@ -103,6 +108,16 @@ class Manifest(BaseModel):
             sha256=payload.sha256,
             created_at=self.created_at,
         )
+
+
+def _schema_version(data: bytes) -> int | None:
+    """The ``schema_version`` of a manifest this colabrun cannot read, if it says one."""
+    try:
+        raw = json.loads(data)
+    except ValueError:
+        return None
+    version = raw.get("schema_version") if isinstance(raw, dict) else None
+    return version if isinstance(version, int) else None
 
 
 def checkpoint_name(step: int, generation: int, retry: int = 0) -> str:
@@ -161,6 +176,7 @@ class CheckpointStore:
             tmp / PAYLOAD_NAME, lambda f: torch.save(dict(payload), f),
             expected_bytes=expected_bytes,
             on_first_write=lambda: self.on_point("save.payload_writing"),
+            piece_bytes=HASH_PIECE_BYTES,
         )
         on_disk = self.storage.size_of(tmp / PAYLOAD_NAME)
         if on_disk != written.size_bytes:
@@ -173,7 +189,7 @@ class CheckpointStore:
             name=name, step=step, epoch=epoch, batch=batch, generation=generation,
             created_at=created_at, meta=dict(meta),
             files=(ManifestFile(path=PAYLOAD_NAME, size_bytes=written.size_bytes,
-                                sha256=written.sha256),),
+                                sha256=written.sha256, piece_bytes=HASH_PIECE_BYTES),),
         )
         self.storage.write_bytes(tmp / MANIFEST_NAME, manifest.model_dump_json(indent=2).encode())
         self.storage.fsync_dir(tmp)
@@ -223,7 +239,8 @@ class CheckpointStore:
 
         written = self.storage.write_stream(
             tmp / file.path, produce, expected_bytes=file.size_bytes, pipelined=True,
-            on_first_write=lambda: self.on_point("save.payload_writing"))
+            on_first_write=lambda: self.on_point("save.payload_writing"),
+            piece_bytes=file.piece_bytes)
         on_disk = self.storage.size_of(tmp / file.path)
         if written.sha256 != file.sha256 or on_disk != file.size_bytes:
             raise StorageError(
@@ -261,7 +278,8 @@ class CheckpointStore:
                     f"{file.size_bytes} (a write that never fully reached the storage)"
                     if size is not None else f"checkpoint {name}: {file.path} is missing"
                 )
-            actual = self.storage.sha256_of(path, expected_bytes=file.size_bytes).sha256
+            actual = self.storage.digest_of(path, piece_bytes=file.piece_bytes,
+                                            expected_bytes=file.size_bytes).sha256
             if actual != file.sha256:
                 raise CheckpointError(f"checkpoint {name}: {file.path} fails its sha256 check")
         return manifest
@@ -283,9 +301,16 @@ class CheckpointStore:
         path = self.dir / name / MANIFEST_NAME
         if self.storage.size_of(path) is None:
             raise CheckpointError(f"checkpoint {name}: no manifest (never committed, or lost)")
+        data = self.storage.read_bytes(path)
         try:
-            return Manifest.model_validate_json(self.storage.read_bytes(path))
+            return Manifest.model_validate_json(data)
         except ValidationError as exc:
+            version = _schema_version(data)
+            if version is not None and version > MANIFEST_SCHEMA_VERSION:
+                raise CheckpointError(
+                    f"checkpoint {name}: its manifest has schema_version {version}, this "
+                    f"colabrun reads up to {MANIFEST_SCHEMA_VERSION}; upgrade colabrun "
+                    "(pip install -U colabrun)") from exc
             raise CheckpointError(f"checkpoint {name}: manifest is torn or invalid") from exc
 
     def load_payload(self, name: str, *, map_location: str | torch.device = "cpu") -> Any:

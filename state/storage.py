@@ -24,7 +24,7 @@ import os
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Protocol, TypeVar
@@ -38,6 +38,8 @@ T = TypeVar("T")
 TRANSIENT_ERRNOS = frozenset({errno.EIO, errno.ENOTCONN, errno.ETIMEDOUT, errno.EAGAIN})
 
 CHUNK_BYTES = 8 * 1024 * 1024
+#: the pieces a checkpoint's payload is hashed in (see :class:`Digest`)
+HASH_PIECE_BYTES = 64 * 1024 * 1024
 
 
 def is_transient(exc: BaseException) -> bool:
@@ -108,6 +110,83 @@ class OsFs:
         os.rmdir(path)
 
 
+def hash_list(digests: Iterable[bytes]) -> str:
+    """The sha256 of the concatenated (raw) digests of a file's pieces, in order."""
+    return hashlib.sha256(b"".join(digests)).hexdigest()
+
+
+class Digest:
+    """The sha256 of a stream: of the whole (``piece_bytes=None``), or of its pieces.
+
+    With ``piece_bytes``, the digest is a hash list, :func:`hash_list` of the
+    sha256 of each ``piece_bytes`` piece (an empty stream is one empty piece).
+    Writing costs the same; reading it back to verify can hash the pieces on
+    every core at once (:meth:`Storage.digest_of`), where one sha256 runs on one
+    (~1.1 GB/s here: most of a large checkpoint's resume time).
+    """
+
+    def __init__(self, piece_bytes: int | None = None) -> None:
+        self.piece_bytes = piece_bytes
+        self._hash = hashlib.sha256()
+        self._filled = 0
+        self._pieces: list[bytes] = []
+
+    def update(self, data: bytes | bytearray | memoryview) -> None:
+        view = memoryview(data)
+        if view.format != "B" or view.ndim != 1:
+            view = view.cast("B")
+        if self.piece_bytes is None:
+            self._hash.update(view)
+            return
+        while view.nbytes:
+            take = min(self.piece_bytes - self._filled, view.nbytes)
+            self._hash.update(view[:take])
+            self._filled += take
+            view = view[take:]
+            if self._filled == self.piece_bytes:
+                self._pieces.append(self._hash.digest())
+                self._hash, self._filled = hashlib.sha256(), 0
+
+    def hexdigest(self) -> str:
+        if self.piece_bytes is None:
+            return self._hash.hexdigest()
+        last = [self._hash.digest()] if self._filled or not self._pieces else []
+        return hash_list([*self._pieces, *last])
+
+
+def _in_parallel(work: Callable[[int], T], count: int, threads: int) -> list[T]:
+    """``[work(0), ..., work(count - 1)]`` on up to ``threads`` daemon threads (a hung
+    mount must not keep the process from exiting, as pool threads would)."""
+    results: list[Any] = [None] * count
+    errors: list[BaseException] = []
+
+    def run(first: int, step: int) -> None:
+        try:
+            for i in range(first, count, step):
+                results[i] = work(i)
+        except BaseException as exc:  # raised in the caller's thread below
+            errors.append(exc)
+
+    step = max(1, min(threads, count))
+    workers = [threading.Thread(target=run, args=(k, step), daemon=True, name="colabrun-hash")
+               for k in range(step)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    if errors:
+        raise errors[0]
+    return results
+
+
+def usable_cpus() -> int:
+    """The CPUs this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
 @dataclass(frozen=True)
 class Written:
     """What a streamed write produced: its size and sha256."""
@@ -123,10 +202,10 @@ class _HashingWriter:
     file exists, partly written (what a kill "mid-upload" leaves).
     """
 
-    def __init__(self, file: IO[bytes], on_first_write: Callable[[], None] | None = None
-                 ) -> None:
+    def __init__(self, file: IO[bytes], on_first_write: Callable[[], None] | None = None,
+                 piece_bytes: int | None = None) -> None:
         self._file = file
-        self._hash = hashlib.sha256()
+        self._hash = Digest(piece_bytes)
         self.size = 0
         self._on_first_write = on_first_write
         #: the first write error, kept because torch.save turns it into a RuntimeError
@@ -169,9 +248,9 @@ class _PipelinedHashingWriter(_HashingWriter):
     caller never changes after writing it (fresh ``bytes`` from a read).
     """
 
-    def __init__(self, file: IO[bytes], on_first_write: Callable[[], None] | None = None
-                 ) -> None:
-        super().__init__(file, on_first_write)
+    def __init__(self, file: IO[bytes], on_first_write: Callable[[], None] | None = None,
+                 piece_bytes: int | None = None) -> None:
+        super().__init__(file, on_first_write, piece_bytes)
         self._chunks: queue.Queue[memoryview | None] = queue.Queue(maxsize=4)
         self._hasher = threading.Thread(target=self._hash_chunks, name="colabrun-hash",
                                         daemon=True)
@@ -299,18 +378,20 @@ class Storage:
     def write_stream(
         self, path: Path, produce: Callable[[Any], None], *, expected_bytes: int = 0,
         on_first_write: Callable[[], None] | None = None, pipelined: bool = False,
+        piece_bytes: int | None = None,
     ) -> Written:
         """Create ``path``, let ``produce(file)`` write into it, fsync; return size and sha256.
 
         The whole write is retried from the start on a transient error, so
         ``produce`` must be repeatable. ``pipelined``: hash in a second thread
         (for a producer that writes fresh ``bytes`` it never touches again).
+        ``piece_bytes``: return the :class:`Digest` of pieces of this size.
         """
         kind = _PipelinedHashingWriter if pipelined else _HashingWriter
 
         def attempt() -> Written:
             with self.fs.open(path, "wb") as raw:
-                writer = kind(raw, on_first_write)
+                writer = kind(raw, on_first_write, piece_bytes)
                 try:
                     produce(writer)
                 except Exception:
@@ -360,6 +441,32 @@ class Storage:
                     digest.update(chunk)
                     size += len(chunk)
             return Written(size, digest.hexdigest())
+
+        return self.call("read", path, attempt, timeout_s=self._bulk_timeout(expected_bytes))
+
+    def digest_of(self, path: Path, *, piece_bytes: int | None, expected_bytes: int = 0
+                  ) -> Written:
+        """Size and :class:`Digest` of ``path``; its pieces are hashed on every CPU."""
+        if piece_bytes is None:
+            return self.sha256_of(path, expected_bytes=expected_bytes)
+
+        def attempt() -> Written:
+            size = self.fs.stat_size(path)
+
+            def piece(index: int) -> bytes:
+                digest = hashlib.sha256()
+                left = max(0, min(piece_bytes, size - index * piece_bytes))
+                with self.fs.open(path, "rb") as f:
+                    f.seek(index * piece_bytes)
+                    while left and (chunk := f.read(min(CHUNK_BYTES, left))):
+                        digest.update(chunk)
+                        left -= len(chunk)
+                if left:  # the file shrank meanwhile: what was read cannot match
+                    digest.update(b"\0truncated")
+                return digest.digest()
+
+            count = max(1, -(-size // piece_bytes))
+            return Written(size, hash_list(_in_parallel(piece, count, usable_cpus())))
 
         return self.call("read", path, attempt, timeout_s=self._bulk_timeout(expected_bytes))
 

@@ -17,6 +17,7 @@ from jobs.errors import CheckpointError, StorageError
 from runner.plan import plan_resume
 from state.checkpoints import (
     MANIFEST_NAME,
+    MANIFEST_SCHEMA_VERSION,
     PAYLOAD_NAME,
     ROTATE_POINTS,
     SAVE_POINTS,
@@ -26,8 +27,9 @@ from state.checkpoints import (
     checkpoint_name,
     parse_checkpoint_name,
 )
+from state.storage import HASH_PIECE_BYTES
 from tests.helpers import assert_exactly_equal
-from tests.test_storage import FailingFs, storage_with
+from tests.test_storage import FailingFs, hash_list_of, storage_with
 
 
 class Killed(Exception):
@@ -90,13 +92,14 @@ def test_commit_creates_named_folder_with_payload_and_manifest(store: Checkpoint
     payload = (folder / PAYLOAD_NAME).read_bytes()
     on_disk = Manifest.model_validate_json((folder / MANIFEST_NAME).read_bytes())
     assert on_disk == manifest
+    digest = hash_list_of(payload, HASH_PIECE_BYTES)
     assert manifest.files == (ManifestFile(path=PAYLOAD_NAME, size_bytes=len(payload),
-                                           sha256=hashlib.sha256(payload).hexdigest()),)
+                                           sha256=digest, piece_bytes=HASH_PIECE_BYTES),)
     assert (manifest.step, manifest.epoch, manifest.batch, manifest.generation) == (12, 1, 2, 3)
     assert manifest.meta == {"k": "v"}
     record = manifest.record()
     assert (record.name, record.step, record.size_bytes, record.sha256) == (
-        folder.name, 12, len(payload), hashlib.sha256(payload).hexdigest())
+        folder.name, 12, len(payload), digest)
     assert store.list_names() == [folder.name]
 
 
@@ -252,6 +255,59 @@ def test_verify_rejects_a_damaged_checkpoint(store: CheckpointStore, kind: str) 
         assert (store.dir / name / PAYLOAD_NAME).stat().st_size == size  # only the hash tells
 
     with pytest.raises(CheckpointError, match=name):
+        store.verify(name)
+
+
+@pytest.mark.parametrize("piece", [0, 1, 2, -1])
+def test_a_changed_byte_in_any_piece_fails_verification(
+    store: CheckpointStore, monkeypatch: pytest.MonkeyPatch, piece: int
+) -> None:
+    monkeypatch.setattr("state.checkpoints.HASH_PIECE_BYTES", 512)
+    manifest = commit(store, 20)
+    assert manifest.files[0].piece_bytes == 512
+    path = store.dir / manifest.name / PAYLOAD_NAME
+    data = bytearray(path.read_bytes())
+    assert len(data) > 3 * 512
+    store.verify(manifest.name)
+    at = piece * 512 + 7 if piece >= 0 else len(data) - 1
+    data[at] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match="fails its sha256 check"):
+        store.verify(manifest.name)
+
+
+def _as_version_1(folder: Path) -> None:
+    """Rewrite a checkpoint's manifest as colabrun wrote it before pieces: the
+    sha256 of the whole payload, schema_version 1."""
+    raw = json.loads((folder / MANIFEST_NAME).read_text())
+    raw["schema_version"] = 1
+    payload = (folder / PAYLOAD_NAME).read_bytes()
+    raw["files"] = [{"path": PAYLOAD_NAME, "size_bytes": len(payload),
+                     "sha256": hashlib.sha256(payload).hexdigest()}]
+    (folder / MANIFEST_NAME).write_text(json.dumps(raw))
+
+
+def test_a_version_1_checkpoint_verifies_loads_and_uploads(
+    store: CheckpointStore, tmp_path: Path
+) -> None:
+    name = commit(store, 20).name
+    _as_version_1(store.dir / name)
+
+    assert store.verify(name).files[0].piece_bytes is None
+    assert_exactly_equal(store.load_payload(name), payload_for(20))
+    root = CheckpointStore(tmp_path / "root", storage_with())
+    copied = root.upload_from(store, name)
+    assert root.verify(copied.name).files == store.verify(name).files
+
+
+def test_a_manifest_from_a_newer_colabrun_asks_for_an_upgrade(store: CheckpointStore) -> None:
+    name = commit(store, 20).name
+    path = store.dir / name / MANIFEST_NAME
+    raw = json.loads(path.read_text())
+    raw["schema_version"] = MANIFEST_SCHEMA_VERSION + 1
+    raw["files"][0]["signature"] = "a field this colabrun does not know"
+    path.write_text(json.dumps(raw))
+    with pytest.raises(CheckpointError, match=r"schema_version 3.*upgrade colabrun"):
         store.verify(name)
 
 

@@ -289,6 +289,69 @@ def test_write_stream_returns_size_and_sha256_of_what_was_written(tmp_path: Path
     assert written.sha256 == hashlib.sha256(content).hexdigest()
 
 
+def hash_list_of(content: bytes, piece: int) -> str:
+    """A hash list computed independently: sha256 over the pieces' sha256 digests."""
+    pieces = [content[i:i + piece] for i in range(0, len(content), piece)] or [b""]
+    return hashlib.sha256(b"".join(hashlib.sha256(p).digest() for p in pieces)).hexdigest()
+
+
+@pytest.mark.parametrize("size", [0, 1, 999, 1000, 1001, 3500])
+@pytest.mark.parametrize("pipelined", [False, True])
+def test_a_write_hashed_in_pieces_and_its_parallel_rehash_agree(
+    tmp_path: Path, size: int, pipelined: bool
+) -> None:
+    path = tmp_path / "f.bin"
+    content = bytes(range(256)) * (size // 256) + bytes(size % 256)
+
+    def produce(f: Any) -> None:
+        for i in range(0, len(content), 300):  # writes that straddle the pieces
+            f.write(content[i:i + 300])
+
+    storage = storage_with()
+    written = storage.write_stream(path, produce, pipelined=pipelined, piece_bytes=1000)
+
+    assert written.size_bytes == size
+    assert written.sha256 == hash_list_of(content, 1000)
+    assert storage.digest_of(path, piece_bytes=1000) == written
+    assert storage.digest_of(path, piece_bytes=None).sha256 == hashlib.sha256(content).hexdigest()
+
+
+def test_a_hash_list_accepts_views_of_any_format(tmp_path: Path) -> None:
+    values = torch.arange(600, dtype=torch.float32)
+    written = storage_with().write_stream(
+        tmp_path / "f.bin", lambda f: f.write(memoryview(values.numpy())), piece_bytes=1000)
+    assert written.sha256 == hash_list_of(values.numpy().tobytes(), 1000)
+
+
+class _ThreadRecordingFs(OsFs):
+    def __init__(self) -> None:
+        self.readers: set[threading.Thread] = set()  # held: no object reused
+
+    def open(self, path: Path, mode: str) -> IO[bytes]:
+        if "r" in mode:
+            self.readers.add(threading.current_thread())
+        return super().open(path, mode)
+
+
+def test_the_pieces_are_hashed_on_several_threads_and_any_changed_byte_shows(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("state.storage.usable_cpus", lambda: 3)
+    path = tmp_path / "f.bin"
+    content = bytearray(b"x" * 5000)
+    path.write_bytes(content)
+    fs = _ThreadRecordingFs()
+    storage = storage_with(fs)  # type: ignore[arg-type]
+    good = storage.digest_of(path, piece_bytes=1000).sha256
+    assert good == hash_list_of(bytes(content), 1000)
+    assert len(fs.readers) == 3
+    for at in (0, 1500, 4999):
+        changed = bytearray(content)
+        changed[at] ^= 1
+        path.write_bytes(changed)
+        assert storage.digest_of(path, piece_bytes=1000).sha256 != good
+
+
 def test_torn_transient_write_is_redone_from_the_start(tmp_path: Path) -> None:
     path = tmp_path / "f.bin"
     fs = FailingFs("write", err=errno.EIO, nth=2)  # the second chunk tears
