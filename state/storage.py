@@ -167,7 +167,9 @@ def _in_parallel(work: Callable[[int], T], count: int, threads: int) -> list[T]:
         except BaseException as exc:  # raised in the caller's thread below
             errors.append(exc)
 
-    step = max(1, min(threads, count))
+    if count == 1 or threads <= 1:
+        return [work(i) for i in range(count)]
+    step = min(threads, count)
     workers = [threading.Thread(target=run, args=(k, step), daemon=True, name="colabrun-hash")
                for k in range(step)]
     for worker in workers:
