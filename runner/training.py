@@ -205,8 +205,7 @@ def find_resume_point(job: JobDir, state: JobState, console: Console, clock: Clo
     for store, name in _candidates(job, plan.candidates):
         started = clock.monotonic()
         try:
-            manifest = store.verify(name)
-            payload = store.load_payload(name)
+            manifest, payload = store.load_verified(name)
         except CheckpointError as exc:
             console.warn(f"skipping {exc}; falling back to an older checkpoint")
             if store is job.store:

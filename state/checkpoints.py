@@ -10,7 +10,7 @@ Layout under the job folder::
 
 A save (:meth:`CheckpointStore.commit`) writes the payload into a fresh
 temporary folder, fsyncs it while hashing it, checks its size on disk, writes
-the manifest (sizes and sha256 of every file), fsyncs, and renames the folder
+the manifest (sizes and digests of every file), fsyncs, and renames the folder
 into place. Readers trust only folders with a manifest whose files verify; a
 torn, truncated, zero-byte or missing one is skipped (COLAB.md F10/F11).
 The named points of :data:`SAVE_POINTS` are reported to ``on_point`` so fault
@@ -28,12 +28,19 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
 
 from jobs.errors import CheckpointError, StorageError
 from state.hooks import Hook, no_hook
 from state.model import CheckpointRecord
-from state.storage import CHUNK_BYTES, HASH_PIECE_BYTES, Storage
+from state.storage import (
+    CHUNK_BYTES,
+    HASH_PIECE_BYTES,
+    PieceMismatch,
+    Storage,
+    hash_list,
+    piece_count,
+)
 
 CHECKPOINTS_DIR = "checkpoints"
 MANIFEST_NAME = "manifest.json"
@@ -66,6 +73,22 @@ class ManifestFile(BaseModel):
     #: digests (:class:`state.storage.Digest`), which verification hashes in parallel
     sha256: str
     piece_bytes: int | None = None
+    #: the digest of each piece, hex (with ``piece_bytes``): a resume reads each
+    #: piece once it matched, while the next ones are hashed
+    pieces: tuple[str, ...] | None = None
+
+    @model_validator(mode="after")
+    def _pieces_add_up(self) -> ManifestFile:
+        if self.piece_bytes is None:
+            if self.pieces is not None:
+                raise ValueError("pieces without piece_bytes")
+            return self
+        if self.pieces is None or len(self.pieces) != piece_count(self.size_bytes,
+                                                                  self.piece_bytes):
+            raise ValueError("the pieces do not cover the file")
+        if hash_list(bytes.fromhex(p) for p in self.pieces) != self.sha256:
+            raise ValueError("the pieces do not hash to the file's digest")
+        return self
 
 
 class Manifest(BaseModel):
@@ -189,7 +212,8 @@ class CheckpointStore:
             name=name, step=step, epoch=epoch, batch=batch, generation=generation,
             created_at=created_at, meta=dict(meta),
             files=(ManifestFile(path=PAYLOAD_NAME, size_bytes=written.size_bytes,
-                                sha256=written.sha256, piece_bytes=HASH_PIECE_BYTES),),
+                                sha256=written.sha256, piece_bytes=HASH_PIECE_BYTES,
+                                pieces=written.pieces),),
         )
         self.storage.write_bytes(tmp / MANIFEST_NAME, manifest.model_dump_json(indent=2).encode())
         self.storage.fsync_dir(tmp)
@@ -271,17 +295,15 @@ class CheckpointStore:
         manifest = self.read_manifest(name)
         for file in manifest.files:
             path = self.dir / name / file.path
-            size = self.storage.size_of(path)
-            if size != file.size_bytes:
-                raise CheckpointError(
-                    f"checkpoint {name}: {file.path} is {size} bytes, the manifest says "
-                    f"{file.size_bytes} (a write that never fully reached the storage)"
-                    if size is not None else f"checkpoint {name}: {file.path} is missing"
-                )
+            self._check_size(name, file)
             actual = self.storage.digest_of(path, piece_bytes=file.piece_bytes,
-                                            expected_bytes=file.size_bytes).sha256
-            if actual != file.sha256:
-                raise CheckpointError(f"checkpoint {name}: {file.path} fails its sha256 check")
+                                            expected_bytes=file.size_bytes)
+            if actual.sha256 != file.sha256:
+                bad = [i for i, (a, b) in enumerate(
+                    zip(actual.pieces, file.pieces or (), strict=False)) if a != b]
+                where = f" (piece {bad[0] + 1} of {len(actual.pieces)})" if bad else ""
+                raise CheckpointError(f"checkpoint {name}: {file.path} fails its sha256 check"
+                                      + where)
         return manifest
 
     def check_size(self, name: str) -> str:
@@ -313,6 +335,59 @@ class CheckpointStore:
                     "(pip install -U colabrun)") from exc
             raise CheckpointError(f"checkpoint {name}: manifest is torn or invalid") from exc
 
+    def load_verified(self, name: str, *, map_location: str | torch.device = "cpu"
+                      ) -> tuple[Manifest, Any]:
+        """Verify a checkpoint and load its payload, the two overlapped: ``torch.load``
+        reads each piece of ``state.pt`` once it matched its digest (pieces are hashed
+        on every CPU), so no unverified byte is ever deserialised. A checkpoint of the
+        first manifest format is verified whole, then loaded.
+
+        Raises:
+            CheckpointError: as :meth:`verify` and :meth:`load_payload`.
+        """
+        manifest = self.read_manifest(name)
+        payload = next(f for f in manifest.files if f.path == PAYLOAD_NAME)
+        if payload.pieces is None or payload.piece_bytes is None or len(manifest.files) > 1:
+            return self.verify(name), self.load_payload(name, map_location=map_location)
+        path = self.dir / name / PAYLOAD_NAME
+        self._check_size(name, payload)
+        last = len(payload.pieces) - 1
+
+        def consume(file: Any) -> Any:
+            return torch.load(file, map_location=map_location, weights_only=True)
+
+        try:
+            loaded = self.storage.read_verified(
+                path, consume, size=payload.size_bytes, piece_bytes=payload.piece_bytes,
+                pieces=payload.pieces, first=(0, last))
+        except PieceMismatch as exc:
+            raise CheckpointError(
+                f"checkpoint {name}: {PAYLOAD_NAME} fails its sha256 check ({exc})") from None
+        except Exception as exc:
+            raise self._load_error(name, exc) from exc
+        return manifest, loaded
+
+    def _check_size(self, name: str, file: ManifestFile) -> None:
+        size = self.storage.size_of(self.dir / name / file.path)
+        if size != file.size_bytes:
+            raise CheckpointError(
+                f"checkpoint {name}: {file.path} is {size} bytes, the manifest says "
+                f"{file.size_bytes} (a write that never fully reached the storage)"
+                if size is not None else f"checkpoint {name}: {file.path} is missing"
+            )
+
+    @staticmethod
+    def _load_error(name: str, exc: Exception) -> Exception:
+        """A loading failure as the error to raise: a :class:`CheckpointError` when
+        the payload itself is at fault, else ``exc`` (the storage failed)."""
+        if isinstance(exc, pickle.UnpicklingError):  # weights_only refused an object
+            return CheckpointError(
+                f"checkpoint {name}: {PAYLOAD_NAME} holds objects other than tensors and plain "
+                "data; refused, since loading it could run arbitrary code")
+        if isinstance(exc, (RuntimeError, ValueError, EOFError)):  # torch's unpickling errors
+            return CheckpointError(f"checkpoint {name}: cannot load {PAYLOAD_NAME}: {exc}")
+        return exc
+
     def load_payload(self, name: str, *, map_location: str | torch.device = "cpu") -> Any:
         """Load a verified checkpoint's tensors with ``torch.load(weights_only=True)``.
 
@@ -328,13 +403,8 @@ class CheckpointStore:
 
         try:
             return self.storage.call("read", path, attempt)
-        except pickle.UnpicklingError as exc:  # weights_only refused a non-tensor object
-            raise CheckpointError(
-                f"checkpoint {name}: {PAYLOAD_NAME} holds objects other than tensors and plain "
-                "data; refused, since loading it could run arbitrary code"
-            ) from exc
-        except (RuntimeError, ValueError, EOFError) as exc:  # torch's unpickling errors
-            raise CheckpointError(f"checkpoint {name}: cannot load {PAYLOAD_NAME}: {exc}") from exc
+        except Exception as exc:
+            raise self._load_error(name, exc) from exc
 
     # -- deleting -----------------------------------------------------------------
 

@@ -20,11 +20,12 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import io
 import os
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Protocol, TypeVar
@@ -147,11 +148,22 @@ class Digest:
                 self._pieces.append(self._hash.digest())
                 self._hash, self._filled = hashlib.sha256(), 0
 
+    def pieces(self) -> list[bytes]:
+        """The pieces' digests (none without ``piece_bytes``)."""
+        if self.piece_bytes is None:
+            return []
+        last = [self._hash.copy().digest()] if self._filled or not self._pieces else []
+        return [*self._pieces, *last]
+
     def hexdigest(self) -> str:
         if self.piece_bytes is None:
             return self._hash.hexdigest()
-        last = [self._hash.digest()] if self._filled or not self._pieces else []
-        return hash_list([*self._pieces, *last])
+        return hash_list(self.pieces())
+
+
+def piece_count(size: int, piece_bytes: int) -> int:
+    """How many pieces a ``size``-byte file has (an empty one: one empty piece)."""
+    return max(1, -(-size // piece_bytes))
 
 
 def _in_parallel(work: Callable[[int], T], count: int, threads: int) -> list[T]:
@@ -189,12 +201,122 @@ def usable_cpus() -> int:
         return os.cpu_count() or 1
 
 
+class PieceMismatch(Exception):
+    """A piece of a file does not hash to its expected digest."""
+
+    def __init__(self, index: int, count: int) -> None:
+        super().__init__(f"piece {index + 1} of {count}")
+        self.index, self.count = index, count
+
+
+class _VerifiedReader(io.RawIOBase):
+    """A file read as it is verified: it returns bytes only from pieces whose sha256
+    matched, and waits for the others.
+
+    The pieces are hashed on every CPU, ``first`` ones first (a zip archive, as
+    ``torch.save`` writes, is read from its end first), then in order; the
+    reader follows them. Verifying and loading a checkpoint so overlap, yet no
+    unverified byte reaches the loader.
+    """
+
+    def __init__(self, storage: Storage, path: Path, *, size: int, piece_bytes: int,
+                 pieces: Sequence[str], first: Sequence[int] = ()) -> None:
+        super().__init__()
+        self._storage, self._path, self._size, self._piece_bytes = storage, path, size, piece_bytes
+        self._expected = list(pieces)
+        count = len(self._expected)
+        self._order = [*dict.fromkeys(i for i in first if 0 <= i < count),
+                       *(i for i in range(count) if i not in first)]
+        self._done: list[bool | None] = [None] * count  # None: not hashed yet
+        self._error: BaseException | None = None  # a piece could not be read
+        self._next = 0
+        self._stopped = False
+        self._cond = threading.Condition()
+        self._file = storage.fs.open(path, "rb")
+        self._threads = [threading.Thread(target=self._hash_pieces, name="colabrun-hash",
+                                          daemon=True)
+                         for _ in range(min(usable_cpus(), count))]
+        for thread in self._threads:
+            thread.start()
+
+    def _hash_pieces(self) -> None:
+        while True:
+            with self._cond:
+                if self._stopped or self._next == len(self._order):
+                    return
+                index = self._order[self._next]
+                self._next += 1
+            try:
+                good = self._storage.piece_digest(
+                    self._path, index, self._piece_bytes, self._size).hex() == self._expected[index]
+            except BaseException as exc:  # raised to the reader
+                with self._cond:
+                    self._error = self._error or exc
+                good = False
+            with self._cond:
+                self._done[index] = good
+                self._cond.notify_all()
+
+    def _wait(self, indices: Iterable[int]) -> None:
+        with self._cond:
+            for index in indices:
+                while self._done[index] is None:
+                    self._cond.wait()
+                if self._error is not None:
+                    raise self._error
+                if not self._done[index]:
+                    raise PieceMismatch(index, len(self._done))
+
+    def failure(self) -> BaseException | None:
+        """A mismatch or read error found so far (whether or not the reader met it)."""
+        with self._cond:
+            if self._error is not None:
+                return self._error
+            bad = [i for i, good in enumerate(self._done) if good is False]
+        return PieceMismatch(bad[0], len(self._done)) if bad else None
+
+    def verify_all(self) -> None:
+        """Wait until every piece is hashed (the loader may skip some bytes)."""
+        self._wait(range(len(self._done)))
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        return self._file.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self._file.tell()
+
+    def readinto(self, buffer: Any) -> int:
+        view = memoryview(buffer).cast("B")
+        start = self._file.tell()
+        count = max(0, min(view.nbytes, self._size - start))
+        if count:
+            first, last = start // self._piece_bytes, (start + count - 1) // self._piece_bytes
+            self._wait(range(first, last + 1))
+        return self._file.readinto(view[:count])  # type: ignore[attr-defined,no-any-return]
+
+    def close(self) -> None:
+        with self._cond:
+            self._stopped = True
+        for thread in self._threads:
+            thread.join()
+        self._file.close()
+        super().close()
+
+
 @dataclass(frozen=True)
 class Written:
-    """What a streamed write produced: its size and sha256."""
+    """What a streamed write produced: its size and sha256 (with pieces: their digests,
+    hex, and the hash list of them)."""
 
     size_bytes: int
     sha256: str
+    pieces: tuple[str, ...] = ()
 
 
 class _HashingWriter:
@@ -240,6 +362,10 @@ class _HashingWriter:
     @property
     def sha256(self) -> str:
         return self._hash.hexdigest()
+
+    @property
+    def pieces(self) -> tuple[str, ...]:
+        return tuple(d.hex() for d in self._hash.pieces())
 
 
 class _PipelinedHashingWriter(_HashingWriter):
@@ -406,7 +532,7 @@ class Storage:
                     self.fs.fsync(raw)
                 else:
                     raw.flush()  # in the page cache: survives this process's death
-            return Written(writer.size, writer.sha256)
+            return Written(writer.size, writer.sha256, writer.pieces)
 
         return self.call("write", path, attempt, timeout_s=self._bulk_timeout(expected_bytes))
 
@@ -446,6 +572,48 @@ class Storage:
 
         return self.call("read", path, attempt, timeout_s=self._bulk_timeout(expected_bytes))
 
+    def piece_digest(self, path: Path, index: int, piece_bytes: int, size: int) -> bytes:
+        """The sha256 of piece ``index`` of a ``size``-byte file (raw; not retried: for
+        callers inside :meth:`call`)."""
+        digest = hashlib.sha256()
+        left = max(0, min(piece_bytes, size - index * piece_bytes))
+        with self.fs.open(path, "rb") as f:
+            f.seek(index * piece_bytes)
+            while left and (chunk := f.read(min(CHUNK_BYTES, left))):
+                digest.update(chunk)
+                left -= len(chunk)
+        if left:  # the file shrank meanwhile: what was read cannot match
+            digest.update(b"\0truncated")
+        return digest.digest()
+
+    def read_verified(self, path: Path, consume: Callable[[IO[bytes]], T], *, size: int,
+                      piece_bytes: int, pieces: Sequence[str], first: Sequence[int] = ()) -> T:
+        """``consume(file)`` while the file's pieces are verified on every CPU: it reads
+        only bytes of pieces that matched ``pieces``, and returns only once all did.
+
+        Raises:
+            PieceMismatch: a piece does not match (whatever ``consume`` made of it).
+            StorageError: the file could not be read, even after retries.
+        """
+
+        def attempt() -> T:
+            reader = _VerifiedReader(self, path, size=size, piece_bytes=piece_bytes,
+                                     pieces=pieces, first=first)
+            try:
+                try:
+                    value = consume(reader)  # type: ignore[arg-type]
+                except BaseException:
+                    failure = reader.failure()
+                    if failure is not None:  # what the loader tripped on, told plainly
+                        raise failure from None
+                    raise
+                reader.verify_all()
+                return value
+            finally:
+                reader.close()
+
+        return self.call("read", path, attempt, timeout_s=self._bulk_timeout(size))
+
     def digest_of(self, path: Path, *, piece_bytes: int | None, expected_bytes: int = 0
                   ) -> Written:
         """Size and :class:`Digest` of ``path``; its pieces are hashed on every CPU."""
@@ -454,21 +622,10 @@ class Storage:
 
         def attempt() -> Written:
             size = self.fs.stat_size(path)
-
-            def piece(index: int) -> bytes:
-                digest = hashlib.sha256()
-                left = max(0, min(piece_bytes, size - index * piece_bytes))
-                with self.fs.open(path, "rb") as f:
-                    f.seek(index * piece_bytes)
-                    while left and (chunk := f.read(min(CHUNK_BYTES, left))):
-                        digest.update(chunk)
-                        left -= len(chunk)
-                if left:  # the file shrank meanwhile: what was read cannot match
-                    digest.update(b"\0truncated")
-                return digest.digest()
-
-            count = max(1, -(-size // piece_bytes))
-            return Written(size, hash_list(_in_parallel(piece, count, usable_cpus())))
+            count = piece_count(size, piece_bytes)
+            pieces = _in_parallel(lambda i: self.piece_digest(path, i, piece_bytes, size),
+                                  count, usable_cpus())
+            return Written(size, hash_list(pieces), tuple(p.hex() for p in pieces))
 
         return self.call("read", path, attempt, timeout_s=self._bulk_timeout(expected_bytes))
 

@@ -873,13 +873,13 @@ def test_a_corrupted_newest_checkpoint_falls_back_in_the_background(
     assert not job.local.dir.exists()  # root's copies (a finished job left none anyway)
 
     loaded_in: list[str] = []
-    load_payload = CheckpointStore.load_payload
+    load_verified = CheckpointStore.load_verified
 
     def spy(self: CheckpointStore, name: str, **kwargs: Any) -> Any:
         loaded_in.append(threading.current_thread().name)
-        return load_payload(self, name, **kwargs)
+        return load_verified(self, name, **kwargs)
 
-    monkeypatch.setattr(CheckpointStore, "load_payload", spy)
+    monkeypatch.setattr(CheckpointStore, "load_verified", spy)
     out = io.StringIO()
     SEEN.clear()
     result = _run_restoring_determinism(spec, console=Console(out=out))

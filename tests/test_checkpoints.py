@@ -27,7 +27,7 @@ from state.checkpoints import (
     checkpoint_name,
     parse_checkpoint_name,
 )
-from state.storage import HASH_PIECE_BYTES
+from state.storage import HASH_PIECE_BYTES, PieceMismatch
 from tests.helpers import assert_exactly_equal
 from tests.test_storage import FailingFs, hash_list_of, storage_with
 
@@ -94,7 +94,8 @@ def test_commit_creates_named_folder_with_payload_and_manifest(store: Checkpoint
     assert on_disk == manifest
     digest = hash_list_of(payload, HASH_PIECE_BYTES)
     assert manifest.files == (ManifestFile(path=PAYLOAD_NAME, size_bytes=len(payload),
-                                           sha256=digest, piece_bytes=HASH_PIECE_BYTES),)
+                                           sha256=digest, piece_bytes=HASH_PIECE_BYTES,
+                                           pieces=(hashlib.sha256(payload).hexdigest(),)),)
     assert (manifest.step, manifest.epoch, manifest.batch, manifest.generation) == (12, 1, 2, 3)
     assert manifest.meta == {"k": "v"}
     record = manifest.record()
@@ -260,9 +261,8 @@ def test_verify_rejects_a_damaged_checkpoint(store: CheckpointStore, kind: str) 
 
 @pytest.mark.parametrize("piece", [0, 1, 2, -1])
 def test_a_changed_byte_in_any_piece_fails_verification(
-    store: CheckpointStore, monkeypatch: pytest.MonkeyPatch, piece: int
+    store: CheckpointStore, small_pieces: int, piece: int
 ) -> None:
-    monkeypatch.setattr("state.checkpoints.HASH_PIECE_BYTES", 512)
     manifest = commit(store, 20)
     assert manifest.files[0].piece_bytes == 512
     path = store.dir / manifest.name / PAYLOAD_NAME
@@ -274,6 +274,91 @@ def test_a_changed_byte_in_any_piece_fails_verification(
     path.write_bytes(bytes(data))
     with pytest.raises(CheckpointError, match="fails its sha256 check"):
         store.verify(manifest.name)
+
+
+@pytest.fixture
+def small_pieces(monkeypatch: pytest.MonkeyPatch) -> int:
+    """Payloads hashed in 512-byte pieces: a few KB make many."""
+    monkeypatch.setattr("state.checkpoints.HASH_PIECE_BYTES", 512)
+    return 512
+
+
+def test_load_verified_overlaps_nothing_away(store: CheckpointStore, small_pieces: int) -> None:
+    manifest = commit(store, 20)
+    assert len(manifest.files[0].pieces or ()) > 3
+    loaded_manifest, payload = store.load_verified(manifest.name)
+    assert loaded_manifest == manifest
+    assert_exactly_equal(payload, payload_for(20))
+
+
+@pytest.mark.parametrize("piece", [0, 1, 2, -1])
+def test_load_verified_refuses_a_changed_byte_in_any_piece(
+    store: CheckpointStore, small_pieces: int, piece: int
+) -> None:
+    name = commit(store, 20).name
+    path = store.dir / name / PAYLOAD_NAME
+    data = bytearray(path.read_bytes())
+    count = -(-len(data) // small_pieces)
+    at = piece * small_pieces + 7 if piece >= 0 else len(data) - 1
+    data[at] ^= 0xFF
+    path.write_bytes(bytes(data))
+    number = (piece if piece >= 0 else count - 1) + 1
+    with pytest.raises(CheckpointError,
+                       match=f"fails its sha256 check \\(piece {number} of {count}\\)"):
+        store.load_verified(name)
+
+
+def test_the_reader_never_hands_out_a_byte_of_a_piece_that_did_not_match(
+    tmp_path: Path
+) -> None:
+    path = tmp_path / "f.bin"
+    good = bytes(range(256)) * 20  # 5120 bytes: 10 pieces of 512
+    pieces = [hashlib.sha256(good[i:i + 512]).hexdigest() for i in range(0, len(good), 512)]
+    bad = bytearray(good)
+    bad[3 * 512 + 100] ^= 1
+    path.write_bytes(bytes(bad))
+    got = bytearray()
+
+    def consume(file: Any) -> None:
+        while chunk := file.read(300):  # reads that straddle the pieces
+            got.extend(chunk)
+
+    with pytest.raises(PieceMismatch, match="piece 4 of 10"):
+        storage_with().read_verified(path, consume, size=len(good), piece_bytes=512,
+                                     pieces=pieces)
+    assert bytes(got) == good[:len(got)] and len(got) <= 3 * 512
+
+
+def test_pieces_the_loader_never_read_are_verified_too(tmp_path: Path) -> None:
+    path = tmp_path / "f.bin"
+    good = bytes(2048)
+    pieces = [hashlib.sha256(good[i:i + 512]).hexdigest() for i in range(0, 2048, 512)]
+    path.write_bytes(good[:-1] + b"\1")
+
+    with pytest.raises(PieceMismatch, match="piece 4 of 4"):
+        storage_with().read_verified(path, lambda f: f.read(10), size=2048, piece_bytes=512,
+                                     pieces=pieces)
+
+
+def test_a_transient_read_error_while_hashing_is_retried(
+    job_dir: Path, small_pieces: int
+) -> None:
+    fs = FailingFs("open", err=errno.EIO, nth=4, match=PAYLOAD_NAME)
+    store = CheckpointStore(job_dir, storage_with(fs))
+    name = commit(store, 20).name
+    _, payload = store.load_verified(name)
+    assert_exactly_equal(payload, payload_for(20))
+    assert fs.counts["open"] > 4  # the failing open was met, and the load retried
+
+
+def test_a_manifest_whose_pieces_do_not_add_up_is_invalid(store: CheckpointStore) -> None:
+    name = commit(store, 20).name
+    path = store.dir / name / MANIFEST_NAME
+    raw = json.loads(path.read_text())
+    raw["files"][0]["pieces"] = ["0" * 64]
+    path.write_text(json.dumps(raw))
+    with pytest.raises(CheckpointError, match="manifest is torn or invalid"):
+        store.load_verified(name)
 
 
 def _as_version_1(folder: Path) -> None:
@@ -295,6 +380,7 @@ def test_a_version_1_checkpoint_verifies_loads_and_uploads(
 
     assert store.verify(name).files[0].piece_bytes is None
     assert_exactly_equal(store.load_payload(name), payload_for(20))
+    assert_exactly_equal(store.load_verified(name)[1], payload_for(20))
     root = CheckpointStore(tmp_path / "root", storage_with())
     copied = root.upload_from(store, name)
     assert root.verify(copied.name).files == store.verify(name).files
