@@ -296,10 +296,11 @@ def hash_list_of(content: bytes, piece: int) -> str:
 
 
 @pytest.mark.parametrize("size", [0, 1, 999, 1000, 1001, 3500])
-@pytest.mark.parametrize("pipelined", [False, True])
+@pytest.mark.parametrize("pipelined,cpus", [(False, 1), (True, 1), (True, 3)])
 def test_a_write_hashed_in_pieces_and_its_parallel_rehash_agree(
-    tmp_path: Path, size: int, pipelined: bool
+    tmp_path: Path, size: int, pipelined: bool, cpus: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setattr("state.storage.usable_cpus", lambda: cpus)  # hashing threads
     path = tmp_path / "f.bin"
     content = bytes(range(256)) * (size // 256) + bytes(size % 256)
 
