@@ -364,7 +364,9 @@ class CheckpointStore:
             raise CheckpointError(
                 f"checkpoint {name}: {PAYLOAD_NAME} fails its sha256 check ({exc})") from None
         except Exception as exc:
-            raise self._load_error(name, exc) from exc
+            if (error := self._payload_error(name, exc)) is None:
+                raise
+            raise error from exc
         return manifest, loaded
 
     def _check_size(self, name: str, file: ManifestFile) -> None:
@@ -377,16 +379,16 @@ class CheckpointStore:
             )
 
     @staticmethod
-    def _load_error(name: str, exc: Exception) -> Exception:
-        """A loading failure as the error to raise: a :class:`CheckpointError` when
-        the payload itself is at fault, else ``exc`` (the storage failed)."""
+    def _payload_error(name: str, exc: Exception) -> CheckpointError | None:
+        """A loading failure the payload itself is at fault for, as a checkpoint
+        error; ``None`` for any other (the storage failed)."""
         if isinstance(exc, pickle.UnpicklingError):  # weights_only refused an object
             return CheckpointError(
                 f"checkpoint {name}: {PAYLOAD_NAME} holds objects other than tensors and plain "
                 "data; refused, since loading it could run arbitrary code")
         if isinstance(exc, (RuntimeError, ValueError, EOFError)):  # torch's unpickling errors
             return CheckpointError(f"checkpoint {name}: cannot load {PAYLOAD_NAME}: {exc}")
-        return exc
+        return None
 
     def load_payload(self, name: str, *, map_location: str | torch.device = "cpu") -> Any:
         """Load a verified checkpoint's tensors with ``torch.load(weights_only=True)``.
@@ -404,7 +406,9 @@ class CheckpointStore:
         try:
             return self.storage.call("read", path, attempt)
         except Exception as exc:
-            raise self._load_error(name, exc) from exc
+            if (error := self._payload_error(name, exc)) is None:
+                raise
+            raise error from exc
 
     # -- deleting -----------------------------------------------------------------
 
