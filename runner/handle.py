@@ -300,7 +300,7 @@ class Run:
             self._step_s = now - self._last_step_at
             # the step after a save holds its stall, counted apart
             stall = self.save_stalls[-1] if self._after_save else 0.0
-            self._cost.observe_step(max(0.0, self._step_s - stall))
+            self._cost.observe_step(max(0.0, self._step_s - stall), writing=self._saver.busy)
         self._after_save = False
         self._last_step_at = now
         self._global_step += 1

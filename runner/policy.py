@@ -68,35 +68,49 @@ class CostMeter:
     """What a save costs training, measured from the loop itself.
 
     Two parts: the **stall** (the loop blocked while the snapshot was taken) and
-    the **toll**: how much longer the steps between this save and the next took
-    than a typical step, whatever the cause (the writer and the uploader
-    competing for the GIL, the cores, the memory bus; copy-on-write faults of a
-    forked writer; cold caches after a snapshot). The typical step is the
-    median of the recent ones; the differences are summed signed, so noise
+    the **toll**: how much longer than a typical step the steps that pay for
+    the save took, whatever the cause (the writer competing for the GIL, the
+    cores, the memory bus; copy-on-write faults of a forked writer; cold caches
+    after a snapshot). The steps that pay are those that end while the save is
+    being written, and the first ``tail_steps`` after that. The typical step is
+    the median of the recent steps that paid for nothing: a machine whose speed
+    drifts (a shared VM's does, by tens of percent over seconds) moves both, so
+    the drift is no save's toll. The differences are summed signed, so noise
     cancels; a step over 3x the typical one (an evaluation, a GC pause) is left
-    out. On a machine with a free core the toll is small; on one busy core it
-    is the background work's whole CPU time. Pure: fed with observations.
+    out. Uploads are paced apart and cost the same however often one saves:
+    they are no save's toll. Pure: fed with observations.
     """
 
     alpha: float = 0.3
-    window: int = 101
+    #: steps the typical step is the median of (steps that paid for no save)
+    window: int = 31
+    #: steps that pay for a save after it is written
+    tail_steps: int = 4
     stall_s: float | None = None
     toll_s: float = 0.0
-    _recent: deque[float] = field(default_factory=deque)
+    _clean: deque[float] = field(default_factory=deque)
     _typical: float | None = None
     _extra: float = 0.0
     _saves: int = 0
+    _since_written: int = 1 << 30  # steps since a save was last seen in flight
+    _seen: int = 0
 
-    def observe_step(self, step_s: float) -> None:
-        """One step's duration (for the step after a save: without the stall)."""
+    def observe_step(self, step_s: float, *, writing: bool = False) -> None:
+        """One step's duration (for the step after a save: without the stall);
+        ``writing``: the last save was still being written when the step ended."""
+        paying = writing or self._since_written < self.tail_steps
+        self._since_written = 0 if writing else self._since_written + 1
+        if not paying:
+            self._clean.append(step_s)
+            if len(self._clean) > self.window:
+                self._clean.popleft()
+            self._seen += 1
+            if self._typical is None or self._seen % 5 == 0:  # a median now and then
+                self._typical = statistics.median(self._clean) if len(self._clean) >= 5 else None
+            return
         typical = self._typical
-        self._recent.append(step_s)
-        if len(self._recent) > self.window:
-            self._recent.popleft()
-        if len(self._recent) % 10 == 0 or typical is None:  # a median now and then
-            self._typical = statistics.median(self._recent) if len(self._recent) >= 5 else None
-        if typical is not None and step_s <= 3 * typical:
-            self._extra += step_s - typical
+        if self._saves and typical is not None and step_s <= 3 * typical:
+            self._extra += step_s - typical  # (after a setup save: nobody's toll)
 
     def observe_save(self, stall_s: float, *, setup: bool = False) -> None:
         """A save blocked the loop ``stall_s``; the steps since the last one are its toll.
@@ -105,6 +119,7 @@ class CostMeter:
         copy-on-write faults slow the next steps): a one-time cost, not learned.
         The meter starts over, so the next save, which measures, is due at once.
         """
+        self._since_written = 0
         if setup:
             self.stall_s, self.toll_s, self._extra, self._saves = None, 0.0, 0.0, 0
             return

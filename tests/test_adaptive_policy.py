@@ -130,13 +130,14 @@ def test_the_cost_is_unknown_until_the_first_save() -> None:
 
 def _meter_with(*, typical_s: float, slow_s: float, slow_steps: int, stall_s: float = 0.3
                 ) -> CostMeter:
-    """Typical steps, a save, ``slow_steps`` slowed steps then typical ones, a save."""
+    """Typical steps, a save, ``slow_steps`` slowed steps while it is written, then
+    typical ones, a save."""
     meter = CostMeter()
     for _ in range(30):
         meter.observe_step(typical_s)
     meter.observe_save(stall_s)
     for _ in range(slow_steps):
-        meter.observe_step(slow_s)
+        meter.observe_step(slow_s, writing=True)
     for _ in range(20):
         meter.observe_step(typical_s)
     meter.observe_save(stall_s)
@@ -177,6 +178,37 @@ def test_noise_cancels_in_the_toll() -> None:
     assert meter.toll_s == pytest.approx(0.0, abs=1e-9)
 
 
+def test_only_the_steps_that_pay_for_a_save_are_its_toll() -> None:
+    """Those that end while it is written, and the first few after it; not the rest."""
+    meter = CostMeter(tail_steps=2)
+    for _ in range(30):
+        meter.observe_step(0.1)
+    meter.observe_save(0.01)
+    for writing in (True, True, True, False, False, False, False):
+        meter.observe_step(0.2, writing=writing)  # the last two: after the tail
+    meter.observe_save(0.01)
+    assert meter.toll_s == pytest.approx(5 * 0.1)
+
+
+def test_a_machine_whose_speed_drifts_charges_no_save_for_it() -> None:
+    """A shared VM slows by 30% for a while: the typical step follows, the saves are
+    charged only for what their own steps cost beyond it. (A median over the whole
+    run, or one frozen after a hundred steps, would charge the drift to the saves.)"""
+    meter = CostMeter()
+    for _ in range(150):
+        meter.observe_step(0.1)
+    for _ in range(60):
+        meter.observe_step(0.13)  # the drift, between saves
+    for _ in range(5):
+        meter.observe_save(0.01)
+        for step_s in (0.15, 0.13, 0.13, 0.13):  # the first: 0.02 s of writing
+            meter.observe_step(step_s, writing=step_s == 0.15)
+        for _ in range(40):
+            meter.observe_step(0.13)
+    assert meter.typical_step_s == pytest.approx(0.13)
+    assert meter.toll_s == pytest.approx(0.02)
+
+
 def test_a_long_step_is_not_taken_for_a_slow_one() -> None:
     """An epoch's evaluation or a GC pause (over 3x the typical step) is not a save's toll."""
     meter = _meter_with(typical_s=0.1, slow_s=5.0, slow_steps=1)
@@ -195,7 +227,7 @@ def test_a_save_that_started_the_writer_is_not_learned() -> None:
     meter.observe_save(0.001)  # ...or not): never a save's toll
     assert meter.cost_s == pytest.approx(0.001), "the stall alone, as at a first save"
     for _ in range(20):
-        meter.observe_step(0.12)
+        meter.observe_step(0.12, writing=True)
     meter.observe_save(0.001)
     assert meter.toll_s == pytest.approx(20 * 0.02), "then the toll is measured again"
 
