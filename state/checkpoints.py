@@ -19,6 +19,7 @@ injection can kill the process at each of them.
 
 from __future__ import annotations
 
+import errno
 import json
 import pickle
 import re
@@ -37,6 +38,7 @@ from state.storage import (
     CHUNK_BYTES,
     HASH_PIECE_BYTES,
     PieceMismatch,
+    SizeMismatch,
     Storage,
     hash_list,
     piece_count,
@@ -141,6 +143,15 @@ def _schema_version(data: bytes) -> int | None:
         return None
     version = raw.get("schema_version") if isinstance(raw, dict) else None
     return version if isinstance(version, int) else None
+
+
+def _size_error(name: str, file: ManifestFile, size: int | None) -> CheckpointError:
+    """A file of checkpoint ``name`` is ``size`` bytes (``None``: missing), not as committed."""
+    if size is None:
+        return CheckpointError(f"checkpoint {name}: {file.path} is missing")
+    return CheckpointError(
+        f"checkpoint {name}: {file.path} is {size} bytes, the manifest says "
+        f"{file.size_bytes} (a write that never fully reached the storage)")
 
 
 def checkpoint_name(step: int, generation: int, retry: int = 0) -> str:
@@ -321,9 +332,13 @@ class CheckpointStore:
     def read_manifest(self, name: str) -> Manifest:
         """The manifest of ``name``, or :class:`CheckpointError` if it is not committed."""
         path = self.dir / name / MANIFEST_NAME
-        if self.storage.size_of(path) is None:
-            raise CheckpointError(f"checkpoint {name}: no manifest (never committed, or lost)")
-        data = self.storage.read_bytes(path)
+        try:
+            data = self.storage.read_bytes(path)  # one round trip: Drive's cost a lot
+        except StorageError as exc:
+            if exc.errno != errno.ENOENT:
+                raise
+            raise CheckpointError(
+                f"checkpoint {name}: no manifest (never committed, or lost)") from None
         try:
             return Manifest.model_validate_json(data)
         except ValidationError as exc:
@@ -350,7 +365,6 @@ class CheckpointStore:
         if payload.pieces is None or payload.piece_bytes is None or len(manifest.files) > 1:
             return self.verify(name), self.load_payload(name, map_location=map_location)
         path = self.dir / name / PAYLOAD_NAME
-        self._check_size(name, payload)
         last = len(payload.pieces) - 1
 
         def consume(file: Any) -> Any:
@@ -363,6 +377,12 @@ class CheckpointStore:
         except PieceMismatch as exc:
             raise CheckpointError(
                 f"checkpoint {name}: {PAYLOAD_NAME} fails its sha256 check ({exc})") from None
+        except SizeMismatch as exc:
+            raise _size_error(name, payload, exc.actual) from None
+        except StorageError as exc:
+            if exc.errno != errno.ENOENT:
+                raise
+            raise _size_error(name, payload, None) from None
         except Exception as exc:
             if (error := self._payload_error(name, exc)) is None:
                 raise
@@ -372,11 +392,7 @@ class CheckpointStore:
     def _check_size(self, name: str, file: ManifestFile) -> None:
         size = self.storage.size_of(self.dir / name / file.path)
         if size != file.size_bytes:
-            raise CheckpointError(
-                f"checkpoint {name}: {file.path} is {size} bytes, the manifest says "
-                f"{file.size_bytes} (a write that never fully reached the storage)"
-                if size is not None else f"checkpoint {name}: {file.path} is missing"
-            )
+            raise _size_error(name, file, size)
 
     @staticmethod
     def _payload_error(name: str, exc: Exception) -> CheckpointError | None:

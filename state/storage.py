@@ -209,6 +209,14 @@ class PieceMismatch(Exception):
         self.index, self.count = index, count
 
 
+class SizeMismatch(Exception):
+    """A file is not of its expected size."""
+
+    def __init__(self, actual: int, expected: int) -> None:
+        super().__init__(f"{actual} bytes, {expected} expected")
+        self.actual, self.expected = actual, expected
+
+
 class _VerifiedReader(io.RawIOBase):
     """A file read as it is verified: it returns bytes only from pieces whose sha256
     matched, and waits for the others.
@@ -233,6 +241,11 @@ class _VerifiedReader(io.RawIOBase):
         self._stopped = False
         self._cond = threading.Condition()
         self._file = storage.fs.open(path, "rb")
+        actual = self._file.seek(0, io.SEEK_END)
+        if actual != size:  # checked on the open file: no round trip of its own
+            self._file.close()
+            raise SizeMismatch(actual, size)
+        self._file.seek(0)
         self._threads = [threading.Thread(target=self._hash_pieces, name="colabrun-hash",
                                           daemon=True)
                          for _ in range(min(usable_cpus(), count))]
@@ -636,6 +649,7 @@ class Storage:
         only bytes of pieces that matched ``pieces``, and returns only once all did.
 
         Raises:
+            SizeMismatch: the file is not ``size`` bytes long.
             PieceMismatch: a piece does not match (whatever ``consume`` made of it).
             StorageError: the file could not be read, even after retries.
         """

@@ -248,15 +248,25 @@ CORRUPTIONS = {
 
 
 @pytest.mark.parametrize("kind", list(CORRUPTIONS))
-def test_verify_rejects_a_damaged_checkpoint(store: CheckpointStore, kind: str) -> None:
+@pytest.mark.parametrize("reader", ["verify", "load_verified"])
+def test_verify_rejects_a_damaged_checkpoint(store: CheckpointStore, kind: str,
+                                             reader: str) -> None:
     name = commit(store, 20).name
     size = (store.dir / name / PAYLOAD_NAME).stat().st_size
     CORRUPTIONS[kind](store.dir / name)
     if kind == "payload_byte_flipped":
         assert (store.dir / name / PAYLOAD_NAME).stat().st_size == size  # only the hash tells
 
-    with pytest.raises(CheckpointError, match=name):
-        store.verify(name)
+    with pytest.raises(CheckpointError, match=name) as caught:
+        getattr(store, reader)(name)
+    expected = {"payload_truncated_half": f"is {size // 2} bytes, the manifest says {size}",
+                "payload_truncated_zero": f"is 0 bytes, the manifest says {size}",
+                "payload_byte_flipped": "fails its sha256 check",
+                "payload_missing": "state.pt is missing",
+                "manifest_missing": "no manifest", "folder_missing": "no manifest",
+                "manifest_zero_bytes": "torn or invalid", "manifest_torn": "torn or invalid",
+                "manifest_unknown_field": "torn or invalid"}[kind]
+    assert expected in str(caught.value)
 
 
 @pytest.mark.parametrize("piece", [0, 1, 2, -1])
