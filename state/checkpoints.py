@@ -24,9 +24,9 @@ import json
 import pickle
 import re
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import torch
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
@@ -297,7 +297,7 @@ class CheckpointStore:
         return [n for n in self.storage.listdir(self.dir) if parse_checkpoint_name(n)]
 
     def verify(self, name: str) -> Manifest:
-        """Read the manifest and check every file's size and sha256.
+        """Read the manifest and check every file's size and digest.
 
         Raises:
             CheckpointError: missing folder or manifest, unreadable manifest, or a
@@ -305,17 +305,34 @@ class CheckpointStore:
         """
         manifest = self.read_manifest(name)
         for file in manifest.files:
-            path = self.dir / name / file.path
-            self._check_size(name, file)
-            actual = self.storage.digest_of(path, piece_bytes=file.piece_bytes,
-                                            expected_bytes=file.size_bytes)
-            if actual.sha256 != file.sha256:
-                bad = [i for i, (a, b) in enumerate(
-                    zip(actual.pieces, file.pieces or (), strict=False)) if a != b]
-                where = f" (piece {bad[0] + 1} of {len(actual.pieces)})" if bad else ""
-                raise CheckpointError(f"checkpoint {name}: {file.path} fails its sha256 check"
-                                      + where)
+            self._verify_file(name, file)
         return manifest
+
+    def _verify_file(self, name: str, file: ManifestFile,
+                     consume: Callable[[IO[bytes]], Any] = lambda f: None) -> Any:
+        """Check one file of checkpoint ``name``; with pieces, ``consume(file)`` reads it
+        meanwhile, only its verified bytes (:meth:`Storage.read_verified`), and what it
+        returns is returned. A whole-file sha256 (the first format) is checked first,
+        then ``consume`` is not called."""
+        path = self.dir / name / file.path
+        if file.pieces is None or file.piece_bytes is None:
+            self._check_size(name, file)
+            if self.storage.sha256_of(path, expected_bytes=file.size_bytes).sha256 != file.sha256:
+                raise CheckpointError(f"checkpoint {name}: {file.path} fails its sha256 check")
+            return None
+        try:
+            return self.storage.read_verified(
+                path, consume, size=file.size_bytes, piece_bytes=file.piece_bytes,
+                pieces=file.pieces, first=(0, len(file.pieces) - 1))
+        except PieceMismatch as exc:
+            raise CheckpointError(
+                f"checkpoint {name}: {file.path} fails its sha256 check ({exc})") from None
+        except SizeMismatch as exc:
+            raise _size_error(name, file, exc.actual) from None
+        except StorageError as exc:
+            if exc.errno != errno.ENOENT:
+                raise
+            raise _size_error(name, file, None) from None
 
     def check_size(self, name: str) -> str:
         """A cheap check (sizes only, no hashing): ``size ok``, or what is wrong."""
@@ -362,32 +379,24 @@ class CheckpointStore:
         """
         manifest = self.read_manifest(name)
         payload = next(f for f in manifest.files if f.path == PAYLOAD_NAME)
-        if payload.pieces is None or payload.piece_bytes is None or len(manifest.files) > 1:
-            return self.verify(name), self.load_payload(name, map_location=map_location)
-        path = self.dir / name / PAYLOAD_NAME
-        last = len(payload.pieces) - 1
+        for file in manifest.files:
+            if file is not payload:
+                self._verify_file(name, file)
+        if payload.pieces is None:
+            self._verify_file(name, payload)
+            return manifest, self.load_payload(name, map_location=map_location)
 
         def consume(file: Any) -> Any:
             return torch.load(file, map_location=map_location, weights_only=True)
 
         try:
-            loaded = self.storage.read_verified(
-                path, consume, size=payload.size_bytes, piece_bytes=payload.piece_bytes,
-                pieces=payload.pieces, first=(0, last))
-        except PieceMismatch as exc:
-            raise CheckpointError(
-                f"checkpoint {name}: {PAYLOAD_NAME} fails its sha256 check ({exc})") from None
-        except SizeMismatch as exc:
-            raise _size_error(name, payload, exc.actual) from None
-        except StorageError as exc:
-            if exc.errno != errno.ENOENT:
-                raise
-            raise _size_error(name, payload, None) from None
+            return manifest, self._verify_file(name, payload, consume)
+        except CheckpointError:  # a ValueError too: not the payload's loading error
+            raise
         except Exception as exc:
             if (error := self._payload_error(name, exc)) is None:
                 raise
             raise error from exc
-        return manifest, loaded
 
     def _check_size(self, name: str, file: ManifestFile) -> None:
         size = self.storage.size_of(self.dir / name / file.path)

@@ -122,75 +122,65 @@ class Digest:
     With ``piece_bytes``, the digest is a hash list, :func:`hash_list` of the
     sha256 of each ``piece_bytes`` piece (an empty stream is one empty piece).
     Writing costs the same; reading it back to verify can hash the pieces on
-    every core at once (:meth:`Storage.digest_of`), where one sha256 runs on one
-    (~1.1 GB/s here: most of a large checkpoint's resume time).
+    every core at once (:meth:`Storage.read_verified`), where one sha256 runs on
+    one (~1.1 GB/s here: most of a large checkpoint's resume time). A stream's
+    pieces may be hashed on several threads: :meth:`cut` it in one, then
+    :meth:`add` each part in any thread, one piece's parts in order.
     """
 
     def __init__(self, piece_bytes: int | None = None) -> None:
         self.piece_bytes = piece_bytes
-        self._hash = hashlib.sha256()
-        self._filled = 0
-        self._pieces: list[bytes] = []
+        self.size = 0
+        self._whole = hashlib.sha256()
+        self._hashes: dict[int, Any] = {}  # piece -> its sha256
 
-    def update(self, data: bytes | bytearray | memoryview) -> None:
+    def cut(self, data: bytes | bytearray | memoryview) -> list[tuple[int, memoryview]]:
+        """The next bytes of the stream as ``(piece, part)``, cut where pieces end."""
         view = memoryview(data)
         if view.format != "B" or view.ndim != 1:
             view = view.cast("B")
-        if self.piece_bytes is None:
-            self._hash.update(view)
-            return
+        parts = []
         while view.nbytes:
-            take = min(self.piece_bytes - self._filled, view.nbytes)
-            self._hash.update(view[:take])
-            self._filled += take
+            if self.piece_bytes is None:
+                index, take = 0, view.nbytes
+            else:
+                index, within = divmod(self.size, self.piece_bytes)
+                take = min(self.piece_bytes - within, view.nbytes)
+            parts.append((index, view[:take]))
+            self.size += take
             view = view[take:]
-            if self._filled == self.piece_bytes:
-                self._pieces.append(self._hash.digest())
-                self._hash, self._filled = hashlib.sha256(), 0
+        return parts
+
+    def add(self, index: int, part: memoryview) -> None:
+        """Hash one part that :meth:`cut` gave."""
+        if self.piece_bytes is None:
+            self._whole.update(part)
+            return
+        digest = self._hashes.get(index)
+        if digest is None:
+            digest = self._hashes[index] = hashlib.sha256()
+        digest.update(part)
+
+    def update(self, data: bytes | bytearray | memoryview) -> None:
+        for index, part in self.cut(data):
+            self.add(index, part)
 
     def pieces(self) -> list[bytes]:
         """The pieces' digests (none without ``piece_bytes``)."""
         if self.piece_bytes is None:
             return []
-        last = [self._hash.copy().digest()] if self._filled or not self._pieces else []
-        return [*self._pieces, *last]
+        return [(self._hashes.get(i) or hashlib.sha256()).digest()
+                for i in range(piece_count(self.size, self.piece_bytes))]
 
     def hexdigest(self) -> str:
         if self.piece_bytes is None:
-            return self._hash.hexdigest()
+            return self._whole.hexdigest()
         return hash_list(self.pieces())
 
 
 def piece_count(size: int, piece_bytes: int) -> int:
     """How many pieces a ``size``-byte file has (an empty one: one empty piece)."""
     return max(1, -(-size // piece_bytes))
-
-
-def _in_parallel(work: Callable[[int], T], count: int, threads: int) -> list[T]:
-    """``[work(0), ..., work(count - 1)]`` on up to ``threads`` daemon threads (a hung
-    mount must not keep the process from exiting, as pool threads would)."""
-    results: list[Any] = [None] * count
-    errors: list[BaseException] = []
-
-    def run(first: int, step: int) -> None:
-        try:
-            for i in range(first, count, step):
-                results[i] = work(i)
-        except BaseException as exc:  # raised in the caller's thread below
-            errors.append(exc)
-
-    if count == 1 or threads <= 1:
-        return [work(i) for i in range(count)]
-    step = min(threads, count)
-    workers = [threading.Thread(target=run, args=(k, step), daemon=True, name="colabrun-hash")
-               for k in range(step)]
-    for worker in workers:
-        worker.start()
-    for worker in workers:
-        worker.join()
-    if errors:
-        raise errors[0]
-    return results
 
 
 def usable_cpus() -> int:
@@ -394,64 +384,28 @@ class _PipelinedHashingWriter(_HashingWriter):
     def __init__(self, file: IO[bytes], on_first_write: Callable[[], None] | None = None,
                  piece_bytes: int | None = None) -> None:
         super().__init__(file, on_first_write, piece_bytes)
-        self._piece_bytes = piece_bytes
-        self._index, self._filled = 0, 0  # where the next byte goes
         lanes = 1 if piece_bytes is None else max(1, usable_cpus())
         self._lanes: list[queue.Queue[tuple[int, memoryview] | None]] = [
             queue.Queue(maxsize=4) for _ in range(lanes)]
-        self._hashes: dict[int, Any] = {}  # piece -> its sha256 (one lane writes each)
-        self._hashers = [threading.Thread(target=self._hash_chunks, args=(lane,),
+        self._hashers = [threading.Thread(target=self._hash_parts, args=(lane,),
                                           name="colabrun-hash", daemon=True)
                          for lane in self._lanes]
         for hasher in self._hashers:
             hasher.start()
 
-    def _hash_chunks(self, lane: queue.Queue[tuple[int, memoryview] | None]) -> None:
+    def _hash_parts(self, lane: queue.Queue[tuple[int, memoryview] | None]) -> None:
         while (item := lane.get()) is not None:
-            index, chunk = item
-            if self._piece_bytes is None:
-                self._hash.update(chunk)
-                continue
-            digest = self._hashes.get(index)
-            if digest is None:
-                digest = self._hashes[index] = hashlib.sha256()
-            digest.update(chunk)
+            self._hash.add(*item)
 
     def _digest(self, view: memoryview) -> None:
-        if view.format != "B" or view.ndim != 1:
-            view = view.cast("B")
-        if self._piece_bytes is None:
-            self._lanes[0].put((0, view))
-            return
-        while view.nbytes:
-            take = min(self._piece_bytes - self._filled, view.nbytes)
-            self._lanes[self._index % len(self._lanes)].put((self._index, view[:take]))
-            self._filled += take
-            view = view[take:]
-            if self._filled == self._piece_bytes:
-                self._index, self._filled = self._index + 1, 0
+        for index, part in self._hash.cut(view):
+            self._lanes[index % len(self._lanes)].put((index, part))
 
     def finish(self) -> None:
         for lane, hasher in zip(self._lanes, self._hashers, strict=True):
             if hasher.is_alive():
                 lane.put(None)
                 hasher.join()
-
-    def _piece_digests(self) -> list[bytes]:
-        count = self._index + (1 if self._filled or not self._index else 0)
-        return [(self._hashes.get(i) or hashlib.sha256()).digest() for i in range(count)]
-
-    @property
-    def sha256(self) -> str:
-        if self._piece_bytes is None:
-            return self._hash.hexdigest()
-        return hash_list(self._piece_digests())
-
-    @property
-    def pieces(self) -> tuple[str, ...]:
-        if self._piece_bytes is None:
-            return ()
-        return tuple(d.hex() for d in self._piece_digests())
 
 
 class Storage:
@@ -671,21 +625,6 @@ class Storage:
                 reader.close()
 
         return self.call("read", path, attempt, timeout_s=self._bulk_timeout(size))
-
-    def digest_of(self, path: Path, *, piece_bytes: int | None, expected_bytes: int = 0
-                  ) -> Written:
-        """Size and :class:`Digest` of ``path``; its pieces are hashed on every CPU."""
-        if piece_bytes is None:
-            return self.sha256_of(path, expected_bytes=expected_bytes)
-
-        def attempt() -> Written:
-            size = self.fs.stat_size(path)
-            count = piece_count(size, piece_bytes)
-            pieces = _in_parallel(lambda i: self.piece_digest(path, i, piece_bytes, size),
-                                  count, usable_cpus())
-            return Written(size, hash_list(pieces), tuple(p.hex() for p in pieces))
-
-        return self.call("read", path, attempt, timeout_s=self._bulk_timeout(expected_bytes))
 
     def replace(self, src: Path, dst: Path) -> None:
         """Atomically rename ``src`` over ``dst`` (on one local filesystem)."""

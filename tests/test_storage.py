@@ -19,7 +19,7 @@ import torch
 
 from jobs.errors import StorageError, StorageTimeout
 from runner.clock import FakeClock
-from state.storage import OsFs, Storage
+from state.storage import OsFs, PieceMismatch, Storage
 
 
 class _FailingFile:
@@ -313,8 +313,12 @@ def test_a_write_hashed_in_pieces_and_its_parallel_rehash_agree(
 
     assert written.size_bytes == size
     assert written.sha256 == hash_list_of(content, 1000)
-    assert storage.digest_of(path, piece_bytes=1000) == written
-    assert storage.digest_of(path, piece_bytes=None).sha256 == hashlib.sha256(content).hexdigest()
+    assert written.pieces == tuple(hashlib.sha256(content[i:i + 1000]).hexdigest()
+                                   for i in range(0, max(size, 1), 1000))
+    # the pieces rehashed in parallel agree, and the file reads back whole
+    assert storage.read_verified(path, lambda f: f.read(), size=size, piece_bytes=1000,
+                                 pieces=written.pieces) == content
+    assert storage.sha256_of(path).sha256 == hashlib.sha256(content).hexdigest()
 
 
 def test_a_hash_list_accepts_views_of_any_format(tmp_path: Path) -> None:
@@ -325,12 +329,18 @@ def test_a_hash_list_accepts_views_of_any_format(tmp_path: Path) -> None:
 
 
 class _ThreadRecordingFs(OsFs):
-    def __init__(self) -> None:
-        self.readers: set[threading.Thread] = set()  # held: no object reused
+    """Holds each hashing thread at its first read until ``threads`` of them are reading
+    at once (a timeout fails the read: fewer ran in parallel)."""
+
+    def __init__(self, threads: int) -> None:
+        self.hashers: set[threading.Thread] = set()  # held: no object reused
+        self._together = threading.Barrier(threads)
 
     def open(self, path: Path, mode: str) -> IO[bytes]:
-        if "r" in mode:
-            self.readers.add(threading.current_thread())
+        thread = threading.current_thread()
+        if "r" in mode and thread.name == "colabrun-hash" and thread not in self.hashers:
+            self.hashers.add(thread)
+            self._together.wait(timeout=10)
         return super().open(path, mode)
 
 
@@ -341,16 +351,18 @@ def test_the_pieces_are_hashed_on_several_threads_and_any_changed_byte_shows(
     path = tmp_path / "f.bin"
     content = bytearray(b"x" * 5000)
     path.write_bytes(content)
-    fs = _ThreadRecordingFs()
+    pieces = [hashlib.sha256(content[i:i + 1000]).hexdigest() for i in range(0, 5000, 1000)]
+    fs = _ThreadRecordingFs(threads=3)
     storage = storage_with(fs)  # type: ignore[arg-type]
-    good = storage.digest_of(path, piece_bytes=1000).sha256
-    assert good == hash_list_of(bytes(content), 1000)
-    assert len(fs.readers) == 3
+    storage.read_verified(path, lambda f: None, size=5000, piece_bytes=1000, pieces=pieces)
+    assert len(fs.hashers) == 3
     for at in (0, 1500, 4999):
         changed = bytearray(content)
         changed[at] ^= 1
         path.write_bytes(changed)
-        assert storage.digest_of(path, piece_bytes=1000).sha256 != good
+        with pytest.raises(PieceMismatch, match=f"piece {at // 1000 + 1} of 5"):
+            storage.read_verified(path, lambda f: None, size=5000, piece_bytes=1000,
+                                  pieces=pieces)
 
 
 def test_torn_transient_write_is_redone_from_the_start(tmp_path: Path) -> None:
