@@ -203,5 +203,3 @@ def _picklable(value: Any) -> Any:
     except Exception:
         return None
     return value
-
-

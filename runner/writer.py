@@ -377,6 +377,10 @@ class _Report:
     def send(self, kind: bytes, body: bytes = b"") -> None:
         os.write(self._report, kind + b" " + body.replace(b"\n", b" ") + b"\n")
 
+    def done(self, manifest: Manifest, cpu_s: float) -> None:
+        """A save committed, with the CPU seconds it took (read by :func:`_converse`)."""
+        self.send(b"done", f"{cpu_s:.6f} ".encode() + manifest.model_dump_json().encode())
+
     def through_parent(self, point: str) -> None:
         """A save point's hook, run by the parent while this child waits."""
         self.send(b"point", point.encode())
@@ -429,8 +433,7 @@ def _child_main(local: CheckpointStore, task: SaveTask, parent: int, *, report: 
         local.on_point = reporter.through_parent
         cpu = time.process_time()
         manifest = _commit(local, task, keep, protected)
-        reporter.send(b"done", f"{time.process_time() - cpu:.6f} ".encode()
-                      + manifest.model_dump_json().encode())
+        reporter.done(manifest, time.process_time() - cpu)
         code = 0
     except BaseException as exc:
         if reporter is not None:
@@ -541,8 +544,7 @@ def _process_main(local: CheckpointStore, buffers: HostBuffers, parent: int, *, 
                 continue
             finally:
                 del task
-            reporter.send(b"done", f"{time.process_time() - cpu:.6f} ".encode()
-                          + manifest.model_dump_json().encode())
+            reporter.done(manifest, time.process_time() - cpu)
         code = 0
     except BaseException:
         pass  # the parent sees the pipe close, and reports the death
