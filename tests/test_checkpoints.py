@@ -361,6 +361,30 @@ def test_a_transient_read_error_while_hashing_is_retried(
     assert fs.counts["open"] > 4  # the failing open was met, and the load retried
 
 
+def test_a_one_piece_payload_is_opened_once_and_a_transient_error_retried(
+    job_dir: Path
+) -> None:
+    fs = FailingFs("open", err=errno.EIO, nth=1_000, match=PAYLOAD_NAME)
+    store = CheckpointStore(job_dir, storage_with(fs))
+    manifest = commit(store, 20)
+    assert len(manifest.files[0].pieces or ()) == 1
+    before = fs.counts["open"]
+    fs.nth = before + 1  # the load's first open fails
+    _, payload = store.load_verified(manifest.name)
+    assert_exactly_equal(payload, payload_for(20))
+    assert fs.counts["open"] - before == 2  # the failed open, then one read for all
+
+
+def test_a_one_piece_payload_with_a_changed_byte_is_refused(store: CheckpointStore) -> None:
+    name = commit(store, 20).name
+    path = store.dir / name / PAYLOAD_NAME
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match=r"fails its sha256 check \(piece 1 of 1\)"):
+        store.load_verified(name)
+
+
 def test_a_manifest_whose_pieces_do_not_add_up_is_invalid(store: CheckpointStore) -> None:
     name = commit(store, 20).name
     path = store.dir / name / MANIFEST_NAME
