@@ -43,7 +43,7 @@ from runner.live import LiveProgress
 from runner.saving import COMMITTED_POINT
 from state.checkpoints import ROTATE_POINTS, SAVE_POINTS
 from state.statefile import STATE_NAME, STATE_WRITE_POINTS
-from state.storage import OsFs
+from state.storage import OsFs, copy_by_writes
 
 #: Every named point, loop first, then a save in the order it passes them.
 LOOP_POINTS = ("step", "epoch.end")
@@ -299,6 +299,9 @@ class FaultyFs(OsFs):
         if "r" in mode:
             return file
         return _FaultyFile(self, path, file)  # type: ignore[return-value]
+
+    def copy_range(self, src: IO[bytes], dst: IO[bytes], offset: int, count: int) -> int:
+        return copy_by_writes(src, dst, offset, count)  # through the faulty file's write
 
     def fsync(self, file: IO[bytes]) -> None:
         self.before("fsync", getattr(file, "name", "?"))

@@ -233,7 +233,7 @@ class Saver:
         self._lease_warned = False
         self.uploader = Uploader(self._upload, on_failure=self._on_failure,
                                  on_recovery=self._on_recovery, retry_s=retry_s,
-                                 heartbeat=self._heartbeat, cpu_clock=store.storage.cpu_s)
+                                 heartbeat=self._heartbeat, cpu_clock=self._upload_cpu_s)
 
     def ready(self) -> None:
         """Wait for the save in flight (so its snapshot buffers may be reused).
@@ -347,6 +347,11 @@ class Saver:
                 self._lease_warned = True
 
     # -- the uploader's side -------------------------------------------------------
+
+    def _upload_cpu_s(self) -> float:
+        """CPU seconds uploads have used so far (read on the uploader's thread): its own,
+        the root's I/O threads', and those verifying the local source meanwhile."""
+        return self.store.storage.cpu_s() + self.local.storage.io_cpu_s
 
     def _upload(self, name: str) -> None:
         current = self.statefile.read()

@@ -25,6 +25,7 @@ import pickle
 import re
 import uuid
 from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import IO, Any
 
@@ -35,7 +36,6 @@ from jobs.errors import CheckpointError, StorageError
 from state.hooks import Hook, no_hook
 from state.model import CheckpointRecord
 from state.storage import (
-    CHUNK_BYTES,
     HASH_PIECE_BYTES,
     PieceMismatch,
     SizeMismatch,
@@ -237,8 +237,8 @@ class CheckpointStore:
     def upload_from(self, source: CheckpointStore, name: str) -> Manifest:
         """Copy a committed checkpoint of ``source`` here, with the same commit protocol.
 
-        Each file is streamed into a temporary folder while hashed, checked
-        against the source manifest, fsynced; the manifest goes last, then the
+        Each file is copied into a temporary folder while the source is verified
+        against its manifest, then fsynced; the manifest goes last, then the
         rename. The copy may get another name if that one is taken here.
 
         Raises:
@@ -265,21 +265,31 @@ class CheckpointStore:
 
     def _copy_file(self, source: CheckpointStore, name: str, file: ManifestFile, tmp: Path
                    ) -> None:
-        origin = source.dir / name / file.path
+        """Copy one file in the kernel while the source is verified against its manifest
+        on the other CPUs. Both read the same pages of a file written moments ago,
+        which a local commit never changes: the copy's bytes are the verified ones.
+        (A copy that still differs, say a mount that loses data, fails the
+        verification that comes before a resume, as any damaged checkpoint does.)"""
+        target = tmp / file.path
 
-        def produce(out: Any) -> None:
-            with source.storage.fs.open(origin, "rb") as f:
-                while chunk := f.read(CHUNK_BYTES):
-                    out.write(chunk)
+        def verify_source() -> None:
+            with source.storage.counting_cpu():  # the upload's cost (Storage.io_cpu_s)
+                source._verify_file(name, file)
 
-        written = self.storage.write_stream(
-            tmp / file.path, produce, expected_bytes=file.size_bytes, pipelined=True,
-            on_first_write=lambda: self.on_point("save.payload_writing"),
-            piece_bytes=file.piece_bytes)
-        on_disk = self.storage.size_of(tmp / file.path)
-        if written.sha256 != file.sha256 or on_disk != file.size_bytes:
+        with ThreadPoolExecutor(1, thread_name_prefix="colabrun-verify") as pool:
+            checked = pool.submit(verify_source)
+            try:
+                copied = self.storage.copy_file(
+                    source.dir / name / file.path, target, expected_bytes=file.size_bytes,
+                    on_first_write=lambda: self.on_point("save.payload_writing"))
+            finally:
+                source_error = checked.exception()
+        if source_error is not None:  # the source is at fault, not this store
+            raise source_error
+        on_disk = self.storage.size_of(target)
+        if copied != file.size_bytes or on_disk != file.size_bytes:
             raise StorageError(
-                f"{tmp / file.path}: the copy does not match checkpoint {name} "
+                f"{target}: the copy does not match checkpoint {name} "
                 f"({on_disk} bytes on disk, {file.size_bytes} expected); the storage lost data"
             )
 

@@ -22,10 +22,10 @@ import errno
 import hashlib
 import io
 import os
-import queue
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Protocol, TypeVar
@@ -37,8 +37,12 @@ from jobs.errors import StorageError, StorageTimeout
 T = TypeVar("T")
 
 TRANSIENT_ERRNOS = frozenset({errno.EIO, errno.ENOTCONN, errno.ETIMEDOUT, errno.EAGAIN})
+#: what ``sendfile`` fails with where a filesystem does not support it
+_NO_SENDFILE = frozenset({errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOTSUP})
 
 CHUNK_BYTES = 8 * 1024 * 1024
+#: the most one ``sendfile`` call copies (Linux's own limit is just under 2 GiB)
+SENDFILE_MAX_BYTES = 1 << 30
 #: the pieces a checkpoint's payload is hashed in (see :class:`Digest`)
 HASH_PIECE_BYTES = 64 * 1024 * 1024
 
@@ -70,6 +74,17 @@ class Fs(Protocol):
     def unlink(self, path: Path) -> None: ...
 
     def rmdir(self, path: Path) -> None: ...
+
+    def copy_range(self, src: IO[bytes], dst: IO[bytes], offset: int, count: int) -> int: ...
+
+
+def copy_by_writes(src: IO[bytes], dst: IO[bytes], offset: int, count: int) -> int:
+    """Copy up to ``count`` bytes of ``src`` from ``offset`` with one ``dst.write``;
+    the bytes copied (0: the end of ``src``)."""
+    data = os.pread(src.fileno(), min(count, CHUNK_BYTES), offset)
+    if data:
+        dst.write(data)
+    return len(data)
 
 
 class OsFs:
@@ -110,6 +125,19 @@ class OsFs:
     def rmdir(self, path: Path) -> None:
         os.rmdir(path)
 
+    def copy_range(self, src: IO[bytes], dst: IO[bytes], offset: int, count: int) -> int:
+        """Copy up to ``count`` bytes of ``src`` from ``offset`` to ``dst`` (at its
+        position); the bytes copied (0: the end of ``src``). In the kernel
+        (``sendfile``: no copies through Python, twice the speed), or by a read
+        and a write where the filesystems refuse it."""
+        dst.flush()
+        try:
+            return os.sendfile(dst.fileno(), src.fileno(), offset, count)
+        except OSError as exc:
+            if exc.errno not in _NO_SENDFILE:
+                raise
+        return copy_by_writes(src, dst, offset, count)
+
 
 def hash_list(digests: Iterable[bytes]) -> str:
     """The sha256 of the concatenated (raw) digests of a file's pieces, in order."""
@@ -123,9 +151,7 @@ class Digest:
     sha256 of each ``piece_bytes`` piece (an empty stream is one empty piece).
     Writing costs the same; reading it back to verify can hash the pieces on
     every core at once (:meth:`Storage.read_verified`), where one sha256 runs on
-    one (~1.1 GB/s here: most of a large checkpoint's resume time). A stream's
-    pieces may be hashed on several threads: :meth:`cut` it in one, then
-    :meth:`add` each part in any thread, one piece's parts in order.
+    one (~1.1 GB/s here: most of a large checkpoint's resume time).
     """
 
     def __init__(self, piece_bytes: int | None = None) -> None:
@@ -134,36 +160,23 @@ class Digest:
         self._whole = hashlib.sha256()
         self._hashes: dict[int, Any] = {}  # piece -> its sha256
 
-    def cut(self, data: bytes | bytearray | memoryview) -> list[tuple[int, memoryview]]:
-        """The next bytes of the stream as ``(piece, part)``, cut where pieces end."""
+    def update(self, data: bytes | bytearray | memoryview) -> None:
         view = memoryview(data)
         if view.format != "B" or view.ndim != 1:
             view = view.cast("B")
-        parts = []
-        while view.nbytes:
-            if self.piece_bytes is None:
-                index, take = 0, view.nbytes
-            else:
-                index, within = divmod(self.size, self.piece_bytes)
-                take = min(self.piece_bytes - within, view.nbytes)
-            parts.append((index, view[:take]))
+        if self.piece_bytes is None:
+            self._whole.update(view)
+            self.size += view.nbytes
+            return
+        while view.nbytes:  # cut where pieces end
+            index, within = divmod(self.size, self.piece_bytes)
+            take = min(self.piece_bytes - within, view.nbytes)
+            digest = self._hashes.get(index)
+            if digest is None:
+                digest = self._hashes[index] = hashlib.sha256()
+            digest.update(view[:take])
             self.size += take
             view = view[take:]
-        return parts
-
-    def add(self, index: int, part: memoryview) -> None:
-        """Hash one part that :meth:`cut` gave."""
-        if self.piece_bytes is None:
-            self._whole.update(part)
-            return
-        digest = self._hashes.get(index)
-        if digest is None:
-            digest = self._hashes[index] = hashlib.sha256()
-        digest.update(part)
-
-    def update(self, data: bytes | bytearray | memoryview) -> None:
-        for index, part in self.cut(data):
-            self.add(index, part)
 
     def pieces(self) -> list[bytes]:
         """The pieces' digests (none without ``piece_bytes``)."""
@@ -243,6 +256,10 @@ class _VerifiedReader(io.RawIOBase):
             thread.start()
 
     def _hash_pieces(self) -> None:
+        with self._storage.counting_cpu():
+            self._hash_next_pieces()
+
+    def _hash_next_pieces(self) -> None:
         while True:
             with self._cond:
                 if self._stopped or self._next == len(self._order):
@@ -340,7 +357,7 @@ class _HashingWriter:
 
     def write(self, data: bytes | bytearray | memoryview) -> int:
         view = memoryview(data)
-        self._digest(view)
+        self._hash.update(view)
         self.size += view.nbytes
         try:
             written = self._file.write(view)
@@ -353,14 +370,8 @@ class _HashingWriter:
             callback()
         return written
 
-    def _digest(self, view: memoryview) -> None:
-        self._hash.update(view)
-
     def flush(self) -> None:
         self._file.flush()
-
-    def finish(self) -> None:
-        """All data written: the hash is complete once this returns."""
 
     @property
     def sha256(self) -> str:
@@ -369,43 +380,6 @@ class _HashingWriter:
     @property
     def pieces(self) -> tuple[str, ...]:
         return tuple(d.hex() for d in self._hash.pieces())
-
-
-class _PipelinedHashingWriter(_HashingWriter):
-    """Hashes in other threads while the caller writes the next chunk.
-
-    hashlib and file writes both release the GIL, so a copy runs at the speed of
-    the slower of the two instead of their sum. A digest in pieces is hashed on
-    up to one thread per CPU (piece ``i`` on thread ``i % n``), one sha256 on
-    one. Only for data the caller never changes after writing it (fresh
-    ``bytes`` from a read).
-    """
-
-    def __init__(self, file: IO[bytes], on_first_write: Callable[[], None] | None = None,
-                 piece_bytes: int | None = None) -> None:
-        super().__init__(file, on_first_write, piece_bytes)
-        lanes = 1 if piece_bytes is None else max(1, usable_cpus())
-        self._lanes: list[queue.Queue[tuple[int, memoryview] | None]] = [
-            queue.Queue(maxsize=4) for _ in range(lanes)]
-        self._hashers = [threading.Thread(target=self._hash_parts, args=(lane,),
-                                          name="colabrun-hash", daemon=True)
-                         for lane in self._lanes]
-        for hasher in self._hashers:
-            hasher.start()
-
-    def _hash_parts(self, lane: queue.Queue[tuple[int, memoryview] | None]) -> None:
-        while (item := lane.get()) is not None:
-            self._hash.add(*item)
-
-    def _digest(self, view: memoryview) -> None:
-        for index, part in self._hash.cut(view):
-            self._lanes[index % len(self._lanes)].put((index, part))
-
-    def finish(self) -> None:
-        for lane, hasher in zip(self._lanes, self._hashers, strict=True):
-            if hasher.is_alive():
-                lane.put(None)
-                hasher.join()
 
 
 class Storage:
@@ -482,18 +456,31 @@ class Storage:
         threads: what a sequence of calls cost, as a difference of two readings."""
         return time.thread_time() + self._io_cpu_s
 
+    @property
+    def io_cpu_s(self) -> float:
+        """CPU seconds of the threads calls ran in, and of those they started."""
+        return self._io_cpu_s
+
+    @contextmanager
+    def counting_cpu(self) -> Iterator[None]:
+        """Add the CPU time the calling thread spends inside to :meth:`cpu_s` (for the
+        threads storage calls start: their own, and those hashing pieces)."""
+        started = time.thread_time()
+        try:
+            yield
+        finally:
+            with self._io_cpu_lock:
+                self._io_cpu_s += time.thread_time() - started
+
     def _with_timeout(self, what: str, path: Path, fn: Callable[[], T], limit: float) -> T:
         box: dict[str, Any] = {}
 
         def target() -> None:
-            started = time.thread_time()
-            try:
-                box["value"] = fn()
-            except BaseException as exc:  # handed back to the caller below
-                box["error"] = exc
-            finally:
-                with self._io_cpu_lock:
-                    self._io_cpu_s += time.thread_time() - started
+            with self.counting_cpu():
+                try:
+                    box["value"] = fn()
+                except BaseException as exc:  # handed back to the caller below
+                    box["error"] = exc
 
         thread = threading.Thread(target=target, name=f"colabrun-io-{what}", daemon=True)
         thread.start()
@@ -516,36 +503,54 @@ class Storage:
 
     def write_stream(
         self, path: Path, produce: Callable[[Any], None], *, expected_bytes: int = 0,
-        on_first_write: Callable[[], None] | None = None, pipelined: bool = False,
-        piece_bytes: int | None = None,
+        on_first_write: Callable[[], None] | None = None, piece_bytes: int | None = None,
     ) -> Written:
         """Create ``path``, let ``produce(file)`` write into it, fsync; return size and sha256.
 
         The whole write is retried from the start on a transient error, so
-        ``produce`` must be repeatable. ``pipelined``: hash in a second thread
-        (for a producer that writes fresh ``bytes`` it never touches again).
-        ``piece_bytes``: return the :class:`Digest` of pieces of this size.
+        ``produce`` must be repeatable. ``piece_bytes``: return the :class:`Digest`
+        of pieces of this size.
         """
-        kind = _PipelinedHashingWriter if pipelined else _HashingWriter
 
         def attempt() -> Written:
             with self.fs.open(path, "wb") as raw:
-                writer = kind(raw, on_first_write, piece_bytes)
+                writer = _HashingWriter(raw, on_first_write, piece_bytes)
                 try:
                     produce(writer)
                 except Exception:
                     if writer.error is not None:  # the storage failed, not the producer
                         raise writer.error from None
                     raise
-                finally:
-                    writer.finish()
-                if self.durable:
-                    self.fs.fsync(raw)
-                else:
-                    raw.flush()  # in the page cache: survives this process's death
+                self._settle(raw)
             return Written(writer.size, writer.sha256, writer.pieces)
 
         return self.call("write", path, attempt, timeout_s=self._bulk_timeout(expected_bytes))
+
+    def copy_file(self, src: Path, dst: Path, *, expected_bytes: int = 0,
+                  on_first_write: Callable[[], None] | None = None) -> int:
+        """Copy ``src`` (any local file) to ``dst``, in the kernel where it can
+        (:meth:`Fs.copy_range`), and fsync; return the bytes copied. Retried whole."""
+
+        def attempt() -> int:
+            with self.fs.open(src, "rb") as source, self.fs.open(dst, "wb") as target:
+                # a first chunk alone: on_first_write sees a partly written file
+                copied = self.fs.copy_range(source, target, 0, CHUNK_BYTES)
+                if on_first_write is not None:
+                    target.flush()
+                    on_first_write()
+                while more := self.fs.copy_range(source, target, copied, SENDFILE_MAX_BYTES):
+                    copied += more
+                self._settle(target)
+            return copied
+
+        return self.call("write", dst, attempt, timeout_s=self._bulk_timeout(expected_bytes))
+
+    def _settle(self, file: IO[bytes]) -> None:
+        """A written file, durable (the root) or in the page cache (local staging)."""
+        if self.durable:
+            self.fs.fsync(file)
+        else:
+            file.flush()  # in the page cache: survives this process's death
 
     def write_bytes(self, path: Path, data: bytes) -> Written:
         """Write ``data`` to ``path`` and fsync it."""

@@ -27,7 +27,7 @@ from state.checkpoints import (
     checkpoint_name,
     parse_checkpoint_name,
 )
-from state.storage import HASH_PIECE_BYTES, PieceMismatch
+from state.storage import HASH_PIECE_BYTES, PieceMismatch, Storage
 from tests.helpers import assert_exactly_equal
 from tests.test_storage import FailingFs, hash_list_of, storage_with
 
@@ -418,6 +418,41 @@ def test_a_version_1_checkpoint_verifies_loads_and_uploads(
     root = CheckpointStore(tmp_path / "root", storage_with())
     copied = root.upload_from(store, name)
     assert root.verify(copied.name).files == store.verify(name).files
+
+
+@pytest.mark.parametrize("pieces", ["one", "many"])
+def test_an_upload_verifies_its_source_and_commits_nothing_from_a_damaged_one(
+    store: CheckpointStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, pieces: str
+) -> None:
+    if pieces == "many":
+        monkeypatch.setattr("state.checkpoints.HASH_PIECE_BYTES", 512)
+    name = commit(store, 20).name
+    root = CheckpointStore(tmp_path / "root", storage_with())
+    assert root.verify(root.upload_from(store, name).name).files == store.verify(name).files
+
+    path = store.dir / name / PAYLOAD_NAME
+    data = bytearray(path.read_bytes())
+    data[len(data) // 3] ^= 0xFF
+    path.write_bytes(bytes(data))
+    committed = root.list_names()
+    with pytest.raises(CheckpointError, match=f"checkpoint {name}: state.pt fails its sha256"):
+        root.upload_from(store, name)
+    assert root.list_names() == committed
+
+
+@pytest.mark.parametrize("pieces", ["one", "many"])
+def test_the_cpu_an_upload_spends_verifying_its_source_is_counted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, pieces: str
+) -> None:
+    """Uploads are paced by their CPU time: the source's verification, in threads of
+    an untimed local storage, is part of it."""
+    if pieces == "many":
+        monkeypatch.setattr("state.checkpoints.HASH_PIECE_BYTES", 512)
+    local = CheckpointStore(tmp_path / "local", Storage(timeout_s=None, durable=False))
+    name = commit(local, 20).name
+    before = local.storage.io_cpu_s
+    CheckpointStore(tmp_path / "root", storage_with()).upload_from(local, name)
+    assert local.storage.io_cpu_s > before
 
 
 def test_a_manifest_from_a_newer_colabrun_asks_for_an_upgrade(store: CheckpointStore) -> None:
