@@ -350,7 +350,7 @@ def _first_step_after(spec: JobSpec, root: Path, marker: Path) -> tuple[float, f
 
 
 def _resume_case(config: Config, scratch: Path, label: str, entrypoint: str,
-                 params: dict[str, Any], epochs: int) -> list[Row]:
+                 params: dict[str, Any], epochs: int, pairs: int) -> list[Row]:
     root = scratch / f"root-{label}"
     marker = scratch / f"first-{label}"
     base = {"checkpoint": {"every_steps": 2, "every_s": None, "at_epoch_end": False}}
@@ -365,13 +365,18 @@ def _resume_case(config: Config, scratch: Path, label: str, entrypoint: str,
     fresh: list[tuple[float, float]] = []
     resumed: list[tuple[float, float]] = []
     raw: list[float] = []
-    for rep in range(config.reps + 2):  # process start-up varies: two more samples
-        # the same job with one more epoch resumes from the newest checkpoint
-        more = prepared.model_copy(update={"epochs": epochs + 1})
-        resumed.append(_first_step_after(more, root, marker))
+    warm: list[float] = []
+    more = prepared.model_copy(update={"epochs": epochs + 1})  # resumes from the newest
+    for rep in range(pairs):
         fresh_spec = more.model_copy(update={"name": f"fresh-{prepared.name}-{rep}"})
+        if rep % 2:  # neither kind always starts first
+            resumed.append(_first_step_after(more, root, marker))
         fresh.append(_first_step_after(fresh_spec, scratch / f"fresh-{label}", marker))
-        raw += _timed(lambda: torch.load(payload, weights_only=True), 1)
+        if not rep % 2:
+            resumed.append(_first_step_after(more, root, marker))
+    for _ in range(config.reps + 2):  # steadier than process starts: fewer samples
+        raw.append(_cold_load(payload))
+        warm += _timed(lambda: torch.load(payload, weights_only=True), 1)
     # main figure: from run() (imports done) to the first step, resumed minus fresh; the
     # same from process start is in the detail (equal in expectation, noisier)
     latency = [r[1] - f[1] for r, f in zip(resumed, fresh, strict=True)]
@@ -383,14 +388,30 @@ def _resume_case(config: Config, scratch: Path, label: str, entrypoint: str,
                         "from_process_start": from_start,
                         "run_to_first_step_fresh": [f[1] for f in fresh],
                         "run_to_first_step_resumed": [r[1] for r in resumed],
+                        "interval_90": bootstrap_median(latency, random.Random(0)),
+                        "reference_samples": raw,
+                        "warm_torch_load_median": statistics.median(warm),
+                        "ratio_to_warm_load": value / statistics.median(warm),
                         "checkpoint_bytes": payload.stat().st_size})]
+
+
+def _cold_load(payload: Path) -> float:
+    """Seconds of a fresh process's first ``torch.load`` of ``payload``: the reference,
+    since a resume is a fresh process's first load too (the first pays ~2.5 ms of lazy
+    set-up, as much as loading the digits state itself)."""
+    out = subprocess.run([sys.executable, "-c", "from benchmarks.child import cold_load; "
+                          "cold_load()", str(payload)], cwd=REPO, check=True, text=True,
+                         capture_output=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    return float(out.stdout)
 
 
 def resume(config: Config, scratch: Path) -> list[Row]:
     """Process start to first resumed step, minus the same for a fresh start."""
-    return (_resume_case(config, scratch, "digits", DIGITS, {}, 1)
+    # a few milliseconds in process starts that vary by ~10: the small state needs
+    # more pairs (each is two ~2 s starts)
+    return (_resume_case(config, scratch, "digits", DIGITS, {}, 1, pairs=6 * config.reps + 1)
             + _resume_case(config, scratch, "big MLP", MLP,
-                           _mlp_params(config, steps=2), 1))
+                           _mlp_params(config, steps=2), 1, pairs=config.reps + 2))
 
 
 # -- 4. work lost per SIGKILL --------------------------------------------------------
