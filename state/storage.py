@@ -37,8 +37,9 @@ from jobs.errors import StorageError, StorageTimeout
 T = TypeVar("T")
 
 TRANSIENT_ERRNOS = frozenset({errno.EIO, errno.ENOTCONN, errno.ETIMEDOUT, errno.EAGAIN})
-#: what ``sendfile`` fails with where a filesystem does not support it
-_NO_SENDFILE = frozenset({errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOTSUP})
+#: what ``sendfile`` fails with where a filesystem (or, ENOTSOCK, macOS) cannot copy files
+_NO_SENDFILE = frozenset({errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOTSUP,
+                          errno.ENOTSOCK})
 
 CHUNK_BYTES = 8 * 1024 * 1024
 #: the most one ``sendfile`` call copies (Linux's own limit is just under 2 GiB)
@@ -130,12 +131,13 @@ class OsFs:
         position); the bytes copied (0: the end of ``src``). In the kernel
         (``sendfile``: no copies through Python, twice the speed), or by a read
         and a write where the filesystems refuse it."""
-        dst.flush()
-        try:
-            return os.sendfile(dst.fileno(), src.fileno(), offset, count)
-        except OSError as exc:
-            if exc.errno not in _NO_SENDFILE:
-                raise
+        if hasattr(os, "sendfile"):  # not on Windows
+            dst.flush()
+            try:
+                return os.sendfile(dst.fileno(), src.fileno(), offset, count)
+            except OSError as exc:
+                if exc.errno not in _NO_SENDFILE:
+                    raise
         return copy_by_writes(src, dst, offset, count)
 
 

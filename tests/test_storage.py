@@ -552,11 +552,15 @@ def test_copy_file_copies_in_the_kernel_and_tells_when_it_began(
     assert seen_at_first_write == [min(size, 1024 * 1024)]  # partly written, once
 
 
+@pytest.mark.parametrize("refusal", [errno.EINVAL, errno.ENOTSOCK, None])  # None: no sendfile
 def test_copy_file_falls_back_to_reads_and_writes_where_sendfile_is_refused(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, refusal: int | None
 ) -> None:
     monkeypatch.setattr("state.storage.CHUNK_BYTES", 1000)
-    _sendfile_counted(monkeypatch, fail=errno.EINVAL)
+    if refusal is None:
+        monkeypatch.delattr("state.storage.os.sendfile")
+    else:
+        _sendfile_counted(monkeypatch, fail=refusal)
     src, dst = tmp_path / "src.bin", tmp_path / "dst.bin"
     src.write_bytes(os.urandom(3500))
     assert storage_with().copy_file(src, dst) == 3500
