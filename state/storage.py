@@ -352,7 +352,6 @@ class _HashingWriter:
                  piece_bytes: int | None = None) -> None:
         self._file = file
         self._hash = Digest(piece_bytes)
-        self.size = 0
         self._on_first_write = on_first_write
         #: the first write error, kept because torch.save turns it into a RuntimeError
         self.error: OSError | None = None
@@ -360,7 +359,6 @@ class _HashingWriter:
     def write(self, data: bytes | bytearray | memoryview) -> int:
         view = memoryview(data)
         self._hash.update(view)
-        self.size += view.nbytes
         try:
             written = self._file.write(view)
         except OSError as exc:
@@ -374,6 +372,10 @@ class _HashingWriter:
 
     def flush(self) -> None:
         self._file.flush()
+
+    @property
+    def size(self) -> int:
+        return self._hash.size
 
     @property
     def sha256(self) -> str:
