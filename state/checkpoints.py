@@ -281,7 +281,8 @@ class CheckpointStore:
             try:
                 copied = self.storage.copy_file(
                     source.dir / name / file.path, target, expected_bytes=file.size_bytes,
-                    on_first_write=lambda: self.on_point("save.payload_writing"))
+                    on_first_write=lambda: self.on_point("save.payload_writing"),
+                    src_fs=source.storage.fs)  # the root's faults stay off the local disk
             finally:
                 source_error = checked.exception()
         if source_error is not None:  # the source is at fault, not this store

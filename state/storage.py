@@ -531,12 +531,15 @@ class Storage:
         return self.call("write", path, attempt, timeout_s=self._bulk_timeout(expected_bytes))
 
     def copy_file(self, src: Path, dst: Path, *, expected_bytes: int = 0,
-                  on_first_write: Callable[[], None] | None = None) -> int:
-        """Copy ``src`` (any local file) to ``dst``, in the kernel where it can
-        (:meth:`Fs.copy_range`), and fsync; return the bytes copied. Retried whole."""
+                  on_first_write: Callable[[], None] | None = None,
+                  src_fs: Fs | None = None) -> int:
+        """Copy ``src`` (a local file, opened with ``src_fs``, by default this storage's
+        filesystem) to ``dst``, in the kernel where it can (:meth:`Fs.copy_range`), and
+        fsync; return the bytes copied. Retried whole."""
 
         def attempt() -> int:
-            with self.fs.open(src, "rb") as source, self.fs.open(dst, "wb") as target:
+            with (src_fs or self.fs).open(src, "rb") as source, \
+                    self.fs.open(dst, "wb") as target:
                 # a first chunk alone: on_first_write sees a partly written file
                 copied = self.fs.copy_range(source, target, 0, CHUNK_BYTES)
                 if on_first_write is not None:

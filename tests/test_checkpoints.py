@@ -440,6 +440,17 @@ def test_an_upload_verifies_its_source_and_commits_nothing_from_a_damaged_one(
     assert root.list_names() == committed
 
 
+def test_an_upload_reads_its_source_through_the_local_filesystem(
+    store: CheckpointStore, tmp_path: Path
+) -> None:
+    """Faults injected into the root's filesystem never reach the local disk."""
+    name = commit(store, 20).name
+    root_fs = FailingFs("open", times=1_000, match=str(store.dir))  # any local path
+    root = CheckpointStore(tmp_path / "root", storage_with(root_fs))
+    copied = root.upload_from(store, name)
+    assert root.verify(copied.name).files == store.verify(name).files
+
+
 @pytest.mark.parametrize("pieces", ["one", "many"])
 def test_the_cpu_an_upload_spends_verifying_its_source_is_counted(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, pieces: str
