@@ -47,6 +47,8 @@ def choose_mode(requested: str, *, nbytes: int, on_cuda: bool, can_fork: bool) -
 
 
 Path_ = tuple[Any, ...]
+#: leaves a snapshot keeps as they are (immutable): the types, not their subclasses
+_ATOMS = frozenset({type(None), bool, int, float, str})
 
 
 class HostBuffers:
@@ -88,7 +90,8 @@ class HostBuffers:
             device copies landed (``None`` when every copy was synchronous).
         """
         on_cuda = [False]
-        state = {name: self._copy(value, (name,), on_cuda) for name, value in states.items()}
+        with torch.no_grad():  # copies of parameters stay out of autograd's graph
+            state = {name: self._copy(value, (name,), on_cuda) for name, value in states.items()}
         if not on_cuda[0]:
             return state, None
         event = torch.cuda.Event()  # type: ignore[no-untyped-call]
@@ -96,15 +99,21 @@ class HostBuffers:
         return state, event.synchronize
 
     def _copy(self, value: Any, path: Path_, on_cuda: list[bool]) -> Any:
-        if value is None or isinstance(value, (bool, int, float, str)):
+        # the hot part of a save's stall: atoms (most leaves) are kept without a call
+        cls = type(value)
+        if cls in _ATOMS:
             return value  # immutable: nothing to copy
         if isinstance(value, torch.Tensor):
-            return self._copy_tensor(value.detach(), path, on_cuda)
-        if isinstance(value, Mapping):
-            return {key: self._copy(item, (*path, key), on_cuda) for key, item in value.items()}
+            return self._copy_tensor(value, path, on_cuda)
+        if cls is dict or isinstance(value, Mapping):
+            return {key: item if type(item) in _ATOMS else self._copy(item, (*path, key), on_cuda)
+                    for key, item in value.items()}
         if isinstance(value, (list, tuple)):
-            items = (self._copy(item, (*path, i), on_cuda) for i, item in enumerate(value))
-            return type(value)(items) if not hasattr(value, "_fields") else type(value)(*items)
+            items = [item if type(item) in _ATOMS else self._copy(item, (*path, i), on_cuda)
+                     for i, item in enumerate(value)]
+            if cls is list:
+                return items
+            return cls(*items) if hasattr(value, "_fields") else cls(items)
         return copy.deepcopy(value)
 
     def _copy_tensor(self, tensor: torch.Tensor, path: Path_, on_cuda: list[bool]
@@ -114,8 +123,9 @@ class HostBuffers:
         buffer = self._buffers.get(path)
         if buffer is None or buffer.shape != tensor.shape or buffer.dtype != tensor.dtype:
             buffer = self._allocate(tensor, path)
-        buffer.copy_(tensor, non_blocking=tensor.is_cuda)
-        on_cuda[0] = on_cuda[0] or tensor.is_cuda
+        cuda = tensor.is_cuda
+        buffer.copy_(tensor, non_blocking=cuda)
+        on_cuda[0] = on_cuda[0] or cuda
         return buffer
 
     def _allocate(self, tensor: torch.Tensor, path: Path_) -> torch.Tensor:
@@ -160,15 +170,17 @@ def parameters_with_gradients(tracked: Mapping[str, Stateful]) -> list[torch.Ten
 
 def tensor_stats(value: Any) -> tuple[int, bool]:
     """Bytes of tensor data in ``value``, and whether any of it is on a CUDA device."""
-    if isinstance(value, torch.Tensor):
-        return value.numel() * value.element_size(), value.is_cuda
-    items: Any = ()
-    if isinstance(value, Mapping):
-        items = value.values()
-    elif isinstance(value, (list, tuple)):
-        items = value
     nbytes, cuda = 0, False
-    for item in items:
-        more, on = tensor_stats(item)
-        nbytes, cuda = nbytes + more, cuda or on
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        if type(item) in _ATOMS:
+            continue
+        if isinstance(item, torch.Tensor):
+            nbytes += item.numel() * item.element_size()
+            cuda = cuda or item.is_cuda
+        elif isinstance(item, Mapping):
+            pending.extend(item.values())
+        elif isinstance(item, (list, tuple)):
+            pending.extend(item)
     return nbytes, cuda

@@ -160,6 +160,16 @@ def test_a_shape_or_dtype_change_reallocates_the_buffer() -> None:
     assert buffers.nbytes == 4 * 3 * 8, "the replaced buffers are dropped"
 
 
+def test_a_live_parameter_is_copied_outside_autograd() -> None:
+    """A forked writer's view, or a user's own state_dict(keep_vars=True), hands the
+    snapshot parameters that require gradients: their copies must not."""
+    model = torch.nn.Linear(3, 2)
+    snapshot, _ = HostBuffers().snapshot({"m": {"w": model.weight, "b": [model.bias]}})
+    for copied in (snapshot["m"]["w"], snapshot["m"]["b"][0]):
+        assert not copied.requires_grad and copied.grad_fn is None
+    assert torch.equal(snapshot["m"]["w"], model.weight.detach())
+
+
 def test_a_transposed_tensor_keeps_its_values() -> None:
     source = torch.arange(12.0).reshape(3, 4).t()
     snapshot, _ = HostBuffers().snapshot({"m": {"x": source}})
