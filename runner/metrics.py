@@ -12,6 +12,7 @@ written last, so the redone steps replace the lost session's.
 from __future__ import annotations
 
 import json
+import os
 import threading
 from collections.abc import Mapping
 from pathlib import Path
@@ -45,14 +46,27 @@ class MetricsLog:
             self._pending.append(json.dumps(record, sort_keys=True) + "\n")
 
     def keep_locally(self) -> None:
-        """Write the buffered records to the local file (at each local checkpoint)."""
+        """Write the buffered records to the local file (at each local checkpoint).
+
+        Three system calls, no file object: this runs beside training after every
+        save, where Python's buffered text files cost ~0.3 ms of GIL time, cold.
+        """
         with self._lock:
             lines, self._pending = self._pending, []
-        if lines:
+        if not lines:
+            return
+        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT
+        try:
+            fd = os.open(self.local, flags, 0o644)
+        except FileNotFoundError:
             self.local.parent.mkdir(parents=True, exist_ok=True)
-            with open(self.local, "a", encoding="utf-8") as f:  # the page cache keeps it
-                f.write("".join(lines))  # past a worker's death, as local staging
-
+            fd = os.open(self.local, flags, 0o644)
+        try:  # the page cache keeps it past a worker's death, as local staging
+            data = memoryview("".join(lines).encode())
+            while data:
+                data = data[os.write(fd, data):]
+        finally:
+            os.close(fd)
 
     def sync(self) -> None:
         """Append to the root's file what the local file holds beyond the last sync.
