@@ -70,12 +70,13 @@ def _first_step_file(params: Any) -> None:
 
 
 def digits(run: Any) -> dict[str, Any]:
-    """The digits CNN (SGD with momentum, a schedule), timed per epoch."""
+    """The digits CNN (SGD with momentum, a schedule), timed per epoch; param ``width``
+    (16) sets its size."""
     torch.set_num_threads(1)
     params = run.params
     train_set, _ = load_digits_tensors()
     loader = DataLoader(train_set, batch_size=32, shuffle=True)
-    model = DigitsCNN(width=16)
+    model = DigitsCNN(width=int(params.get("width", 16)))
     optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=3, gamma=0.5)
     run.track(model=model, optimizer=optimizer, scheduler=scheduler)
@@ -98,7 +99,9 @@ def digits(run: Any) -> dict[str, Any]:
         epoch_s.append(now - mark)
         steps.append(run.global_step - step0)
         mark, step0 = now, run.global_step
-    return {"epoch_s": epoch_s, "steps": steps, "stalls": list(getattr(run, "save_stalls", []))}
+    meter = getattr(run, "save_cost", None)
+    return {"epoch_s": epoch_s, "steps": steps, "stalls": list(getattr(run, "save_stalls", [])),
+            "toll_s": meter.toll_s if meter is not None else None}
 
 
 class BigMLP(nn.Module):

@@ -224,6 +224,12 @@ class Run:
         return self._saver
 
     @property
+    def save_cost(self) -> CostMeter:
+        """What a save costs training, as measured so far (the adaptive cadence's meter):
+        ``stall_s`` and ``toll_s``, ``None``/0 before the first save."""
+        return self._cost
+
+    @property
     def last_checkpoint(self) -> CheckpointRecord | None:
         """The checkpoint this session committed last, if any."""
         return self._saver.last
