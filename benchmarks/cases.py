@@ -193,13 +193,15 @@ def step_ratio(config: Config, scratch: Path) -> list[Row]:
 
 
 def _metered_overhead(result: dict[str, Any]) -> float:
-    """The share of a run's time its saves cost, by the run's own meter: each save's stall,
-    plus the toll the meter learned (the steps that paid for a save, against the typical
-    step just before: a pairing that this VM's drift over seconds does not blur). Uploads
-    are paced apart (1% of a core) and not in it."""
+    """The share of a run's time its saves cost, by the run's own meter, over the epochs
+    :func:`_per_step` times (the first one, where the first save starts the writer
+    process, left out): each save's stall, plus the toll the meter learned (the steps that
+    paid for a save against the typical step just before: a pairing that this VM's drift
+    over seconds does not blur). Uploads are paced apart (1% of a core) and not in it."""
     toll_s = float(result["toll_s"] or 0.0)
-    stalls: list[float] = result["stalls"]
-    epochs_s: list[float] = result["epoch_s"]
+    first, last = result["saves_at"][0], result["saves_at"][-1]
+    stalls: list[float] = result["stalls"][first:last]
+    epochs_s: list[float] = result["epoch_s"][1:]
     return (sum(stalls) + toll_s * len(stalls)) / sum(epochs_s)
 
 

@@ -84,6 +84,8 @@ def digits(run: Any) -> dict[str, Any]:
     progress = _Progress(params.get("progress_file"))
     epoch_s: list[float] = []
     steps: list[int] = []
+    stalls = getattr(run, "save_stalls", [])
+    saves_at: list[int] = []  # saves taken before each epoch's end mark
     mark, step0 = time.perf_counter(), run.global_step
     for _ in run.epochs():
         for images, labels in run.batches(loader):
@@ -97,10 +99,11 @@ def digits(run: Any) -> dict[str, Any]:
         scheduler.step()
         now = time.perf_counter()  # epoch to epoch: includes the epoch-end save
         epoch_s.append(now - mark)
+        saves_at.append(len(stalls))
         steps.append(run.global_step - step0)
         mark, step0 = now, run.global_step
     meter = getattr(run, "save_cost", None)
-    return {"epoch_s": epoch_s, "steps": steps, "stalls": list(getattr(run, "save_stalls", [])),
+    return {"epoch_s": epoch_s, "steps": steps, "stalls": list(stalls), "saves_at": saves_at,
             "toll_s": meter.toll_s if meter is not None else None}
 
 

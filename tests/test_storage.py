@@ -263,6 +263,24 @@ def test_hanging_call_raises_storage_timeout_within_the_timeout(tmp_path: Path) 
     assert str(path) in str(info.value)
 
 
+def test_a_call_after_a_hung_one_is_not_held_up_by_it(tmp_path: Path) -> None:
+    """Calls share reused threads (state/iothreads.py): a call stuck in a frozen mount
+    keeps its own, and the next call, once the mount answers, runs at once."""
+    path = tmp_path / "f.bin"
+    path.write_bytes(b"xyz")
+    release = threading.Event()
+    fs = FailingFs("stat_size", hang=release, times=1)
+    storage = storage_with(fs, timeout_s=0.2)
+    try:
+        with pytest.raises(StorageTimeout):
+            storage.size_of(path)
+        start = time.monotonic()
+        assert storage.size_of(path) == 3  # the first call still hangs
+        assert time.monotonic() - start < 0.2
+    finally:
+        release.set()
+
+
 def test_hanging_write_raises_storage_timeout(tmp_path: Path) -> None:
     release = threading.Event()
     fs = FailingFs("fsync", hang=release)
