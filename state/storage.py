@@ -33,7 +33,6 @@ from typing import IO, Any, Protocol, TypeVar
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential
 
 from jobs.errors import StorageError, StorageTimeout
-from state.iothreads import POOL
 
 T = TypeVar("T")
 
@@ -478,19 +477,26 @@ class Storage:
                 self._io_cpu_s += time.thread_time() - started
 
     def _with_timeout(self, what: str, path: Path, fn: Callable[[], T], limit: float) -> T:
-        def counted() -> T:
-            with self.counting_cpu():
-                return fn()
+        box: dict[str, Any] = {}
 
-        finished, value, error = POOL.run(counted, limit)
-        if not finished:
+        def target() -> None:
+            with self.counting_cpu():
+                try:
+                    box["value"] = fn()
+                except BaseException as exc:  # handed back to the caller below
+                    box["error"] = exc
+
+        thread = threading.Thread(target=target, name=f"colabrun-io-{what}", daemon=True)
+        thread.start()
+        thread.join(limit)
+        if thread.is_alive():
             raise StorageTimeout(
                 f"{what} {path} did not finish within {limit:g} s; the storage may be hanging "
                 "(on Colab: is Google Drive still mounted? try `ls /content/drive/MyDrive`)"
             )
-        if error is not None:
-            raise error
-        return value  # type: ignore[no-any-return]
+        if "error" in box:
+            raise box["error"]
+        return box["value"]  # type: ignore[no-any-return]
 
     def _bulk_timeout(self, expected_bytes: int) -> float | None:
         if self.timeout_s is None:
