@@ -264,8 +264,8 @@ def test_hanging_call_raises_storage_timeout_within_the_timeout(tmp_path: Path) 
 
 
 def test_a_call_after_a_hung_one_is_not_held_up_by_it(tmp_path: Path) -> None:
-    """Calls share reused threads (state/iothreads.py): a call stuck in a frozen mount
-    keeps its own, and the next call, once the mount answers, runs at once."""
+    """A call stuck in a frozen mount keeps its thread, and the next call, once the
+    mount answers, runs at once."""
     path = tmp_path / "f.bin"
     path.write_bytes(b"xyz")
     release = threading.Event()
