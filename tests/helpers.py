@@ -48,7 +48,7 @@ def write_spec_file(path: Path, spec: JobSpec) -> Path:
 
 
 def run_cli(*args: str, cwd: Path, env: dict[str, str] | None = None,
-            timeout: float = 120) -> subprocess.CompletedProcess[str]:
+            timeout: float = 600) -> subprocess.CompletedProcess[str]:
     """``colabrun ARGS`` in a fresh Python process."""
     # One torch thread: tiny models gain nothing from more, and on a loaded 2-core
     # machine OpenMP spin-waiting made steps 10x slower.

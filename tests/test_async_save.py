@@ -734,7 +734,7 @@ def test_a_writer_process_dies_with_its_parent(tmp_path: Path) -> None:
     psutil = pytest.importorskip("psutil")
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     killed = subprocess.run([sys.executable, "-c", KILL_AFTER_A_PROCESS_SAVE, str(tmp_path)],
-                            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+                            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert killed.returncode == -signal.SIGKILL, killed.stdout + killed.stderr
     [pid] = [int(word) for word in killed.stdout.split()]
     deadline = time.monotonic() + 5
@@ -1011,7 +1011,7 @@ def test_a_forking_run_killed_mid_save_resumes_exactly(
     killed = subprocess.run(
         [sys.executable, "-c", KILL_IN_FORKED_SAVE, str(spec_file), point, str(nth),
          *WRITER_THREADS],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert killed.returncode == -signal.SIGKILL, killed.stdout + killed.stderr
     deadline = time.monotonic() + 5
     while _writer_processes(str(spec_file)) and time.monotonic() < deadline:

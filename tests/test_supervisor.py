@@ -20,6 +20,7 @@ from typing import Any
 
 import psutil
 import pytest
+from filelock import FileLock
 
 from jobs.spec import JobSpec
 from state.model import Status
@@ -60,7 +61,7 @@ def _popen(args: list[str], cwd: Path, env: dict[str, str] | None = None) -> sub
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
-def _wait_for_checkpoint(job_dir: Path, timeout: float = 60.0) -> None:
+def _wait_for_checkpoint(job_dir: Path, timeout: float = 180.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if any((job_dir / "checkpoints").glob("step-*")):
@@ -120,19 +121,26 @@ def test_hung_worker_is_detected_dumped_killed_and_restarted(tmp_path: Path) -> 
 def test_deadline_saves_before_the_cutoff_then_resumes_exactly(tmp_path: Path) -> None:
     reference_root = tmp_path / "reference"
     spec = _slow_spec(reference_root, epochs=30)
+    began = time.monotonic()
     ref = run_cli("run", str(write_spec_file(tmp_path / "ref.json", spec)), cwd=tmp_path)
     assert ref.returncode == 0, ref.stdout + ref.stderr
+    # The 12 hours are compressed into the reference's start-up plus half its training,
+    # so the cutoff falls mid-job however slowly this machine starts processes.
+    ref_state = _state(reference_root / "slow")
+    training_s = 30 * 8 * ref_state.timings.step_s
+    window_s = (time.monotonic() - began - training_s) + training_s / 2
     root = tmp_path / "vm1"
     twelve_hours = _slow_spec(root, epochs=30, budget_s=43200.0, deadline_margin_s=120.0)
     started = time.time()
-    env = {"COLABRUN_TIME_SCALE": "4320", "COLABRUN_RUNTIME_STARTED_AT": str(started)}
+    env = {"COLABRUN_TIME_SCALE": str(43200.0 / window_s),
+           "COLABRUN_RUNTIME_STARTED_AT": str(started)}
     first = run_cli("run", str(write_spec_file(tmp_path / "spec.json", twelve_hours)),
-                    cwd=tmp_path, env=env)  # 12 h compressed into 10 s
+                    cwd=tmp_path, env=env)
     assert first.returncode == 3, first.stdout + first.stderr
     state = _state(root / "slow")
     assert state.status is Status.STOPPED and state.reason == "deadline"
-    assert 0 < state.progress.global_step < 30 * 8, "stopped mid-job"
-    assert state.latest_checkpoint.created_at < started + 10.0, "the final save beat the cutoff"
+    assert 0 < state.progress.global_step < 30 * 8, f"stopped mid-job ({window_s:.1f} s window)"
+    assert state.latest_checkpoint.created_at < started + window_s, "the final save beat the cutoff"
     assert "colabrun resume slow --root" in first.stdout
     fresh = tmp_path / "vm2"
     shutil.copytree(root, fresh)
@@ -152,17 +160,17 @@ def test_stop_request_stops_cleanly_within_seconds(tmp_path: Path, how: str,
     job = _popen(["run", str(write_spec_file(tmp_path / "spec.json", spec))], tmp_path, env)
     try:
         _wait_for_checkpoint(root / "slow")
-        asked = time.monotonic()
         if how == "command":
             assert run_cli("stop", "slow", "--root", str(root), cwd=tmp_path).returncode == 0
         else:
             (root / "slow" / "control" / "stop").write_text("please\n")
-        out, _ = job.communicate(timeout=30)
+        asked = time.monotonic()  # the request has landed: the runner's part starts
+        out, _ = job.communicate(timeout=120)
         took = time.monotonic() - asked
     finally:
         job.kill()
     assert job.returncode == 3, out
-    assert took < 10, f"stopping took {took:.1f} s"
+    assert took < 10, f"stopping took {took:.1f} s after the request landed:\n{out}"
     state = _state(root / "slow")
     assert state.status is Status.STOPPED and state.reason == "stop requested"
     assert not (root / "slow" / "control" / "stop").exists(), "the request is removed"
@@ -179,7 +187,7 @@ def test_sigint_saves_stops_and_leaves_no_orphan(tmp_path: Path) -> None:
         assert workers, "the supervisor runs a worker"
         before = _state(root / "slow").progress.global_step
         job.send_signal(signal.SIGINT)
-        out, _ = job.communicate(timeout=30)
+        out, _ = job.communicate(timeout=120)
     finally:
         job.kill()
     assert job.returncode == 3, out
@@ -209,28 +217,31 @@ def test_old_owner_that_wakes_after_a_takeover_stops_writing(tmp_path: Path) -> 
     first = _popen(["run", str(spec_file)], tmp_path)
     try:
         _wait_for_checkpoint(root / "slow")
-        frozen = [psutil.Process(first.pid), *psutil.Process(first.pid).children()]
-        for proc in frozen:
-            proc.suspend()  # SIGSTOP: a runtime that froze, or whose network died
+        frozen = [psutil.Process(first.pid), *psutil.Process(first.pid).children(recursive=True)]
+        # Freeze it outside the state file's lock: a runtime that froze elsewhere holds no
+        # lock on this machine (flock does not cross machines), so none may be held here.
+        with FileLock(str(root / "slow" / "state.json.lock"), timeout=30):
+            for proc in frozen:
+                proc.suspend()  # SIGSTOP: a runtime that froze, or whose network died
         time.sleep(2.5)  # the lease ages past its duration
         second = _popen(["run", str(spec_file)], tmp_path)
         second_out = ""
         try:
-            deadline = time.monotonic() + 30
+            deadline = time.monotonic() + 120
             while time.monotonic() < deadline and _state(root / "slow").generation < 2:
                 time.sleep(0.1)
             assert _state(root / "slow").generation == 2, "the second runner took over"
             taken_over_at = time.time()
             for proc in frozen:
                 proc.resume()
-            out, _ = first.communicate(timeout=30)
-            deadline = time.monotonic() + 30
+            out, _ = first.communicate(timeout=120)
+            deadline = time.monotonic() + 120
             while time.monotonic() < deadline and not list(
                     (root / "slow" / "checkpoints").glob("step-*-g0002")):
                 time.sleep(0.1)
         finally:
             second.send_signal(signal.SIGINT)
-            second_out, _ = second.communicate(timeout=30)
+            second_out, _ = second.communicate(timeout=120)
     finally:
         first.kill()
     assert first.returncode == 4, out
@@ -282,7 +293,7 @@ def test_a_function_defined_in_a_notebook_cell_trains_in_the_worker(tmp_path: Pa
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1",
            "COLABRUN_KILL_AT": "step:5"}  # and the restarted worker gets it again
     done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env,
-                          capture_output=True, text=True, timeout=120)
+                          capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "RESULT completed 12 trained in the worker" in done.stdout
     assert "was killed by SIGKILL; restarting it" in done.stdout
