@@ -1,7 +1,21 @@
 """HOW and WHEN: running a job in the foreground, resuming it, the CLI."""
 
+from typing import TYPE_CHECKING, Any
+
 from runner.api import resume, run
 from runner.clock import Clock, FakeClock, SystemClock
-from runner.session import RunResult
+
+if TYPE_CHECKING:
+    from runner.session import RunResult
 
 __all__ = ["Clock", "FakeClock", "RunResult", "SystemClock", "resume", "run"]
+
+
+def __getattr__(name: str) -> Any:
+    """``RunResult``, imported when first asked for: its module imports torch, which
+    the light commands (``colabrun stop``, ``status``) never need."""
+    if name == "RunResult":
+        from runner.session import RunResult
+
+        return RunResult
+    raise AttributeError(f"module 'runner' has no attribute {name!r}")

@@ -11,12 +11,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from jobs.loading import load_spec, validate_spec
 from jobs.spec import JobSpec
 from runner.platform import default_root
-from runner.session import RunResult, resume_job, run_job
+
+if TYPE_CHECKING:  # the session imports torch: `colabrun stop` and `status` start without it
+    from runner.session import RunResult
 
 
 def resolve_root(root: str | Path | None, spec: JobSpec | None = None) -> Path:
@@ -58,6 +60,8 @@ def run(
     Returns:
         The :class:`RunResult`; ``result.exit_code`` is what the CLI would exit with.
     """
+    from runner.session import run_job
+
     job_spec = as_spec(spec)
     return run_job(job_spec, root=resolve_root(root, job_spec), force=force,
                    search_path=[Path.cwd()], **options)
@@ -65,4 +69,6 @@ def run(
 
 def resume(name: str, *, root: str | Path | None = None, **options: Any) -> RunResult:
     """Continue job ``name`` from what its folder under ``root`` holds."""
+    from runner.session import resume_job
+
     return resume_job(name, root=resolve_root(root), search_path=[Path.cwd()], **options)

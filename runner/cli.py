@@ -21,9 +21,7 @@ from jobs.loading import load_spec
 from jobs.reference import spec_reference_markdown
 from jobs.spec import JobSpec
 from runner.api import resolve_root, resume, run
-from runner.chaos import run_chaos
 from runner.control import request
-from runner.doctor import gather_facts, render, report_json, run_checks
 from runner.jobdir import JobDir
 from runner.logs import follow, log_path, print_log
 from runner.plots import plot_job
@@ -208,6 +206,8 @@ def _repair(args: argparse.Namespace) -> int:
 
 
 def _chaos(args: argparse.Namespace) -> int:
+    from runner.chaos import run_chaos  # chaos and doctor import torch; the rest need not
+
     spec = load_spec(args.spec)
     scratch = (Path(args.scratch) if args.scratch
                else Path(tempfile.mkdtemp(prefix="colabrun-chaos-")))
@@ -262,6 +262,8 @@ def _logs(args: argparse.Namespace) -> int:
 
 
 def _doctor(args: argparse.Namespace) -> int:
+    from runner.doctor import gather_facts, render, report_json, run_checks
+
     facts = gather_facts()
     checks = run_checks(facts)
     print(json.dumps(report_json(facts, checks), indent=2) if args.json else render(checks))

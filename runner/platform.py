@@ -9,12 +9,14 @@ import socket
 import sys
 import uuid
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 from jobs.errors import ColabrunError
 from jobs.spec import JobSpec
 from runner import knobs
+
+if TYPE_CHECKING:  # imported on first use: `colabrun stop` and `status` start without torch
+    import torch
 
 COLAB_DRIVE = Path("/content/drive/MyDrive")
 
@@ -126,6 +128,8 @@ def choose_device(
     Raises:
         DeviceUnavailable: ``cuda`` is required but missing and fallback is off.
     """
+    import torch
+
     if spec.device == "cpu":
         return torch.device("cpu"), None
     has_cuda = torch.cuda.is_available() if cuda_available is None else cuda_available

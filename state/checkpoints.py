@@ -27,9 +27,8 @@ import uuid
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
-import torch
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
 
 from jobs.errors import CheckpointError, StorageError
@@ -43,6 +42,9 @@ from state.storage import (
     hash_list,
     piece_count,
 )
+
+if TYPE_CHECKING:  # imported where tensors are saved or loaded: `colabrun status` needs none
+    import torch
 
 CHECKPOINTS_DIR = "checkpoints"
 MANIFEST_NAME = "manifest.json"
@@ -201,6 +203,8 @@ class CheckpointStore:
         Raises:
             StorageError: the root failed even after retries (nothing is committed).
         """
+        import torch
+
         self.storage.makedirs(self.dir)
         name = self._free_name(step, generation)
         tmp = self.dir / f".tmp-{name}-{uuid.uuid4().hex[:6]}"
@@ -398,6 +402,8 @@ class CheckpointStore:
             return manifest, self.load_payload(name, map_location=map_location)
 
         def consume(file: Any) -> Any:
+            import torch
+
             return torch.load(file, map_location=map_location, weights_only=True)
 
         try:
@@ -436,6 +442,8 @@ class CheckpointStore:
         path = self.dir / name / PAYLOAD_NAME
 
         def attempt() -> Any:
+            import torch
+
             with self.storage.fs.open(path, "rb") as f:
                 return torch.load(f, map_location=map_location, weights_only=True)
 

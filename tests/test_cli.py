@@ -8,7 +8,10 @@ marked ``slow`` run the real command in a subprocess.
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,7 +21,14 @@ from jobs.loading import load_spec
 from jobs.spec import JobSpec
 from runner.cli import main
 from state.model import JobState, Status
-from tests.helpers import copy_job, digits_spec, finished_digits_job, run_cli, tree_snapshot
+from tests.helpers import (
+    REPO,
+    copy_job,
+    digits_spec,
+    finished_digits_job,
+    run_cli,
+    tree_snapshot,
+)
 
 NAME = "digits"
 
@@ -296,6 +306,32 @@ def test_real_status_name_json_and_resume_of_unknown_job(
     (line,) = _error_lines(resumed.stderr)
     assert "colabrun list" in line
     assert not missing.exists()
+
+
+LIGHT_COMMANDS = """
+import sys
+from runner.cli import main
+root, spec = sys.argv[1:]
+for command in (["status"], ["status", "digits", "--verify"], ["list"], ["logs", "digits"],
+                ["checkpoint", "digits"], ["stop", "digits"]):
+    assert main([*command, "--root", root]) == 0, command
+assert main(["validate", spec]) == 0 and main(["schema"]) == 0
+print("torch imported:", "torch" in sys.modules)
+"""
+
+
+def test_the_light_commands_never_import_torch(
+    finished_job: tuple[Path, JobSpec], tmp_path: Path
+) -> None:
+    # `colabrun stop` from a second cell or a terminal should answer at once; importing
+    # torch alone takes seconds on a busy runtime
+    root, spec_file = copy_job(finished_job, tmp_path)
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    done = subprocess.run([sys.executable, "-c", LIGHT_COMMANDS, str(root), str(spec_file)],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "torch imported: False" in done.stdout, done.stdout
+    assert sorted(p.name for p in (root / NAME / "control").iterdir()) == ["checkpoint", "stop"]
 
 
 def test_resume_without_a_checkpoint_says_fresh_start(
