@@ -92,7 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="keep printing lines as they are appended, until Ctrl-C")
     p.add_argument("--timeout", type=float, metavar="S",
                    help="with --follow: stop after S seconds")
-    p = add("doctor", "check this runtime: GPU, RAM, disk, Drive, versions, time left")
+    p = add("doctor", "check this runtime: GPU, RAM, disk, Drive, the jobs' root, versions, "
+            "time left")
     p.add_argument("--json", action="store_true", help="print the facts and checks as JSON")
     return parser
 
@@ -264,7 +265,7 @@ def _logs(args: argparse.Namespace) -> int:
 def _doctor(args: argparse.Namespace) -> int:
     from runner.doctor import gather_facts, render, report_json, run_checks
 
-    facts = gather_facts()
+    facts = gather_facts(root=resolve_root(args.root))
     checks = run_checks(facts)
     print(json.dumps(report_json(facts, checks), indent=2) if args.json else render(checks))
     return 0

@@ -1,11 +1,12 @@
 """``colabrun doctor``: what people check by hand before a long run on Colab.
 
 :func:`gather_facts` is the one edge: it reads the platform, the GPUs
-(never failing without CUDA), ``/proc/meminfo``, free disk, the Drive mount
-and the runtime's start into a :class:`Facts`. The checks are pure functions
-of those facts, each giving ``OK``, ``WARN`` or ``INFO`` lines with a hint
-when something is off, so tests fake any runtime (Colab with a T4 and a full
-Drive, a CPU-only laptop...) without one.
+(never failing without CUDA), ``/proc/meminfo``, free disk, the Drive mount,
+the runtime's start and a probe write into the jobs' root into a
+:class:`Facts`. The checks are pure functions of those facts, each giving
+``OK``, ``WARN`` or ``INFO`` lines with a hint when something is off, so
+tests fake any runtime (Colab with a T4 and a full Drive, a CPU-only
+laptop...) without one.
 """
 
 from __future__ import annotations
@@ -15,9 +16,10 @@ import platform as pyplatform
 import shutil
 import tempfile
 import time
+import uuid
 import warnings
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from functools import partial
 from pathlib import Path
 from typing import Any, Literal
@@ -25,6 +27,7 @@ from typing import Any, Literal
 import torch
 
 from jobs.errors import StorageError
+from runner.control import filesystem_type, needs_polling
 from runner.deadline import Deadline, budget_s
 from runner.platform import COLAB_DRIVE, detect_platform, runtime_started_at
 from runner.report import human_age, human_bytes
@@ -42,6 +45,10 @@ LOW_DISK_BYTES = 5 * 10**9
 LOW_TIME_S = 3600.0
 #: a Drive mount that does not answer in this long is taken as dead (fact 10)
 DRIVE_PROBE_S = 10.0
+#: the probe file written into the root, about one small checkpoint
+ROOT_PROBE_BYTES = 1 << 20
+#: a probe slower than this means slow saves: every checkpoint goes the same way
+SLOW_ROOT_S = 5.0
 
 DRIVE_MOUNT_HINT = ("Drive not mounted: from google.colab import drive; "
                     "drive.mount('/content/drive')")
@@ -65,6 +72,23 @@ class Disk:
 
 
 @dataclass(frozen=True)
+class RootProbe:
+    """What writing a file into the jobs' root showed.
+
+    ``folder`` is where the probe was written: the root, or its nearest existing
+    parent when the root does not exist yet (doctor creates nothing).
+    """
+
+    path: str
+    folder: str
+    exists: bool
+    filesystem: str = ""
+    polled: bool = False
+    seconds: float | None = None
+    problem: str | None = None
+
+
+@dataclass(frozen=True)
 class Facts:
     """What :func:`gather_facts` found; tests build their own."""
 
@@ -82,6 +106,7 @@ class Facts:
     runtime_started_at: float | None = None
     budget_s: float | None = None
     now: float = 0.0
+    root: RootProbe | None = None
 
 
 @dataclass(frozen=True)
@@ -168,6 +193,32 @@ def check_drive(facts: Facts) -> Check:
     return Check("OK", "Drive", value)
 
 
+def check_root(facts: Facts) -> list[Check]:
+    """Whether checkpoints can be written into the jobs' root, and how fast."""
+    probe = facts.root
+    if probe is None:
+        return []
+    label = f"root {probe.path}"
+    if probe.problem is not None or probe.seconds is None:
+        return [Check("WARN", label, f"cannot write into {probe.folder} ({probe.problem})", (
+            "no checkpoint can be saved there: fix the path, remount Drive if the root is on "
+            "it, or pick another --root"))]
+    kind = probe.filesystem or "unknown filesystem"
+    notes = [kind, f"{human_bytes(ROOT_PROBE_BYTES)} written, synced, renamed and read back "
+                   f"in {probe.seconds * 1000:.0f} ms"]
+    if probe.polled:
+        notes.append("control requests are polled every second")
+    if not probe.exists:
+        notes.append("not created yet: the first run creates it")
+    value = "; ".join(notes)
+    if probe.seconds > SLOW_ROOT_S:
+        return [Check("WARN", label, value, (
+            f"a {human_bytes(ROOT_PROBE_BYTES)} write took over {SLOW_ROOT_S:.0f} s: every "
+            "checkpoint goes the same way, so saves will be slow; a local --root is faster "
+            "but dies with the runtime"))]
+    return [Check("OK", label, value)]
+
+
 def check_versions(facts: Facts) -> list[Check]:
     """Python, torch and CUDA versions (a fresh runtime may bring new ones)."""
     cuda = f"{facts.cuda} (torch's build)" if facts.cuda else "none (CPU-only torch build)"
@@ -194,7 +245,8 @@ def check_time_left(facts: Facts) -> Check:
 def run_checks(facts: Facts) -> list[Check]:
     """Every check, in the report's order."""
     return [check_platform(facts), check_gpu(facts), check_ram(facts), *check_disks(facts),
-            check_drive(facts), check_time_left(facts), *check_versions(facts)]
+            check_drive(facts), *check_root(facts), check_time_left(facts),
+            *check_versions(facts)]
 
 
 def render(checks: Sequence[Check]) -> str:
@@ -225,16 +277,18 @@ def parse_meminfo(text: str) -> int | None:
 
 
 def gather_facts(*, now: float | None = None, storage: Storage | None = None,
-                 drive_path: Path = COLAB_DRIVE) -> Facts:
+                 drive_path: Path = COLAB_DRIVE, root: Path | None = None) -> Facts:
     """Look at this runtime.
 
-    Never raises for a missing GPU, a missing ``/proc`` or a dead Drive mount:
-    what could not be read is reported in the facts.
+    Never raises for a missing GPU, a missing ``/proc``, a dead Drive mount or a
+    root that cannot be written: what could not be read is reported in the facts.
 
     Args:
         now: Unix time (default: the clock's).
-        storage: the edge probing disks and Drive (default: one try, a short timeout).
+        storage: the edge probing disks, Drive and the root (default: one try, a
+            short timeout).
         drive_path: where Colab mounts ``MyDrive``.
+        root: the jobs' root to probe with a write (default: none probed).
     """
     now = time.time() if now is None else now
     # One try, a short limit: a dead mount raises ENOTCONN or hangs (COLAB.md fact 10).
@@ -249,7 +303,43 @@ def gather_facts(*, now: float | None = None, storage: Storage | None = None,
         drive_mounted=mounted, drive=drive, drive_problem=drive_problem,
         runtime_started_at=runtime_started_at(place, now=now),
         budget_s=budget_s(place, spec_budget_s=None), now=now,
+        root=None if root is None else probe_root(probe, root),
     )
+
+
+def probe_root(storage: Storage, root: Path) -> RootProbe:
+    """Write, fsync, rename, read back and delete a file in ``root`` (or its nearest
+    existing parent), as a checkpoint's commit does; time it. Leaves nothing behind."""
+    folder = root
+    try:
+        while not storage.call("stat", folder, folder.is_dir) and folder != folder.parent:
+            folder = folder.parent
+    except StorageError as exc:
+        return RootProbe(str(root), str(folder), exists=False,
+                         problem=str(exc).splitlines()[0])
+    found = RootProbe(str(root), str(folder), exists=folder == root,
+                      filesystem=filesystem_type(folder), polled=needs_polling(folder))
+    name = f".colabrun-doctor-{uuid.uuid4().hex[:8]}"
+    tmp, final = folder / f"{name}.tmp", folder / name
+    data = os.urandom(ROOT_PROBE_BYTES)
+    started = time.monotonic()
+    try:
+        storage.write_bytes(tmp, data)
+        storage.replace(tmp, final)
+        back = storage.read_bytes(final)
+        seconds = time.monotonic() - started
+        if back != data:
+            return replace(found, problem=(
+                f"wrote {len(data)} bytes, read back {len(back)} bytes that differ"))
+        return replace(found, seconds=seconds)
+    except StorageError as exc:
+        return replace(found, problem=str(exc).splitlines()[0])
+    finally:
+        for path in (tmp, final):
+            try:
+                storage.discard_file(path)
+            except StorageError:
+                pass
 
 
 def _gpus() -> tuple[tuple[Gpu, ...], str | None]:

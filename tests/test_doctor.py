@@ -4,6 +4,7 @@ machine (the edge), and the command, which must say "not on Colab" here."""
 from __future__ import annotations
 
 import json
+import os
 import re
 from collections.abc import Callable
 from dataclasses import replace
@@ -20,15 +21,19 @@ from runner.doctor import (
     Disk,
     Facts,
     Gpu,
+    RootProbe,
     check_drive,
     check_gpu,
     check_ram,
+    check_root,
     check_time_left,
     gather_facts,
     parse_meminfo,
+    probe_root,
     render,
     run_checks,
 )
+from runner.faults import Fail, FaultyFs
 from runner.platform import is_colab
 from state.storage import Storage
 
@@ -116,6 +121,33 @@ def test_a_laptop_is_not_on_colab_and_nothing_is_off() -> None:
     assert "INFO GPU: none, this torch is a CPU-only build; jobs train on the CPU" in lines
 
 
+DRIVE_ROOT = RootProbe("/content/drive/MyDrive/colabrun", "/content/drive/MyDrive/colabrun",
+                       exists=True, filesystem="fuse.drive", polled=True, seconds=0.42)
+
+
+def test_the_root_line_says_how_fast_a_commit_went_and_what_is_special_there() -> None:
+    [ok] = check_root(replace(COLAB_T4_DRIVE_FULL, root=DRIVE_ROOT))
+    assert (ok.level, ok.label) == ("OK", "root /content/drive/MyDrive/colabrun")
+    assert ok.value == ("fuse.drive; 1.0 MB written, synced, renamed and read back in 420 ms; "
+                        "control requests are polled every second")
+    fresh = replace(DRIVE_ROOT, folder="/content/drive/MyDrive", exists=False)
+    [new] = check_root(replace(LAPTOP, root=fresh))
+    assert new.value.endswith("not created yet: the first run creates it")
+    assert check_root(LAPTOP) == []  # no root probed: no line
+
+
+def test_a_slow_or_unwritable_root_warns_with_a_way_out() -> None:
+    [slow] = check_root(replace(LAPTOP, root=replace(DRIVE_ROOT, seconds=12.0)))
+    assert slow.level == "WARN" and "saves will be slow" in slow.hint
+    broken = replace(DRIVE_ROOT, seconds=None, problem="[Errno 13] Permission denied")
+    [cannot] = check_root(replace(LAPTOP, root=broken))
+    assert cannot.level == "WARN"
+    assert cannot.value == ("cannot write into /content/drive/MyDrive/colabrun "
+                            "([Errno 13] Permission denied)")
+    assert "another --root" in cannot.hint
+    assert all(LINE.match(line) for line in _lines(replace(LAPTOP, root=broken)))
+
+
 def test_parse_meminfo() -> None:
     assert parse_meminfo("MemTotal:       13286972 kB\nMemFree: 1 kB\n") == 13_286_972 * 1024
     assert parse_meminfo("MemFree: 1 kB\n") is None
@@ -159,6 +191,39 @@ def test_a_dead_drive_mount_is_a_fact_not_a_crash(tmp_path: Path) -> None:
     assert "\n" not in facts.drive_problem
 
 
+def test_the_root_probe_commits_a_file_and_leaves_nothing(tmp_path: Path) -> None:
+    (tmp_path / "job").mkdir()
+    probe = probe_root(Storage(attempts=1), tmp_path)
+    assert (probe.exists, probe.folder, probe.problem) == (True, str(tmp_path), None)
+    assert probe.seconds is not None and probe.seconds > 0 and probe.filesystem
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["job"]
+
+
+def test_a_root_not_created_yet_is_probed_in_its_parent_and_not_created(tmp_path: Path) -> None:
+    probe = probe_root(Storage(attempts=1), tmp_path / "runs" / "colabrun")
+    assert (probe.exists, probe.folder, probe.problem) == (False, str(tmp_path), None)
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("fault", [Fail("fsync", errno=5), Fail("replace", errno=13)],
+                         ids=["fsync-EIO", "rename-EACCES"])
+def test_a_failing_write_in_the_root_is_a_warning_and_leaves_nothing(tmp_path: Path,
+                                                                     fault: Fail) -> None:
+    probe = probe_root(Storage(FaultyFs(fail=[fault]), attempts=1), tmp_path)
+    assert probe.seconds is None and probe.problem is not None and "\n" not in probe.problem
+    assert os.strerror(fault.errno) in probe.problem, probe.problem
+    assert list(tmp_path.iterdir()) == []
+    [check] = check_root(replace(LAPTOP, root=probe))
+    assert check.level == "WARN"
+
+
+def test_a_write_that_comes_back_short_is_caught(tmp_path: Path) -> None:
+    fs = FaultyFs(lose_uploads=lambda path: True, lose_how="half")  # DriveFS lost half of it
+    probe = probe_root(Storage(fs, attempts=1), tmp_path)
+    assert probe.seconds is None and probe.problem is not None
+    assert list(tmp_path.iterdir()) == []
+
+
 # -- the command -------------------------------------------------------------------------------
 
 
@@ -170,6 +235,15 @@ def test_doctor_runs_here_and_says_not_on_colab(capsys: pytest.CaptureFixture[st
     assert lines[0].startswith(expected)
     labels = {line[5:].split(":")[0] for line in lines if not line.startswith(" ")}
     assert {"platform", "GPU", "RAM", "Drive", "time left", "Python", "torch", "CUDA"} <= labels
+
+
+def test_doctor_probes_the_root_it_is_given(tmp_path: Path,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["doctor", "--root", str(tmp_path / "runs")]) == 0
+    [line] = [x for x in capsys.readouterr().out.splitlines() if x.startswith("OK   root ")]
+    assert line.startswith(f"OK   root {tmp_path / 'runs'}: ")
+    assert line.endswith("not created yet: the first run creates it")
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_doctor_json(capsys: pytest.CaptureFixture[str]) -> None:
