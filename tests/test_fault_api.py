@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -95,10 +96,15 @@ def test_raise_and_hang_hooks(tmp_path: Path) -> None:
     hang = HangAt("epoch.end", release=release)
     worker = threading.Thread(target=lambda: runner.run(spec(tmp_path / "h"), on_point=hang))
     worker.start()
-    worker.join(timeout=1.0)
-    assert worker.is_alive() and hang.fired, "hung at the epoch end"
-    release.set()
-    worker.join(timeout=30)
+    try:  # reaching the epoch end may take seconds on a loaded machine
+        deadline = time.monotonic() + 120
+        while not hang.fired and time.monotonic() < deadline:
+            time.sleep(0.01)
+        worker.join(timeout=0.5)
+        assert hang.fired and worker.is_alive(), "hung at the epoch end"
+    finally:
+        release.set()
+        worker.join(timeout=120)
     assert not worker.is_alive()
 
 

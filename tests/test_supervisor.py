@@ -125,12 +125,13 @@ def test_deadline_saves_before_the_cutoff_then_resumes_exactly(tmp_path: Path) -
     ref = run_cli("run", str(write_spec_file(tmp_path / "ref.json", spec)), cwd=tmp_path)
     assert ref.returncode == 0, ref.stdout + ref.stderr
     # The 12 hours are compressed into the reference's start-up plus half its training, so
-    # the cutoff falls mid-job however slowly this machine starts processes. A start-up
-    # slower than the whole window (a cold torch import) leaves nothing to test: the window
-    # is then widened to cover that start-up, and the runtime starts again.
+    # the cutoff falls mid-job. Start-ups vary (a cold torch import takes 30 s here, a warm
+    # one 3 s): one far slower than the window stops at step 0, one far quicker completes the
+    # job; either leaves nothing to test, so the window is re-aimed at that attempt's
+    # start-up and the runtime starts again.
     training_s = 30 * 8 * _state(reference_root / "slow").timings.step_s
     window_s = (time.monotonic() - began - training_s) + training_s / 2
-    for attempt in range(3):
+    for attempt in range(4):
         root = tmp_path / f"vm1-{attempt}"
         twelve_hours = _slow_spec(root, epochs=30, budget_s=43200.0, deadline_margin_s=120.0)
         began, started = time.monotonic(), time.time()
@@ -138,12 +139,15 @@ def test_deadline_saves_before_the_cutoff_then_resumes_exactly(tmp_path: Path) -
                "COLABRUN_RUNTIME_STARTED_AT": str(started)}
         first = run_cli("run", str(write_spec_file(tmp_path / "spec.json", twelve_hours)),
                         cwd=tmp_path, env=env)
-        assert first.returncode == 3, first.stdout + first.stderr
+        assert first.returncode in (0, 3), first.stdout + first.stderr
         state = _state(root / "slow")
-        assert state.status is Status.STOPPED and state.reason == "deadline"
-        if state.progress.global_step > 0:
+        if first.returncode == 3 and state.progress.global_step > 0:
             break
-        window_s = time.monotonic() - began + training_s / 2
+        took = time.monotonic() - began
+        start_up = took if state.progress.global_step == 0 else took - training_s
+        window_s = max(start_up, 0.0) + training_s / 2
+    assert first.returncode == 3, first.stdout + first.stderr
+    assert state.status is Status.STOPPED and state.reason == "deadline"
     assert 0 < state.progress.global_step < 30 * 8, f"stopped mid-job ({window_s:.1f} s window)"
     assert state.latest_checkpoint.created_at < started + window_s, "the final save beat the cutoff"
     assert "colabrun resume slow --root" in first.stdout
