@@ -61,6 +61,13 @@ def _popen(args: list[str], cwd: Path, env: dict[str, str] | None = None) -> sub
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
+def _reap(job: subprocess.Popen[str]) -> None:
+    """Kill ``job`` if it still runs, and collect it: a running Popen left to the garbage
+    collector fails a later test with a ResourceWarning."""
+    job.kill()
+    job.communicate(timeout=60)
+
+
 def _wait_for_checkpoint(job_dir: Path, timeout: float = 180.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -177,7 +184,7 @@ def test_stop_request_stops_cleanly_within_seconds(tmp_path: Path, how: str,
         out, _ = job.communicate(timeout=120)
         took = time.monotonic() - asked
     finally:
-        job.kill()
+        _reap(job)
     assert job.returncode == 3, out
     assert took < 10, f"stopping took {took:.1f} s after the request landed:\n{out}"
     state = _state(root / "slow")
@@ -198,7 +205,7 @@ def test_sigint_saves_stops_and_leaves_no_orphan(tmp_path: Path) -> None:
         job.send_signal(signal.SIGINT)
         out, _ = job.communicate(timeout=120)
     finally:
-        job.kill()
+        _reap(job)
     assert job.returncode == 3, out
     state = _state(root / "slow")
     assert state.status is Status.STOPPED and state.reason == "interrupted"
@@ -252,7 +259,7 @@ def test_old_owner_that_wakes_after_a_takeover_stops_writing(tmp_path: Path) -> 
             second.send_signal(signal.SIGINT)
             second_out, _ = second.communicate(timeout=120)
     finally:
-        first.kill()
+        _reap(first)
     assert first.returncode == 4, out
     assert "taken over" in out
     assert "took job 'slow' over" in second_out and "expired" in second_out
