@@ -22,12 +22,12 @@ from typing import Any
 import torch
 
 from benchmarks import jobs
-from jobs.spec import JobSpec
-from runner.api import run as run_job
-from runner.console import Console
-from runner.jobdir import JobDir
-from state.checkpoints import CheckpointStore
-from state.storage import Storage
+from colabrun.jobs.spec import JobSpec
+from colabrun.runner.api import run as run_job
+from colabrun.runner.display.console import Console
+from colabrun.state.checkpoints import CheckpointStore
+from colabrun.state.jobdir import JobDir
+from colabrun.state.storage import Storage
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -10,9 +10,9 @@ import sys
 import time
 
 from benchmarks.jobs import FIRST_STEP_ENV
-from jobs.spec import JobSpec
-from runner.api import run
-from runner.console import Console
+from colabrun.jobs.spec import JobSpec
+from colabrun.runner.api import run
+from colabrun.runner.display.console import Console
 
 
 def _import_what_jobs_import() -> None:

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from jobs.examples.digits import DigitsCNN, load_digits_tensors
+from colabrun.jobs.examples.digits import DigitsCNN, load_digits_tensors
 
 FIRST_STEP_ENV = "BENCH_FIRST_STEP_FILE"
 

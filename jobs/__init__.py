@@ -1,10 +1,10 @@
 """WHAT to run: job specs, their loading, entrypoints, the handle contract, errors."""
 
-from jobs.entrypoint import resolve_entrypoint
-from jobs.errors import ColabrunError, SpecError
-from jobs.handle import Stateful, TrainingRun
-from jobs.loading import load_spec, validate_spec
-from jobs.spec import CheckpointPolicy, JobSpec
+from colabrun.jobs.entrypoint import resolve_entrypoint
+from colabrun.jobs.errors import ColabrunError, SpecError
+from colabrun.jobs.handle import Stateful, TrainingRun
+from colabrun.jobs.loading import load_spec, validate_spec
+from colabrun.jobs.spec import CheckpointPolicy, JobSpec
 
 __all__ = [
     "CheckpointPolicy",

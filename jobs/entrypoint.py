@@ -3,12 +3,40 @@
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import sys
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from jobs.errors import EntrypointError
+from colabrun.jobs.errors import EntrypointError
+
+#: colabrun's own packages, which before 0.2 installed as top-level names: a job created
+#: then names its entrypoint ``jobs.examples.digits:train`` in its ``spec.json`` and
+#: ``state.json`` on Drive (docs/contributing.md, "One namespace").
+PRE_NAMESPACE_PACKAGES = ("jobs", "runner", "state")
+
+
+def current_entrypoint(entrypoint: str) -> str:
+    """The name colabrun uses today for an entrypoint written under a pre-0.2 name.
+
+    Args:
+        entrypoint: ``'package.module:function'``.
+
+    Returns:
+        ``'colabrun.jobs.examples.digits:train'`` for ``'jobs.examples.digits:train'``
+        (only when colabrun has that module); any other entrypoint unchanged, so a
+        user's own ``jobs`` package keeps its name.
+    """
+    module, colon, attr = entrypoint.partition(":")
+    if module.split(".")[0] not in PRE_NAMESPACE_PACKAGES:
+        return entrypoint
+    moved = f"colabrun.{module}"
+    try:
+        exists = importlib.util.find_spec(moved) is not None
+    except (ImportError, ValueError):
+        exists = False
+    return f"{moved}{colon}{attr}" if exists else entrypoint
 
 
 def resolve_entrypoint(

@@ -18,15 +18,15 @@ carries the process exit code the CLI uses for it (see docs/cli.md)::
     ├── HandleError(RuntimeError)         exit 1   the handle was used the wrong way
     │
     │   defined beside the code that raises them:
-    ├── DeviceUnavailable(RuntimeError)   exit 2   runner.platform: cuda asked, none here
-    ├── FaultSpecError(ValueError)        exit 2   runner.faults: a bad COLABRUN_KILL_AT
-    ├── DatasetError(SpecError)           exit 2   jobs.examples.datasets: a malformed file
+    ├── DeviceUnavailable(RuntimeError)   exit 2   platform: cuda asked, none here
+    ├── FaultSpecError(ValueError)        exit 2   faults: a bad COLABRUN_KILL_AT
+    ├── DatasetError(SpecError)           exit 2   datasets: a malformed file
     │   └── DatasetMissing(FileNotFoundError)      a data file is not there
-    ├── PlotUnavailable(ImportError)      exit 2   runner.plots: matplotlib is missing
-    ├── NothingToPlot(ValueError)         exit 2   runner.plots: no metrics logged yet
-    ├── LeaseHeld(RuntimeError)           exit 4   state.lease: another runner owns the job
-    ├── LeaseLost(RuntimeError)           exit 4   state.lease: the job was taken over
-    └── IllegalTransition(RuntimeError)   exit 1   state.transitions: a bug, never the user's
+    ├── PlotUnavailable(ImportError)      exit 2   plots: matplotlib is missing
+    ├── NothingToPlot(ValueError)         exit 2   plots: no metrics logged yet
+    ├── LeaseHeld(RuntimeError)           exit 4   lease: another runner owns the job
+    ├── LeaseLost(RuntimeError)           exit 4   lease: the job was taken over
+    └── IllegalTransition(RuntimeError)   exit 1   transitions: a bug, never the user's
 """
 
 from __future__ import annotations

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 if TYPE_CHECKING:
     import torch
 
-    from jobs.spec import JobSpec
+    from colabrun.jobs.spec import JobSpec
 
 
 @runtime_checkable

@@ -18,8 +18,8 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from jobs.errors import SpecError
-from jobs.spec import JobSpec
+from colabrun.jobs.errors import SpecError
+from colabrun.jobs.spec import JobSpec
 
 if sys.version_info >= (3, 11):
     import tomllib

@@ -11,7 +11,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from jobs.spec import CheckpointPolicy, JobSpec, WatchdogPolicy
+from colabrun.jobs.spec import CheckpointPolicy, JobSpec, WatchdogPolicy
 
 HEADER = """# Spec reference
 

@@ -17,6 +17,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, field_validator, model_validator
 from pydantic.json_schema import SkipJsonSchema
 
+from colabrun.jobs.entrypoint import current_entrypoint
+
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 ENTRYPOINT_PATTERN = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
 
@@ -32,7 +34,7 @@ class CheckpointPolicy(BaseModel):
 
     Saves happen at step boundaries when any trigger fires. Periodic saves
     are the main defence on Colab, where a runtime can vanish without a
-    signal (COLAB.md fact 2).
+    signal (docs/colab.md#limits).
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -184,11 +186,11 @@ class JobSpec(BaseModel):
         if isinstance(value, str) and not ENTRYPOINT_PATTERN.fullmatch(value):
             raise ValueError(
                 f"{value!r} is not of the form 'package.module:function', "
-                "e.g. 'jobs.examples.digits:train'"
+                "e.g. 'colabrun.jobs.examples.digits:train'"
             )
         if not isinstance(value, str) and not callable(value):
             raise ValueError("must be 'package.module:function' or a callable")
-        return value
+        return current_entrypoint(value) if isinstance(value, str) else value
 
     @model_validator(mode="after")
     def _check_params_json(self) -> JobSpec:
@@ -238,4 +240,7 @@ def changed_defining_fields(old: dict[str, Any], new: JobSpec) -> list[str]:
         The differing field names, sorted; empty when the job is the same.
     """
     current = new.defining_fields()
-    return sorted(name for name in DEFINING_FIELDS if old.get(name) != current[name])
+    recorded = dict(old)
+    if isinstance(recorded.get("entrypoint"), str):  # a pre-0.2 name is the same function
+        recorded["entrypoint"] = current_entrypoint(recorded["entrypoint"])
+    return sorted(name for name in DEFINING_FIELDS if recorded.get(name) != current[name])

@@ -2,11 +2,11 @@
 
 from typing import TYPE_CHECKING, Any
 
-from runner.api import resume, run
-from runner.clock import Clock, FakeClock, SystemClock
+from colabrun.runner.api import resume, run
+from colabrun.runner.clock import Clock, FakeClock, SystemClock
 
 if TYPE_CHECKING:
-    from runner.session import RunResult
+    from colabrun.runner.session import RunResult
 
 __all__ = ["Clock", "FakeClock", "RunResult", "SystemClock", "resume", "run"]
 
@@ -15,7 +15,7 @@ def __getattr__(name: str) -> Any:
     """``RunResult``, imported when first asked for: its module imports torch, which
     the light commands (``colabrun stop``, ``status``) never need."""
     if name == "RunResult":
-        from runner.session import RunResult
+        from colabrun.runner.session import RunResult
 
         return RunResult
     raise AttributeError(f"module 'runner' has no attribute {name!r}")

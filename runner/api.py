@@ -1,6 +1,6 @@
 """The Python entry points: what a notebook cell calls.
 
-    import runner
+    from colabrun import runner
     result = runner.run("jobs/examples/digits.yaml")        # or a JobSpec
     result = runner.run(JobSpec(name="mnist", entrypoint=train, epochs=5))
 
@@ -13,12 +13,12 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from jobs.loading import load_spec, validate_spec
-from jobs.spec import JobSpec
-from runner.platform import default_root
+from colabrun.jobs.loading import load_spec, validate_spec
+from colabrun.jobs.spec import JobSpec
+from colabrun.runner.platform import default_root
 
 if TYPE_CHECKING:  # the session imports torch: `colabrun stop` and `status` start without it
-    from runner.session import RunResult
+    from colabrun.runner.session import RunResult
 
 
 def resolve_root(root: str | Path | None, spec: JobSpec | None = None) -> Path:
@@ -55,12 +55,12 @@ def run(
         spec: a :class:`JobSpec`, a dict of its fields, or the path of a spec file.
         root: the folder holding all jobs (default: the spec's, else the platform's).
         force: continue even if params or seed changed since the job was created.
-        **options: passed to :func:`runner.session.run_job` (``clock``, ``storage``...).
+        **options: passed to :func:`colabrun.runner.session.run_job` (``clock``, ``storage``...).
 
     Returns:
         The :class:`RunResult`; ``result.exit_code`` is what the CLI would exit with.
     """
-    from runner.session import run_job
+    from colabrun.runner.session import run_job
 
     job_spec = as_spec(spec)
     return run_job(job_spec, root=resolve_root(root, job_spec), force=force,
@@ -69,6 +69,6 @@ def run(
 
 def resume(name: str, *, root: str | Path | None = None, **options: Any) -> RunResult:
     """Continue job ``name`` from what its folder under ``root`` holds."""
-    from runner.session import resume_job
+    from colabrun.runner.session import resume_job
 
     return resume_job(name, root=resolve_root(root), search_path=[Path.cwd()], **options)

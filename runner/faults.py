@@ -13,7 +13,7 @@ Everything here is off unless a test (or ``colabrun chaos``, or the
 **Storage faults** live at the storage edge: :class:`FaultyFs` is a filesystem
 that fails the N-th write/read/rename/fsync with a chosen errno, writes slowly,
 hangs writes, silently drops or truncates "uploaded" files (Drive when the VM
-dies before its upload, COLAB.md fact 9), serves stale listings, or loses the
+dies before its upload, docs/colab.md#drive-pitfalls), serves stale listings, or loses the
 whole mount (``ENOTCONN`` on every call, fact 10)::
 
     fs = FaultyFs(fail=[Fail("replace", nth=1, errno=errno.EIO)])
@@ -36,14 +36,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from jobs.errors import ColabrunError
-from runner import knobs
-from runner.clock import Clock, SystemClock
-from runner.live import LiveProgress
-from runner.saving import COMMITTED_POINT
-from state.checkpoints import ROTATE_POINTS, SAVE_POINTS
-from state.statefile import STATE_NAME, STATE_WRITE_POINTS
-from state.storage import OsFs, copy_by_writes
+from colabrun.jobs.errors import ColabrunError
+from colabrun.runner import knobs
+from colabrun.runner.clock import Clock, SystemClock
+from colabrun.runner.save.saver import COMMITTED_POINT
+from colabrun.runner.train.live import LiveProgress
+from colabrun.state.checkpoints import ROTATE_POINTS, SAVE_POINTS
+from colabrun.state.statefile import STATE_NAME, STATE_WRITE_POINTS
+from colabrun.state.storage import OsFs, copy_by_writes
 
 #: Every named point, loop first, then a save in the order it passes them.
 LOOP_POINTS = ("step", "epoch.end")
@@ -242,7 +242,7 @@ class _FaultyFile:
 
 
 class FaultyFs(OsFs):
-    """The real filesystem, with the faults a Drive mount shows (COLAB.md 9-14).
+    """The real filesystem, with the faults a Drive mount shows (docs/colab.md#drive-pitfalls).
 
     Args:
         fail: rules failing chosen calls with a chosen errno.

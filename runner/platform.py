@@ -11,9 +11,9 @@ import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from jobs.errors import ColabrunError
-from jobs.spec import JobSpec
-from runner import knobs
+from colabrun.jobs.errors import ColabrunError
+from colabrun.jobs.spec import JobSpec
+from colabrun.runner import knobs
 
 if TYPE_CHECKING:  # imported on first use: `colabrun stop` and `status` start without torch
     import torch
@@ -28,7 +28,10 @@ class DeviceUnavailable(ColabrunError, RuntimeError):
 
 
 def is_colab() -> bool:
-    """Colab's VM has ``/var/colab/hostname`` and sets ``COLAB_RELEASE_TAG`` (COLAB.md 5)."""
+    """Colab's VM has ``/var/colab/hostname`` and sets ``COLAB_RELEASE_TAG``.
+
+    (docs/colab.md#limits)
+    """
     return Path("/var/colab/hostname").exists() or "COLAB_RELEASE_TAG" in os.environ
 
 
@@ -36,7 +39,7 @@ def default_root() -> Path:
     """Drive's ``MyDrive/colabrun`` when on Colab with Drive mounted, else ``./colabrun-runs``."""
     try:
         mounted = is_colab() and COLAB_DRIVE.is_dir()
-    except OSError:  # a dead mount: "Transport endpoint is not connected" (COLAB.md 10)
+    except OSError:  # a dead mount (ENOTCONN): docs/colab.md#drive-pitfalls
         mounted = False
     if mounted:
         return COLAB_DRIVE / "colabrun"
@@ -73,7 +76,7 @@ def runtime_started_at(platform: str, *, now: float) -> float:
 
     On Colab and Kaggle: the VM's boot (``/proc/uptime``) or a marker written in
     /tmp at colabrun's first start on this runtime, whichever is earlier (the
-    safer guess, COLAB.md fact 5). Locally: now, the budget is per session.
+    safer guess, docs/colab.md#limits). Locally: now, the budget is per session.
     """
     override = knobs.runtime_started_at()
     if override is not None:

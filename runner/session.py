@@ -2,8 +2,8 @@
 
 The edge that ties the pure decisions (transitions, lease verdicts) to the
 folder. It runs in the foreground: on Colab a busy cell is what keeps the
-runtime (COLAB.md fact 3). The training itself runs in a supervised worker
-process (:mod:`runner.supervisor`), or in this process when the spec says
+runtime (docs/colab.md#limits). The training itself runs in a supervised worker
+process (:mod:`colabrun.runner.watch.supervisor`), or in this process when the spec says
 ``supervise: false``.
 """
 
@@ -18,23 +18,29 @@ from typing import Any, TextIO, cast
 
 import cloudpickle
 
-from jobs.entrypoint import resolve_entrypoint
-from jobs.errors import ColabrunError, EntrypointError, SpecMismatch, TrainingError
-from jobs.spec import JobSpec, changed_defining_fields
-from runner import knobs
-from runner.clock import Clock, SystemClock
-from runner.console import Console
-from runner.deadline import UNMEASURED_SAVE_S, Deadline, budget_s
-from runner.faults import hook_from_environment
-from runner.jobdir import JobDir
-from runner.live import Controls, LiveProgress
-from runner.platform import detect_platform, is_colab, pid_alive, runtime_id, runtime_started_at
-from runner.progress import ProgressView, ViewStream, wants_bar
-from runner.restarts import Exit
-from runner.supervisor import Supervisor
-from runner.training import Outcome, SessionContext, fenced, train_session
-from state.hooks import no_hook
-from state.lease import (
+from colabrun.jobs.entrypoint import resolve_entrypoint
+from colabrun.jobs.errors import ColabrunError, EntrypointError, SpecMismatch, TrainingError
+from colabrun.jobs.spec import JobSpec, changed_defining_fields
+from colabrun.runner import knobs
+from colabrun.runner.clock import Clock, SystemClock
+from colabrun.runner.display.console import Console
+from colabrun.runner.display.progress import ProgressView, ViewStream, wants_bar
+from colabrun.runner.faults import hook_from_environment
+from colabrun.runner.platform import (
+    detect_platform,
+    is_colab,
+    pid_alive,
+    runtime_id,
+    runtime_started_at,
+)
+from colabrun.runner.train.live import Controls, LiveProgress
+from colabrun.runner.train.training import Outcome, SessionContext, fenced, train_session
+from colabrun.runner.watch.deadline import UNMEASURED_SAVE_S, Deadline, budget_s
+from colabrun.runner.watch.restarts import Exit
+from colabrun.runner.watch.supervisor import Supervisor
+from colabrun.state.hooks import no_hook
+from colabrun.state.jobdir import JobDir
+from colabrun.state.lease import (
     Fence,
     LeaseHeld,
     Owner,
@@ -46,9 +52,9 @@ from state.lease import (
     release,
     take,
 )
-from state.model import JobState, Lease, Status
-from state.storage import Storage
-from state.transitions import (
+from colabrun.state.model import JobState, Lease, Status
+from colabrun.state.storage import Storage
+from colabrun.state.transitions import (
     begin_session,
     end_session,
     new_job,
@@ -240,6 +246,11 @@ def _begin(job: JobDir, spec: JobSpec, me: Owner, fence: Fence, *, force: bool,
     assert state is not None
     if changed_defining_fields(state.defining, spec):  # only reached with --force
         console.warn(f"--force: continuing job {spec.name!r} with the changed spec")
+    elif state.defining.get("entrypoint") != spec.entrypoint_ref:
+        console.info(f"job {spec.name!r} was created with entrypoint "
+                     f"{state.defining.get('entrypoint')!r}, now named {spec.entrypoint_ref!r}; "
+                     "continuing (docs/troubleshooting.md, \"Renamed entrypoints\")")
+    if state.defining != spec.defining_fields():
         job.statefile.update(lambda s: set_fingerprint(
             fenced(s, fence), spec.fingerprint(), spec.defining_fields(), now=clock.time()))
     job.write_spec(spec)

@@ -1,9 +1,9 @@
 """WHAT IS DURABLE: the state file, the checkpoint store, the storage edge."""
 
-from state.checkpoints import CheckpointStore, Manifest
-from state.model import CheckpointRecord, JobState, Status
-from state.statefile import StateFile
-from state.storage import Fs, OsFs, Storage
+from colabrun.state.checkpoints import CheckpointStore, Manifest
+from colabrun.state.model import CheckpointRecord, JobState, Status
+from colabrun.state.statefile import StateFile
+from colabrun.state.storage import Fs, OsFs, Storage
 
 __all__ = [
     "CheckpointRecord",

@@ -12,7 +12,7 @@ A save (:meth:`CheckpointStore.commit`) writes the payload into a fresh
 temporary folder, fsyncs it while hashing it, checks its size on disk, writes
 the manifest (sizes and digests of every file), fsyncs, and renames the folder
 into place. Readers trust only folders with a manifest whose files verify; a
-torn, truncated, zero-byte or missing one is skipped (COLAB.md F10/F11).
+torn, truncated, zero-byte or missing one is skipped (docs/colab.md#drive-pitfalls).
 The named points of :data:`SAVE_POINTS` are reported to ``on_point`` so fault
 injection can kill the process at each of them.
 """
@@ -31,10 +31,10 @@ from typing import IO, TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
 
-from jobs.errors import CheckpointError, StorageError
-from state.hooks import Hook, no_hook
-from state.model import CheckpointRecord
-from state.storage import (
+from colabrun.jobs.errors import CheckpointError, StorageError
+from colabrun.state.hooks import Hook, no_hook
+from colabrun.state.model import CheckpointRecord
+from colabrun.state.storage import (
     HASH_PIECE_BYTES,
     PieceMismatch,
     SizeMismatch,
@@ -74,7 +74,7 @@ class ManifestFile(BaseModel):
     path: str
     size_bytes: int
     #: the sha256 of the file, or with ``piece_bytes`` that of its pieces' sha256
-    #: digests (:class:`state.storage.Digest`), which verification hashes in parallel
+    #: digests (:class:`colabrun.state.storage.Digest`), which verification hashes in parallel
     sha256: str
     piece_bytes: int | None = None
     #: the digest of each piece, hex (with ``piece_bytes``): a resume reads each
@@ -437,7 +437,8 @@ class CheckpointStore:
 
         Raises:
             CheckpointError: the payload does not deserialise (e.g. a newer
-                torch format, COLAB.md F16), or holds objects ``weights_only`` refuses.
+                torch format, docs/troubleshooting.md#skipped-checkpoints-warnings), or
+                holds objects ``weights_only`` refuses.
         """
         path = self.dir / name / PAYLOAD_NAME
 

@@ -1,6 +1,6 @@
 """Who may write a job: the lease in ``state.json``, decided by pure functions.
 
-File locks do not reach across runtimes on Drive (COLAB.md fact 11), so the
+File locks do not reach across runtimes on Drive (docs/concepts.md#the-lease), so the
 owner writes its identity and a heartbeat time into the state file. Another
 runner may take over when the owner is provably dead (same runtime, its pid
 gone) or its heartbeat is older than the lease's duration (a runtime that
@@ -16,8 +16,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
 
-from jobs.errors import ColabrunError
-from state.model import JobState, Lease
+from colabrun.jobs.errors import ColabrunError
+from colabrun.state.model import JobState, Lease
 
 
 class LeaseHeld(ColabrunError, RuntimeError):

@@ -1,7 +1,7 @@
 """The persisted state file's model (``state.json``), versioned by ``schema_version``.
 
 Times are Unix seconds from the injected clock's wall time. The model is
-frozen: every change goes through a pure function of :mod:`state.transitions`.
+frozen: every change goes through a pure function of :mod:`colabrun.state.transitions`.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ SCHEMA_VERSION = 1
 
 
 class Status(str, Enum):
-    """Where a job stands. Legal moves are in :data:`state.transitions.LEGAL_MOVES`."""
+    """Where a job stands. Legal moves are in :data:`colabrun.state.transitions.LEGAL_MOVES`."""
 
     PENDING = "pending"
     RUNNING = "running"
@@ -39,7 +39,7 @@ class Lease(_Frozen):
     heartbeat_at: float
     duration_s: float = Field(gt=0)
     token: str = Field(default="", description="Unique per takeover: fences a same-generation "
-                       "rival that read the same stale state (COLAB.md fact 11).")
+                       "rival that read the same stale state (docs/concepts.md#the-lease).")
 
 
 class Session(_Frozen):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from state.model import CheckpointRecord
+from colabrun.state.model import CheckpointRecord
 
 
 def plan_rotation(

@@ -3,7 +3,7 @@
 A write goes to a fresh temporary name beside the file, is fsynced, then
 ``os.replace``\\ d over it, and the folder is fsynced: a reader sees the old
 state or the new one, never half of each. The lock (filelock) serialises
-writers on one machine; across runtimes the lease does (COLAB.md fact 11).
+writers on one machine; across runtimes the lease does (docs/concepts.md#the-lease).
 
 A state file that does not parse is never silently replaced: reading raises
 :class:`StateCorrupt`, and :func:`quarantine` moves it aside only when the user
@@ -23,10 +23,10 @@ from filelock import FileLock
 from filelock import Timeout as LockTimeout
 from pydantic import ValidationError
 
-from jobs.errors import StateCorrupt, StorageError
-from state.hooks import Hook, no_hook
-from state.model import SCHEMA_VERSION, JobState
-from state.storage import Storage
+from colabrun.jobs.errors import StateCorrupt, StorageError
+from colabrun.state.hooks import Hook, no_hook
+from colabrun.state.model import SCHEMA_VERSION, JobState
+from colabrun.state.storage import Storage
 
 STATE_NAME = "state.json"
 

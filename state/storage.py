@@ -1,7 +1,7 @@
 """The one edge through which every byte of the root folder passes.
 
 :class:`Storage` wraps a raw filesystem (:class:`Fs`, by default the real one)
-with two things a Drive mount needs (COLAB.md facts 10 and 14):
+with two things a Drive mount needs (docs/colab.md#drive-pitfalls):
 
 * **retries** with exponential backoff (tenacity) for transient errors:
   ``EIO``, ``ENOTCONN`` (107, "Transport endpoint is not connected"),
@@ -32,7 +32,7 @@ from typing import IO, Any, Protocol, TypeVar
 
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential
 
-from jobs.errors import StorageError, StorageTimeout
+from colabrun.jobs.errors import StorageError, StorageTimeout
 
 T = TypeVar("T")
 
@@ -687,7 +687,7 @@ class Storage:
 
     def discard_file(self, path: Path) -> None:
         """Truncate then delete ``path``: a deleted Drive file still counts
-        against the quota from the Trash for 30 days (COLAB.md fact 13)."""
+        against the quota from the Trash for 30 days (docs/colab.md#drive-pitfalls)."""
 
         def attempt() -> None:
             try:

@@ -1,4 +1,4 @@
-"""Pure transitions of :class:`state.model.JobState`; each returns a new state.
+"""Pure transitions of :class:`colabrun.state.model.JobState`; each returns a new state.
 
 Illegal status moves raise :class:`IllegalTransition`, so a bug cannot, say,
 mark a failed job completed. No function here touches a disk or a clock: the
@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from jobs.errors import ColabrunError
-from state.model import CheckpointRecord, JobState, Progress, Session, Status, Timings
+from colabrun.jobs.errors import ColabrunError
+from colabrun.state.model import CheckpointRecord, JobState, Progress, Session, Status, Timings
 
 #: status -> statuses it may move to.
 LEGAL_MOVES: dict[Status, frozenset[Status]] = {
@@ -64,7 +64,7 @@ def begin_session(
     deadline_at: float | None = None,
 ) -> JobState:
     """Open a new session under the current generation (the lease's: see
-    :func:`state.lease.take`), closing a session left open by a crash."""
+    :func:`colabrun.state.lease.take`), closing a session left open by a crash."""
     state = _close_open_session(state, reason="lost (no clean end recorded)", now=now)
     generation = state.generation
     session = Session(

@@ -10,10 +10,10 @@ from typing import Any
 
 import torch
 
-from jobs.spec import JobSpec
-from state.checkpoints import CheckpointStore
-from state.statefile import StateFile
-from state.storage import Storage
+from colabrun.jobs.spec import JobSpec
+from colabrun.state.checkpoints import CheckpointStore
+from colabrun.state.statefile import StateFile
+from colabrun.state.storage import Storage
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -26,7 +26,7 @@ def digits_spec(root: Path, *, name: str = "digits", epochs: int = 3, **override
     """
     fields: dict[str, Any] = {
         "name": name,
-        "entrypoint": "jobs.examples.digits:train",
+        "entrypoint": "colabrun.jobs.examples.digits:train",
         "epochs": epochs,
         "seed": 7,
         "params": {"lr": 0.05, "batch_size": 32, "width": 8},
@@ -54,7 +54,7 @@ def run_cli(*args: str, cwd: Path, env: dict[str, str] | None = None,
     # machine OpenMP spin-waiting made steps 10x slower.
     full_env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", **(env or {})}
     return subprocess.run(
-        [sys.executable, "-m", "runner.cli", *args], cwd=cwd, env=full_env,
+        [sys.executable, "-m", "colabrun", *args], cwd=cwd, env=full_env,
         capture_output=True, text=True, timeout=timeout,
     )
 
@@ -102,8 +102,8 @@ def finished_digits_job(root: Path, **overrides: Any) -> JobSpec:
     For module-scoped fixtures, which the per-test fixtures of conftest do not
     cover: torch's deterministic mode, switched on by the run, is put back here.
     """
-    import runner
-    from state.model import Status
+    from colabrun import runner
+    from colabrun.state.model import Status
 
     spec = digits_spec(root, name="digits", epochs=1, **overrides)
     mode = torch.are_deterministic_algorithms_enabled()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from jobs.reference import spec_reference_markdown
+from colabrun.jobs.reference import spec_reference_markdown
 from tests.helpers import REPO
 
 
@@ -16,7 +16,7 @@ def test_spec_reference_is_current() -> None:
 
 
 def test_spec_reference_lists_every_field() -> None:
-    from jobs.spec import CheckpointPolicy, JobSpec, WatchdogPolicy
+    from colabrun.jobs.spec import CheckpointPolicy, JobSpec, WatchdogPolicy
 
     page = spec_reference_markdown()
     for name in [*JobSpec.model_fields, *CheckpointPolicy.model_fields,

@@ -26,8 +26,8 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from jobs.errors import SpecError
-from jobs.examples.datasets import ImageFiles, data_dir, image_folder, scale
+from colabrun.jobs.errors import SpecError
+from colabrun.jobs.examples.datasets import ImageFiles, data_dir, image_folder, scale
 
 DEFAULT_DATA_DIR = "/content/drive/MyDrive/data/cats_and_dogs_filtered"
 CLASSES = ("cats", "dogs")  # label 0, label 1

@@ -8,7 +8,7 @@ rate 0.01 decayed after every batch as Keras' ``decay=lr/epochs`` did
 
 It reads the CIFAR-10 *binary* batches from ``params.data_dir``, never the pickled
 "python version" (unpickling a file runs code from it); nothing is downloaded
-(see :func:`jobs.examples.datasets.load_cifar10`).
+(see :func:`colabrun.jobs.examples.datasets.load_cifar10`).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from jobs.examples.datasets import data_dir, load_cifar10, scale
+from colabrun.jobs.examples.datasets import data_dir, load_cifar10, scale
 
 DEFAULT_DATA_DIR = "/content/drive/MyDrive/data/cifar10"
 MAX_NORM = 3.0

@@ -8,7 +8,7 @@
 Each reader takes the folder from ``params.data_dir`` (on Colab a Drive folder)
 and fails with one line naming the missing file and where to get it::
 
-    SpecError (jobs.errors)
+    SpecError (colabrun.jobs.errors)
     └── DatasetError            a data file is malformed (not idx, wrong record size...)
         └── DatasetMissing(FileNotFoundError)   a data file or folder is not there
 """
@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from jobs.errors import EntrypointError, SpecError
+from colabrun.jobs.errors import EntrypointError, SpecError
 
 MNIST_URL = "https://ossci-datasets.s3.amazonaws.com/mnist/"
 CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz"

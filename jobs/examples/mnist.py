@@ -8,7 +8,7 @@ Only the data order differs: colabrun's own per-epoch shuffle, so a resumed run
 sees the same batches.
 
 It reads the four standard idx files (plain or ``.gz``) from ``params.data_dir``;
-nothing is downloaded (see :func:`jobs.examples.datasets.load_mnist`).
+nothing is downloaded (see :func:`colabrun.jobs.examples.datasets.load_mnist`).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from jobs.examples.datasets import data_dir, load_mnist
+from colabrun.jobs.examples.datasets import data_dir, load_mnist
 
 DEFAULT_DATA_DIR = "/content/drive/MyDrive/data/mnist"
 MEAN, STD = 0.1307, 0.3081

@@ -1,0 +1,4 @@
+"""The ``colabrun`` command and what its subcommands show.
+
+cli, chaos, doctor, logs, plots, report.
+"""

@@ -1,0 +1,284 @@
+"""The ``colabrun`` command. Exit codes (docs/cli.md):
+
+0 completed (or already complete) · 1 the job failed · 2 bad input (spec,
+entrypoint, unknown job) · 3 stopped before the end, run again to continue ·
+4 another runner holds the job (or took it over) · 5 storage or state problem ·
+130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from colabrun.jobs.errors import CheckpointError, ColabrunError, JobNotFound, StateCorrupt
+from colabrun.jobs.loading import load_spec
+from colabrun.jobs.reference import spec_reference_markdown
+from colabrun.jobs.spec import JobSpec
+from colabrun.runner.api import resolve_root, resume, run
+from colabrun.runner.commands.logs import follow, log_path, print_log
+from colabrun.runner.commands.plots import plot_job
+from colabrun.runner.commands.report import read_states, status_detail, status_table
+from colabrun.runner.watch.control import request
+from colabrun.state.jobdir import JobDir
+from colabrun.state.storage import Storage
+
+TAKEOVER_HELP = ("take the job over although its lease looks live (only when you know the "
+                 "runtime holding it is gone)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every subcommand."""
+    parser = argparse.ArgumentParser(
+        prog="colabrun", description="Resilient PyTorch training on runtimes that die.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name: str, help_text: str, *, root: bool = True) -> argparse.ArgumentParser:
+        command = sub.add_parser(name, help=help_text, description=help_text)
+        if root:
+            command.add_argument("--root", help="folder holding the jobs (default: the spec's, "
+                                 "else Drive's MyDrive/colabrun on Colab, else ./colabrun-runs)")
+        return command
+
+    p = add("run", "start or continue the job a spec file declares")
+    p.add_argument("spec", help="spec file (.yaml, .yml, .toml, .json or .py)")
+    p.add_argument("--force", action="store_true",
+                   help="continue even if the entrypoint, params or seed changed since the job "
+                   "was created")
+    p.add_argument("--takeover", action="store_true", help=TAKEOVER_HELP)
+    p.add_argument("--no-progress", action="store_true",
+                   help="no progress bars: one plain line per epoch (the default off a terminal)")
+    p = add("resume", "continue a job from its folder under the root alone")
+    p.add_argument("name", help="the job's name")
+    p.add_argument("--takeover", action="store_true", help=TAKEOVER_HELP)
+    p.add_argument("--no-progress", action="store_true",
+                   help="no progress bars: one plain line per epoch (the default off a terminal)")
+    p = add("validate", "check a spec file and print it normalised", root=False)
+    p.add_argument("spec")
+    p = add("schema", "print the JSON Schema of spec files", root=False)
+    p.add_argument("--markdown", action="store_true", help="print the spec reference instead")
+    p = add("status", "show all jobs, or one job in detail")
+    p.add_argument("name", nargs="?")
+    p.add_argument("--json", action="store_true", help="print the state as JSON")
+    p.add_argument("--verify", action="store_true",
+                   help="check every checkpoint's sha256 (reads them all), not just its size")
+    add("list", "list the jobs under the root")
+    p = add("repair", "rebuild a corrupt state.json from the committed checkpoints")
+    p.add_argument("name")
+    p = add("chaos", "prove a job resumes exactly: kill it N times at random points, compare",
+            root=False)
+    p.add_argument("spec")
+    p.add_argument("--kills", type=int, default=5, help="SIGKILLs to deliver (default 5)")
+    p.add_argument("--seed", type=int, default=0, help="chooses the kill points (default 0)")
+    p.add_argument("--epochs", type=int, help="train this many epochs instead of the spec's")
+    p.add_argument("--scratch", help="folder for the runs (default: a new temporary folder)")
+    p = add("stop", "ask a running job to save and stop (a request file in its control/ folder)")
+    p.add_argument("name")
+    p = add("checkpoint", "ask a running job to save now and go on")
+    p.add_argument("name")
+    p = add("plot", "draw the job's metrics against step, across all its sessions, as a PNG")
+    p.add_argument("name")
+    p.add_argument("--out", help="the PNG to write (default: <job>/reports/metrics.png)")
+    p.add_argument("--metric", action="extend", nargs="+", metavar="M",
+                   help="plot only these metrics (default: all)")
+    p = add("logs", "print the job's log")
+    p.add_argument("name")
+    p.add_argument("--follow", "-f", action="store_true",
+                   help="keep printing lines as they are appended, until Ctrl-C")
+    p.add_argument("--timeout", type=float, metavar="S",
+                   help="with --follow: stop after S seconds")
+    p = add("doctor", "check this runtime: GPU, RAM, disk, Drive, the jobs' root, versions, "
+            "time left")
+    p.add_argument("--json", action="store_true", help="print the facts and checks as JSON")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; return the exit code."""
+    args = build_parser().parse_args(argv)
+    try:
+        return int(COMMANDS[args.command](args))
+    except BrokenPipeError:  # `colabrun schema | head`: the reader left, not an error
+        sys.stderr.close()
+        return 0
+    except ColabrunError as exc:
+        for line in str(exc).splitlines():
+            print(f"colabrun: error: {line}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("colabrun: interrupted", file=sys.stderr)
+        return 130
+
+
+def _run(args: argparse.Namespace) -> int:
+    return run(args.spec, root=args.root, force=args.force, takeover=args.takeover,
+               progress=False if args.no_progress else None).exit_code
+
+
+def _resume(args: argparse.Namespace) -> int:
+    return resume(args.name, root=args.root, takeover=args.takeover,
+                  progress=False if args.no_progress else None).exit_code
+
+
+def _validate(args: argparse.Namespace) -> int:
+    spec = load_spec(args.spec)
+    print(json.dumps(spec.to_json_dict(), indent=2))
+    return 0
+
+
+def _schema(args: argparse.Namespace) -> int:
+    if args.markdown:
+        print(spec_reference_markdown(), end="")
+        return 0
+    print(json.dumps(JobSpec.model_json_schema(), indent=2))
+    return 0
+
+
+def _status(args: argparse.Namespace) -> int:
+    root = resolve_root(args.root)
+    storage = Storage()
+    if args.name is None:
+        jobs = read_states(root, storage)
+        if args.json:
+            print(json.dumps([s.model_dump(mode="json") for _, s in jobs if not isinstance(s, str)],
+                             indent=2))
+        else:
+            print(status_table(jobs, now=time.time()) if jobs else f"no jobs under {root}")
+        return 0
+    job = JobDir(root, args.name, storage=storage)
+    state = job.statefile.read()
+    if state is None:
+        raise _not_found(args.name, root)
+    if args.json:
+        print(state.model_dump_json(indent=2))
+        return 0
+    try:
+        description = job.read_spec().description
+    except ColabrunError:
+        description = ""
+    def check(name: str) -> str:
+        if not args.verify:
+            return job.store.check_size(name)
+        try:
+            job.store.verify(name)
+        except CheckpointError as exc:
+            return f"BAD: {str(exc).split(': ', 1)[-1]}"
+        return "verified"
+
+    print(status_detail(state, job_dir=job.path, now=time.time(), description=description,
+                        check=check))
+    return 0
+
+
+def _list(args: argparse.Namespace) -> int:
+    root = resolve_root(args.root)
+    jobs = read_states(root, Storage())
+    for name, state in jobs:
+        print(f"{name}\t{state if isinstance(state, str) else state.status.value}")
+    if not jobs:
+        print(f"no jobs under {root}")
+    return 0
+
+
+def _repair(args: argparse.Namespace) -> int:
+    root = resolve_root(args.root)
+    job = JobDir(root, args.name)
+    try:
+        if job.statefile.read() is not None:
+            print(f"{job.statefile.path} is valid; nothing to repair")
+            return 0
+    except StateCorrupt:
+        pass
+    spec = job.read_spec()
+    state, problems = job.rebuild_state(spec, now=time.time())
+    aside = job.statefile.quarantine()
+    job.statefile.write(state)
+    for problem in problems:
+        print(f"colabrun: skipped {problem}")
+    kept = f"; the corrupt file is kept as {aside}" if aside else ""
+    print(f"rebuilt {job.statefile.path} from {len(state.checkpoints)} committed "
+          f"checkpoints{kept}; continue with `colabrun resume {args.name} --root {root}`")
+    return 0
+
+
+def _chaos(args: argparse.Namespace) -> int:
+    from colabrun.runner.commands.chaos import (
+        run_chaos,  # chaos and doctor import torch; the rest need not
+    )
+
+    spec = load_spec(args.spec)
+    scratch = (Path(args.scratch) if args.scratch
+               else Path(tempfile.mkdtemp(prefix="colabrun-chaos-")))
+    print(f"chaos: job {spec.name!r}, {args.kills} kills (seed {args.seed}), on the CPU, "
+          f"in {scratch}")
+    report = run_chaos(spec, kills=args.kills, seed=args.seed, epochs=args.epochs,
+                       scratch=scratch)
+    print(report.render())
+    return 0 if report.exact else 1
+
+
+def _not_found(name: str, root: Path) -> JobNotFound:
+    return JobNotFound(f"no job {name!r} under {root}; `colabrun list --root {root}` "
+                       "shows the jobs there")
+
+
+def _existing_job(args: argparse.Namespace) -> JobDir:
+    """The job ``args.name`` under ``args.root``, or a one-line :class:`JobNotFound`."""
+    root = resolve_root(args.root)
+    job = JobDir(root, args.name)
+    if not job.exists():
+        raise _not_found(args.name, root)
+    return job
+
+
+def _request(args: argparse.Namespace) -> int:
+    job = _existing_job(args)
+    path = request(job.path, args.command, job.storage)
+    print(f"asked job {args.name!r} to {'save and stop' if args.command == 'stop' else 'save now'}"
+          f" ({path}); a running job acts on it within a few seconds")
+    return 0
+
+
+def _plot(args: argparse.Namespace) -> int:
+    path = plot_job(args.name, root=args.root, out=args.out, metrics=args.metric)
+    print(f"wrote {path}")
+    return 0
+
+
+def _logs(args: argparse.Namespace) -> int:
+    job = _existing_job(args)
+    path = log_path(job.path)
+
+    def write(line: str) -> None:
+        print(line, flush=True)
+
+    if args.follow:
+        follow(path, write=write, storage=job.storage, timeout_s=args.timeout)
+    elif print_log(path, write=write, storage=job.storage) == 0:
+        print(f"colabrun: job {args.name!r} has no log lines yet ({path})", file=sys.stderr)
+    return 0
+
+
+def _doctor(args: argparse.Namespace) -> int:
+    from colabrun.runner.commands.doctor import gather_facts, render, report_json, run_checks
+
+    facts = gather_facts(root=resolve_root(args.root))
+    checks = run_checks(facts)
+    print(json.dumps(report_json(facts, checks), indent=2) if args.json else render(checks))
+    return 0
+
+
+COMMANDS = {
+    "run": _run, "resume": _resume, "validate": _validate, "schema": _schema,
+    "status": _status, "list": _list, "repair": _repair, "stop": _request, "chaos": _chaos,
+    "checkpoint": _request, "plot": _plot, "logs": _logs, "doctor": _doctor,
+}
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

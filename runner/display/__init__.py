@@ -1,0 +1,1 @@
+"""What the person watching sees: console messages, progress bars, the status line."""

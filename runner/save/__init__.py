@@ -1,0 +1,1 @@
+"""Saving: the snapshot, the background writer, the saver, and when a save is due."""

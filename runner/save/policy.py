@@ -1,0 +1,145 @@
+"""Whether a checkpoint is due: a pure decision over counters and times."""
+
+from __future__ import annotations
+
+import statistics
+from collections import deque
+from dataclasses import dataclass, field
+
+from colabrun.jobs.spec import CheckpointPolicy
+
+
+def save_due(
+    policy: CheckpointPolicy,
+    *,
+    steps_since_save: int,
+    seconds_since_save: float,
+    at_epoch_end: bool,
+    save_cost_s: float | None = None,
+    writer_busy: bool = False,
+) -> str | None:
+    """The reason a checkpoint is due now, or ``None``.
+
+    Args:
+        policy: the spec's checkpoint policy.
+        steps_since_save: optimizer steps since the last save (or the start).
+        seconds_since_save: monotonic seconds since the last save (or the start).
+        at_epoch_end: whether this boundary closes an epoch.
+        save_cost_s: the measured cost of one save (:attr:`CostMeter.cost_s`);
+            ``None`` until one was measured.
+        writer_busy: whether the last save is still being written.
+
+    Returns:
+        ``"epoch_end"``, ``"every_steps"``, ``"every_s"``, ``"adaptive"`` or ``None``. Within an
+        epoch, a boundary with no new step is never due (nothing new to save);
+        an epoch end is due even so, since the position moved to the next epoch.
+    """
+    if steps_since_save <= 0 and not at_epoch_end:
+        return None
+    if at_epoch_end and policy.at_epoch_end:
+        return "epoch_end"
+    if policy.every_steps is not None and steps_since_save >= policy.every_steps:
+        return "every_steps"
+    if policy.every_s is not None and steps_since_save > 0 and (
+        seconds_since_save >= policy.every_s
+    ):
+        return "every_s"
+    if policy.max_overhead is not None and steps_since_save > 0 and not writer_busy:
+        if save_cost_s is None or seconds_since_save >= adaptive_interval_s(
+                policy.max_overhead, save_cost_s):
+            return "adaptive"
+    return None
+
+
+def adaptive_interval_s(max_overhead: float, save_cost_s: float) -> float:
+    """Seconds between saves that keep their cost at ``max_overhead`` of training time.
+
+    A save costing ``c`` seconds every ``T`` seconds costs ``c / (T + c)`` of the
+    time; at most ``m`` when ``T >= c (1 - m) / m``. The adaptive policy saves at
+    the first boundary after that, and never while the last save is still being
+    written (so the background work stays bounded too). The first save of a
+    session is taken at once: it measures the cost.
+    """
+    return save_cost_s * (1 - max_overhead) / max_overhead
+
+
+@dataclass
+class CostMeter:
+    """What a save costs training, measured from the loop itself.
+
+    Two parts: the **stall** (the loop blocked while the snapshot was taken) and
+    the **toll**: how much longer than a typical step the steps that pay for
+    the save took, whatever the cause (the writer competing for the GIL, the
+    cores, the memory bus; copy-on-write faults of a forked writer; cold caches
+    after a snapshot). The steps that pay are those that end while the save is
+    being written, and the first ``tail_steps`` after that. The typical step is
+    the median of the recent steps that paid for nothing: a machine whose speed
+    drifts (a shared VM's does, by tens of percent over seconds) moves both, so
+    the drift is no save's toll. The differences are summed signed, so noise
+    cancels; a step over 3x the typical one (an evaluation, a GC pause) is left
+    out. Uploads are paced apart and cost the same however often one saves:
+    they are no save's toll. Pure: fed with observations.
+    """
+
+    alpha: float = 0.3
+    #: steps the typical step is the median of (steps that paid for no save)
+    window: int = 31
+    #: steps that pay for a save after it is written
+    tail_steps: int = 4
+    stall_s: float | None = None
+    toll_s: float = 0.0
+    _clean: deque[float] = field(default_factory=deque)
+    _typical: float | None = None
+    _extra: float = 0.0
+    _saves: int = 0
+    _since_written: int = 1 << 30  # steps since a save was last seen in flight
+    _seen: int = 0
+
+    def observe_step(self, step_s: float, *, writing: bool = False) -> None:
+        """One step's duration (for the step after a save: without the stall);
+        ``writing``: the last save was still being written when the step ended."""
+        paying = writing or self._since_written < self.tail_steps
+        self._since_written = 0 if writing else self._since_written + 1
+        if not paying:
+            self._clean.append(step_s)
+            if len(self._clean) > self.window:
+                self._clean.popleft()
+            self._seen += 1
+            if self._typical is None or self._seen % 5 == 0:  # a median now and then
+                self._typical = statistics.median(self._clean) if len(self._clean) >= 5 else None
+            return
+        typical = self._typical
+        if self._saves and typical is not None and step_s <= 3 * typical:
+            self._extra += step_s - typical  # (after a setup save: nobody's toll)
+
+    def observe_save(self, stall_s: float, *, setup: bool = False) -> None:
+        """A save blocked the loop ``stall_s``; the steps since the last one are its toll.
+
+        ``setup``: the save also started the background writer (a fork, whose
+        copy-on-write faults slow the next steps): a one-time cost, not learned.
+        The meter starts over, so the next save, which measures, is due at once.
+        """
+        self._since_written = 0
+        if setup:
+            self.stall_s, self.toll_s, self._extra, self._saves = None, 0.0, 0.0, 0
+            return
+        self.stall_s = stall_s if self.stall_s is None else (
+            (1 - self.alpha) * self.stall_s + self.alpha * stall_s)
+        if self._saves:  # before the first save, slow steps are nobody's toll
+            extra = max(0.0, self._extra)
+            self.toll_s = extra if self._saves == 1 else (
+                (1 - self.alpha) * self.toll_s + self.alpha * extra)
+        self._extra = 0.0
+        self._saves += 1
+
+    @property
+    def typical_step_s(self) -> float | None:
+        """The median of the recent steps (None until five were seen)."""
+        return self._typical
+
+    @property
+    def cost_s(self) -> float | None:
+        """Stall plus toll of one save; ``None`` before the first save."""
+        if self.stall_s is None:
+            return None
+        return self.stall_s + self.toll_s

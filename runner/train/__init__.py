@@ -1,0 +1,1 @@
+"""Inside the worker: the run handle, its data and RNG positions, the resume plan, metrics."""

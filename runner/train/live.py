@@ -1,0 +1,63 @@
+"""What the training thread shares with the rest of its process while it runs.
+
+:class:`LiveProgress` is written by the training loop and read by the
+heartbeat thread; :class:`Controls` is set by signal handlers and control
+requests and read by the loop at its next boundary. Plain attribute writes
+are atomic under the GIL, which is all the sharing these need.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from colabrun.runner.watch.deadline import Deadline
+
+
+class StopTraining(BaseException):
+    """Unwinds the user's loop after a clean save (a request, an interrupt, the deadline).
+
+    A ``BaseException`` so that a user's ``except Exception`` does not swallow it.
+    """
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass
+class LiveProgress:
+    """Where the loop is now.
+
+    ``phase``: ``setup`` (before the first batch), ``load`` (reading a
+    checkpoint), ``train``, ``save``, or ``between`` (after an epoch's batches).
+    """
+
+    step: int = 0
+    epoch: int = 0
+    epochs_total: int = 0
+    batch: int = 0
+    batches_in_epoch: int | None = None
+    phase: str = "setup"
+    step_s: float | None = None
+    last_save: str | None = None
+    last_save_at: float | None = None
+    micro_batches: int = 1
+
+
+class Controls:
+    """Requests for the loop: stop after a save, save now, and the deadline."""
+
+    def __init__(self, deadline: Deadline | None = None) -> None:
+        self.deadline = deadline or Deadline(ends_at=None)
+        self.stop_reason: str | None = None
+        self.checkpoint_requested = False
+        self.interrupts = 0
+
+    def request_stop(self, reason: str) -> None:
+        """Save at the next boundary, then stop (the first reason wins)."""
+        if self.stop_reason is None:
+            self.stop_reason = reason
+
+    def request_checkpoint(self) -> None:
+        """Save at the next boundary and go on."""
+        self.checkpoint_requested = True

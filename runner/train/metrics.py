@@ -1,0 +1,107 @@
+"""The job's metrics log, ``metrics.jsonl``: one JSON object per record.
+
+Records are buffered, written to a local file (staging, beside the local
+checkpoints) at each checkpoint, and synced to the root's file by the
+uploader before it commits a checkpoint there: the records of every step a
+committed checkpoint covers are durable with it, on this runtime's disk and
+under the root. After a crash, the steps redone by the next session are logged again;
+:func:`read_metrics` keeps, for each step and set of metric names, the record
+written last, so the redone steps replace the lost session's.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from colabrun.state.storage import Storage
+
+METRICS_NAME = "metrics.jsonl"
+
+
+class MetricsLog:
+    """The job's metrics: buffered, kept locally at each checkpoint, synced to the root.
+
+    Args:
+        job_dir: the job's folder under the root.
+        storage: the root's storage edge.
+        local_dir: the job's local staging folder (this runtime's disk).
+    """
+
+    def __init__(self, job_dir: Path, storage: Storage, local_dir: Path) -> None:
+        self.path = job_dir / METRICS_NAME
+        self.storage = storage
+        self.local = local_dir / METRICS_NAME
+        self._synced_marker = local_dir / f"{METRICS_NAME}.synced"
+        self._pending: list[str] = []
+        self._lock = threading.Lock()  # the loop appends, the uploader syncs
+
+    def append(self, record: Mapping[str, Any]) -> None:
+        """Buffer one record."""
+        with self._lock:
+            self._pending.append(json.dumps(record, sort_keys=True) + "\n")
+
+    def keep_locally(self) -> None:
+        """Write the buffered records to the local file (at each local checkpoint).
+
+        Three system calls, no file object: this runs beside training after every
+        save, where Python's buffered text files cost ~0.3 ms of GIL time, cold.
+        """
+        with self._lock:
+            lines, self._pending = self._pending, []
+        if not lines:
+            return
+        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT
+        try:
+            fd = os.open(self.local, flags, 0o644)
+        except FileNotFoundError:
+            self.local.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.local, flags, 0o644)
+        try:  # the page cache keeps it past a worker's death, as local staging
+            data = memoryview("".join(lines).encode())
+            while data:
+                data = data[os.write(fd, data):]
+        finally:
+            os.close(fd)
+
+    def sync(self) -> None:
+        """Append to the root's file what the local file holds beyond the last sync.
+
+        Raises:
+            StorageError: the root failed (the next sync sends the same lines again).
+        """
+        self.keep_locally()
+        if not self.local.exists():
+            return
+        done = int(self._synced_marker.read_text() or 0) if self._synced_marker.exists() else 0
+        with open(self.local, "rb") as f:
+            f.seek(done)
+            data = f.read()
+        if not data:
+            return
+        self.storage.append_bytes(self.path, data)
+        self._synced_marker.write_text(str(done + len(data)))
+
+
+BOOKKEEPING = frozenset({"step", "epoch", "session", "time"})
+
+
+def read_metrics(path: Path) -> list[dict[str, Any]]:
+    """The records of a metrics log in step order, redone steps counted once.
+
+    Torn lines (a crash mid-append) are skipped.
+    """
+    if not path.exists():
+        return []
+    latest: dict[tuple[int, frozenset[str]], dict[str, Any]] = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        latest[(int(record.get("step", 0)), frozenset(record) - BOOKKEEPING)] = record
+    return [latest[key] for key in sorted(latest, key=lambda k: (k[0], sorted(k[1])))]

@@ -1,0 +1,1 @@
+"""Watching the worker: the supervisor, the worker, restarts, control requests, deadline."""

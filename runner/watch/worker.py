@@ -1,0 +1,205 @@
+"""The worker process: runs one training session for the supervisor.
+
+Started as ``python -m colabrun.runner.watch.worker FD`` (a fresh interpreter, never a
+``fork``: the supervisor must not hand a lock-holding image to the child, and
+unlike multiprocessing's spawn nothing re-runs the user's ``__main__``), in
+its own session so that Ctrl-C reaches only the supervisor. It talks to the
+supervisor over the socket FD and receives its task cloudpickled, so a
+training function defined in a notebook cell works too.
+It dies with its parent (Linux ``PR_SET_PDEATHSIG``), reports progress from a
+heartbeat thread, forwards everything it prints through the pipe (a notebook
+shows only what the kernel process prints), and dumps its thread stacks on
+SIGUSR2 (``faulthandler``, which works even when a thread holds the GIL).
+"""
+
+from __future__ import annotations
+
+import faulthandler
+import io
+import os
+import signal
+import sys
+import threading
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any, TextIO, cast
+
+import cloudpickle
+
+from colabrun.jobs.errors import ColabrunError
+from colabrun.jobs.spec import JobSpec
+from colabrun.runner.clock import Clock, SystemClock
+from colabrun.runner.display.console import Console
+from colabrun.runner.display.status import status_line
+from colabrun.runner.faults import hook_from_environment
+from colabrun.runner.platform import die_with_parent
+from colabrun.runner.train.live import Controls, LiveProgress
+from colabrun.runner.train.training import SessionContext, train_session
+from colabrun.runner.watch.deadline import Deadline
+from colabrun.runner.watch.restarts import Exit
+from colabrun.state.hooks import no_hook
+from colabrun.state.jobdir import JobDir
+from colabrun.state.lease import Fence
+
+#: worker exit codes, read when no "end" message arrived
+EXIT_CODES = {Exit.COMPLETED: 0, Exit.STOPPED: 3, Exit.FAILED: 1, Exit.FENCED: 4, Exit.OOM: 17}
+STACKS_NAME = "stacks.txt"
+
+
+@dataclass(frozen=True)
+class WorkerTask:
+    """Everything a worker needs, cloudpickled across the spawn."""
+
+    spec: JobSpec
+    root: Path
+    fence: Fence
+    session: int
+    micro_batches: int
+    deadline: Deadline
+    search_path: tuple[Path, ...]
+    attempt: int = 0
+
+
+class Channel:
+    """A pipe end shared by threads: one message at a time."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+        self._lock = threading.Lock()
+
+    def send(self, message: dict[str, Any]) -> None:
+        """Send, ignoring a pipe the supervisor already closed."""
+        with self._lock:
+            try:
+                self.conn.send(message)
+            except (BrokenPipeError, OSError):
+                pass
+
+
+class ForwardingStream(io.TextIOBase):
+    """A text stream whose lines go to the supervisor, to be printed there."""
+
+    def __init__(self, channel: Channel) -> None:
+        self.channel = channel
+        self._buffer = ""
+
+    def write(self, text: str) -> int:
+        self._buffer += text
+        if "\n" in self._buffer:
+            complete, _, self._buffer = self._buffer.rpartition("\n")
+            self.channel.send({"kind": "out", "text": complete})
+        return len(text)
+
+    def flush(self) -> None:
+        if self._buffer:
+            self.channel.send({"kind": "out", "text": self._buffer})
+            self._buffer = ""
+
+
+class Heartbeat:
+    """Daemon thread: reports progress, relays requests, prints the status line.
+
+    Stopped by an Event whose ``wait(interval)`` is the sleep; each round is
+    one :meth:`tick`. Problems are sent as data, never raised in the thread.
+    """
+
+    def __init__(self, channel: Channel, progress: LiveProgress, controls: Controls, *,
+                 interval_s: float, status_every_s: float, clock: Clock,
+                 console: Console) -> None:
+        self.channel = channel
+        self.progress = progress
+        self.controls = controls
+        self.interval_s = interval_s
+        self.status_every_s = status_every_s
+        self.clock = clock
+        self.console = console
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="colabrun-heartbeat", daemon=True)
+        self._parent = os.getppid()
+        self._last_status = clock.monotonic()
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5.0)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            self.tick()
+
+    def tick(self) -> None:
+        """One round: orphan check, requests in, progress out, maybe a status line."""
+        if os.getppid() != self._parent:  # the supervisor is gone: no orphans
+            os._exit(137)
+        while self.channel.conn.poll():
+            self._on_request(self.channel.conn.recv())
+        p = self.progress
+        self.channel.send({"kind": "beat", "step": p.step, "epoch": p.epoch, "phase": p.phase,
+                           "step_s": p.step_s, "last_save": p.last_save, "batch": p.batch,
+                           "batches_in_epoch": p.batches_in_epoch,
+                           "epochs_total": p.epochs_total})
+        now = self.clock.monotonic()
+        if now - self._last_status >= self.status_every_s:
+            self._last_status = now
+            self.console.info(status_line(p, deadline=self.controls.deadline,
+                                          now=self.clock.time()))
+
+    def _on_request(self, message: dict[str, Any]) -> None:
+        if message.get("kind") == "stop":
+            self.controls.request_stop(str(message.get("reason", "requested")))
+        elif message.get("kind") == "checkpoint":
+            self.controls.request_checkpoint()
+
+
+def worker_main(conn: Connection) -> None:
+    """Entry point of the worker process."""
+    die_with_parent()
+    task: WorkerTask = cloudpickle.loads(conn.recv_bytes())
+    channel = Channel(conn)
+    sys.stdout = sys.stderr = ForwardingStream(channel)
+    progress = LiveProgress(micro_batches=task.micro_batches)
+    job = JobDir(task.root, task.spec.name,
+                 on_point=hook_from_environment(task.attempt, progress=progress) or no_hook,
+                 local_root=Path(task.spec.local_dir) if task.spec.local_dir else None)
+    console = Console(out=cast(TextIO, sys.stdout), storage=job.storage)
+    console.attach_log(job.path)
+    job.storage.makedirs(job.path / "log")
+    stacks = open(job.path / "log" / STACKS_NAME, "a")  # noqa: SIM115 - lives as long as we do
+    faulthandler.register(signal.SIGUSR2, file=stacks, all_threads=True)
+    clock = SystemClock()
+    controls = Controls(task.deadline)
+    beat = Heartbeat(channel, progress, controls, interval_s=task.spec.watchdog.heartbeat_s,
+                     status_every_s=task.spec.watchdog.status_every_s, clock=clock,
+                     console=console)
+    beat.start()
+    ctx = SessionContext(job=job, fence=task.fence, session=task.session,
+                         clock=clock, console=console, on_point=job.statefile.on_point,
+                         controls=controls, progress=progress, micro_batches=task.micro_batches,
+                         search_path=task.search_path)
+    outcome = train_session(task.spec, ctx)
+    beat.stop()
+    sys.stdout.flush()
+    channel.send({"kind": "end", "exit": outcome.exit.value, "detail": outcome.detail,
+                  "value": _picklable(outcome.value), "exit_code": outcome.exit_code,
+                  "error": _error_ref(outcome.error),
+                  "micro_batches": progress.micro_batches})
+    conn.close()
+    os._exit(EXIT_CODES[outcome.exit])  # skip atexit: nothing of ours is left to flush
+
+
+def _error_ref(error: BaseException | None) -> str | None:
+    """``module:Class`` of one of colabrun's own errors, to re-raise it as itself."""
+    if not isinstance(error, ColabrunError):
+        return None
+    return f"{type(error).__module__}:{type(error).__qualname__}"
+
+
+def _picklable(value: Any) -> Any:
+    try:
+        cloudpickle.dumps(value)
+    except Exception:
+        return None
+    return value

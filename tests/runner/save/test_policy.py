@@ -1,0 +1,355 @@
+"""The adaptive save cadence (``checkpoint.max_overhead``): pure decisions, then one run.
+
+A save costing ``c`` seconds of training time every ``T`` seconds costs
+``c / (T + c)``; the policy waits ``T = c (1 - m) / m`` between saves, never saves
+while the last one is still being written, and measures ``c`` with the first save
+(:class:`colabrun.runner.save.policy.CostMeter`: the stall, plus the toll: the extra time of the
+steps up to the next save over a typical step). Uploads are paced by the CPU they use.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from colabrun import runner
+from colabrun.jobs.spec import CheckpointPolicy, JobSpec
+from colabrun.runner.clock import SystemClock
+from colabrun.runner.save.policy import CostMeter, adaptive_interval_s, save_due
+from colabrun.runner.save.saver import UPLOAD_CPU_SHARE, Saver
+from colabrun.state.checkpoints import CheckpointStore, Manifest
+from colabrun.state.lease import Owner, fence_of, take
+from colabrun.state.model import Status
+from colabrun.state.statefile import StateFile
+from colabrun.state.storage import Storage
+from colabrun.state.transitions import new_job
+from tests.helpers import assert_exactly_equal, final_payload
+from tests.rng_heavy_job import train as rng_heavy_train
+
+OVERHEADS = (0.001, 0.02, 0.1, 0.5, 0.9)
+COSTS = (1e-4, 0.05, 1.0, 37.0, 600.0)
+
+
+def adaptive(max_overhead: float | None = 0.1, **fields: Any) -> CheckpointPolicy:
+    """Only the adaptive trigger, unless ``fields`` turn others on."""
+    values: dict[str, Any] = {"every_steps": None, "every_s": None, "at_epoch_end": False,
+                              "max_overhead": max_overhead, **fields}
+    return CheckpointPolicy(**values)
+
+
+# -- adaptive_interval_s ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("m", "c"), list(itertools.product(OVERHEADS, COSTS)))
+def test_the_interval_bounds_the_overhead_tightly(m: float, c: float) -> None:
+    interval = adaptive_interval_s(m, c)
+    assert interval >= 0
+    assert c / (interval + c) <= m * (1 + 1e-9), "at the interval: at most max_overhead"
+    assert c / (0.99 * interval + c) > m, "any sooner costs more: the interval is the least"
+
+
+def test_the_interval_grows_with_the_cost_and_shrinks_with_the_allowance() -> None:
+    assert adaptive_interval_s(0.02, 2.0) == pytest.approx(2 * adaptive_interval_s(0.02, 1.0))
+    assert adaptive_interval_s(0.01, 1.0) > adaptive_interval_s(0.02, 1.0)
+    assert adaptive_interval_s(0.02, 1.0) == pytest.approx(49.0)  # 1 s per 50 s
+    assert adaptive_interval_s(0.5, 3.0) == pytest.approx(3.0)
+    assert adaptive_interval_s(0.1, 0.0) == 0.0, "a free save may happen at every boundary"
+
+
+# -- save_due with the adaptive trigger ------------------------------------------------------
+
+
+def test_adaptive_is_due_once_the_interval_has_passed() -> None:
+    policy = adaptive(0.1)
+    interval = adaptive_interval_s(0.1, 2.0)  # 18 s
+    due = [save_due(policy, steps_since_save=3, seconds_since_save=s, at_epoch_end=False,
+                    save_cost_s=2.0) for s in (0.0, 1.0, interval * 0.999, interval,
+                                                interval * 1.001, 10 * interval)]
+    assert due == [None, None, None, "adaptive", "adaptive", "adaptive"]
+
+
+def test_adaptive_is_due_at_once_while_the_cost_is_unmeasured() -> None:
+    """The first save of a session measures the cost: taken at the first step."""
+    assert save_due(adaptive(), steps_since_save=1, seconds_since_save=0.0,
+                    at_epoch_end=False, save_cost_s=None) == "adaptive"
+
+
+@pytest.mark.parametrize("cost", [None, 0.0, 1.0])
+def test_adaptive_never_saves_while_the_writer_is_busy(cost: float | None) -> None:
+    assert save_due(adaptive(), steps_since_save=100, seconds_since_save=1e6,
+                    at_epoch_end=False, save_cost_s=cost, writer_busy=True) is None
+    assert save_due(adaptive(), steps_since_save=100, seconds_since_save=1e6,
+                    at_epoch_end=False, save_cost_s=cost, writer_busy=False) == "adaptive"
+
+
+@pytest.mark.parametrize("cost", [None, 0.0, 1.0])
+@pytest.mark.parametrize("at_epoch_end", [False, True])
+def test_adaptive_never_saves_without_a_new_step(cost: float | None, at_epoch_end: bool) -> None:
+    """An epoch end with no new step is due only for the epoch-end trigger (off here)."""
+    assert save_due(adaptive(), steps_since_save=0, seconds_since_save=1e6,
+                    at_epoch_end=at_epoch_end, save_cost_s=cost) is None
+
+
+def test_without_max_overhead_nothing_is_adaptive() -> None:
+    policy = adaptive(None)
+    assert save_due(policy, steps_since_save=5, seconds_since_save=1e6, at_epoch_end=False,
+                    save_cost_s=None) is None
+
+
+def test_the_other_triggers_still_win() -> None:
+    due: dict[str, Any] = {"steps_since_save": 10, "seconds_since_save": 1e6,
+                           "save_cost_s": None}
+    assert save_due(adaptive(at_epoch_end=True), at_epoch_end=True, **due) == "epoch_end"
+    assert save_due(adaptive(every_steps=10), at_epoch_end=False, **due) == "every_steps"
+    assert save_due(adaptive(every_s=60.0), at_epoch_end=False, **due) == "every_s"
+    # and they are not held back by a busy writer, as the adaptive trigger is
+    assert save_due(adaptive(every_steps=10), at_epoch_end=False, writer_busy=True,
+                    **due) == "every_steps"
+    # when they are not due, the adaptive trigger still is
+    assert save_due(adaptive(every_steps=50, every_s=1e7), at_epoch_end=False,
+                    **due) == "adaptive"
+
+
+# -- CostMeter: what a save costs, measured from the loop ------------------------------------
+
+
+def test_the_cost_is_unknown_until_the_first_save() -> None:
+    meter = CostMeter()
+    for _ in range(20):
+        meter.observe_step(0.1)
+    assert meter.cost_s is None
+    meter.observe_save(0.25)
+    assert meter.cost_s == pytest.approx(0.25), "the stall, in full; no toll measured yet"
+
+
+def _meter_with(*, typical_s: float, slow_s: float, slow_steps: int, stall_s: float = 0.3
+                ) -> CostMeter:
+    """Typical steps, a save, ``slow_steps`` slowed steps while it is written, then
+    typical ones, a save."""
+    meter = CostMeter()
+    for _ in range(30):
+        meter.observe_step(typical_s)
+    meter.observe_save(stall_s)
+    for _ in range(slow_steps):
+        meter.observe_step(slow_s, writing=True)
+    for _ in range(20):
+        meter.observe_step(typical_s)
+    meter.observe_save(stall_s)
+    return meter
+
+
+def test_the_toll_is_the_extra_time_of_the_steps_between_saves() -> None:
+    meter = _meter_with(typical_s=0.10, slow_s=0.15, slow_steps=4)
+    assert meter.typical_step_s == pytest.approx(0.10)
+    assert meter.toll_s == pytest.approx(4 * 0.05)
+    assert meter.cost_s == pytest.approx(0.3 + 4 * 0.05), "stall plus toll"
+
+
+def test_slow_steps_before_the_first_save_are_nobodys_toll() -> None:
+    meter = CostMeter()
+    for step_s in [0.1] * 10 + [0.2] * 3:  # warm-up
+        meter.observe_step(step_s)
+    meter.observe_save(0.01)
+    assert meter.toll_s == 0.0
+
+
+@pytest.mark.parametrize("slow_s", [0.10, 0.08])
+def test_work_that_slows_nothing_costs_only_the_stall(slow_s: float) -> None:
+    """A free core: steps are no slower (or noise makes them faster) after a save."""
+    meter = _meter_with(typical_s=0.10, slow_s=slow_s, slow_steps=4)
+    assert meter.toll_s == 0.0 and meter.cost_s == pytest.approx(0.3)
+
+
+def test_noise_cancels_in_the_toll() -> None:
+    """Steps scattered around the typical one add up to no toll: the sum is signed."""
+    meter = CostMeter()
+    for _ in range(30):
+        meter.observe_step(0.1)
+    meter.observe_save(0.01)
+    for step_s in [0.09, 0.11] * 25:
+        meter.observe_step(step_s)
+    meter.observe_save(0.01)
+    assert meter.toll_s == pytest.approx(0.0, abs=1e-9)
+
+
+def test_only_the_steps_that_pay_for_a_save_are_its_toll() -> None:
+    """Those that end while it is written, and the first few after it; not the rest."""
+    meter = CostMeter(tail_steps=2)
+    for _ in range(30):
+        meter.observe_step(0.1)
+    meter.observe_save(0.01)
+    for writing in (True, True, True, False, False, False, False):
+        meter.observe_step(0.2, writing=writing)  # the last two: after the tail
+    meter.observe_save(0.01)
+    assert meter.toll_s == pytest.approx(5 * 0.1)
+
+
+def test_a_machine_whose_speed_drifts_charges_no_save_for_it() -> None:
+    """A shared VM slows by 30% for a while: the typical step follows, the saves are
+    charged only for what their own steps cost beyond it. (A median over the whole
+    run, or one frozen after a hundred steps, would charge the drift to the saves.)"""
+    meter = CostMeter()
+    for _ in range(150):
+        meter.observe_step(0.1)
+    for _ in range(60):
+        meter.observe_step(0.13)  # the drift, between saves
+    for _ in range(5):
+        meter.observe_save(0.01)
+        for step_s in (0.15, 0.13, 0.13, 0.13):  # the first: 0.02 s of writing
+            meter.observe_step(step_s, writing=step_s == 0.15)
+        for _ in range(40):
+            meter.observe_step(0.13)
+    assert meter.typical_step_s == pytest.approx(0.13)
+    assert meter.toll_s == pytest.approx(0.02)
+
+
+def test_a_long_step_is_not_taken_for_a_slow_one() -> None:
+    """An epoch's evaluation or a GC pause (over 3x the typical step) is not a save's toll."""
+    meter = _meter_with(typical_s=0.1, slow_s=5.0, slow_steps=1)
+    assert meter.toll_s == 0.0
+
+
+def test_a_save_that_started_the_writer_is_not_learned() -> None:
+    """The save that forks the writer process stalls for the fork, and the steps after
+    it pay the fork's copy-on-write faults: one-time costs. The meter starts over, so
+    the next save (due at once, as the cost is unknown) measures."""
+    meter = _meter_with(typical_s=0.10, slow_s=0.15, slow_steps=4)
+    meter.observe_save(0.02, setup=True)
+    assert meter.cost_s is None and meter.toll_s == 0.0
+    for _ in range(3):
+        meter.observe_step(0.9)  # copy-on-write faults after the fork (<= 3x typical...
+    meter.observe_save(0.001)  # ...or not): never a save's toll
+    assert meter.cost_s == pytest.approx(0.001), "the stall alone, as at a first save"
+    for _ in range(20):
+        meter.observe_step(0.12, writing=True)
+    meter.observe_save(0.001)
+    assert meter.toll_s == pytest.approx(20 * 0.02), "then the toll is measured again"
+
+
+def test_the_stall_is_averaged_without_dropping_long_ones() -> None:
+    """A long stall is a real cost (a bigger state): it must count, not be dropped."""
+    meter = CostMeter(alpha=0.2)
+    meter.observe_save(0.1)
+    meter.observe_save(1.0)
+    assert meter.stall_s == pytest.approx(0.8 * 0.1 + 0.2 * 1.0)
+
+
+def test_the_toll_follows_the_saves() -> None:
+    meter = CostMeter(alpha=0.5)
+    for _ in range(30):
+        meter.observe_step(0.1)
+    meter.observe_save(0.1)
+    for slow_steps in (4, 2):
+        for _ in range(slow_steps):
+            meter.observe_step(0.2)
+        meter.observe_save(0.1)
+    assert meter.toll_s == pytest.approx(0.5 * 0.4 + 0.5 * 0.2)
+
+
+def test_a_slower_save_is_taken_less_often() -> None:
+    """End to end through the pure parts: the measured cost sets the interval."""
+    cheap = _meter_with(typical_s=0.1, slow_s=0.11, slow_steps=2, stall_s=0.01)
+    dear = _meter_with(typical_s=0.1, slow_s=0.25, slow_steps=8, stall_s=0.01)
+    assert cheap.cost_s is not None and dear.cost_s is not None
+    cheap_s, dear_s = (adaptive_interval_s(0.02, m.cost_s) for m in (cheap, dear)
+                       if m.cost_s is not None)
+    assert dear_s > 10 * cheap_s
+    policy = adaptive(0.02)
+    at: dict[str, Any] = {"steps_since_save": 5, "at_epoch_end": False,
+                          "seconds_since_save": cheap_s * 1.01}
+    assert save_due(policy, save_cost_s=cheap.cost_s, **at) == "adaptive"
+    assert save_due(policy, save_cost_s=dear.cost_s, **at) is None
+
+
+# -- upload pacing -------------------------------------------------------------------------------
+
+
+def test_uploads_are_paced_by_the_cpu_they_use(tmp_path: Path) -> None:
+    """After an upload that used ``c`` s of CPU the next waits ``c / UPLOAD_CPU_SHARE`` s.
+    An upload's work (copying, hashing, fsync, the state file) runs in the root storage's
+    per-call (timed) threads: measuring only the uploader thread's ``thread_time`` misses
+    it, and the pacing with it."""
+    clock = SystemClock()
+    job_dir = tmp_path / "job"
+    job_dir.mkdir()
+    statefile = StateFile(job_dir, Storage())
+    state = take(new_job(name="job", fingerprint="f", defining={}, epochs_total=1,
+                         now=clock.time()), Owner("runtime", "vm", os.getpid()),
+                 now=clock.time(), duration_s=600)
+    statefile.write(state)
+    local = CheckpointStore(tmp_path / "local", Storage(timeout_s=None))  # as JobDir makes them
+    saver = Saver(local, CheckpointStore(job_dir, Storage()), statefile, keep_last=3,
+                  fence=fence_of(state), clock=clock)
+    payload = {"tracked": {"w": torch.randn(8 * 2**20)}}  # 32 MiB
+    try:
+        saver.save(payload, step=1, epoch=0, batch=1, meta={}, expected_bytes=32 * 2**20)
+        saver.ready()
+        cpu = time.process_time()
+        deadline = time.monotonic() + 30
+        while saver.uploaded is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        upload_cpu_s = time.process_time() - cpu
+        assert saver.uploaded is not None and saver.uploaded.step == 1
+        pace_s = upload_cpu_s / UPLOAD_CPU_SHARE
+        assert pace_s > 2.0, f"the upload used {upload_cpu_s:.3f} s of CPU"
+        saver.save(payload, step=2, epoch=0, batch=2, meta={}, expected_bytes=32 * 2**20)
+        saver.ready()
+        time.sleep(1.0)  # well within the pace
+        assert saver.uploaded.step == 1, f"uploaded again before {pace_s:.1f} s passed"
+    finally:
+        saver.close()
+    assert saver.uploaded is not None and saver.uploaded.step == 2, "closing uploads at once"
+
+
+# -- one run with the adaptive cadence -----------------------------------------------------------
+
+
+def _spec(root: Path, **checkpoint: Any) -> JobSpec:
+    policy = CheckpointPolicy(**{"every_steps": None, "every_s": None, "at_epoch_end": True,
+                                 "keep_last": 2, **checkpoint})
+    return JobSpec(name="heavy", entrypoint=rng_heavy_train, epochs=3, seed=3,
+                   params={"lr": 0.01}, supervise=False, checkpoint=policy,
+                   root=str(root), local_dir=str(root / "local"))
+
+
+def test_an_adaptive_run_saves_mid_epoch_and_trains_the_same(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    committed: list[Manifest] = []
+    on_committed = Saver._committed
+
+    def spy(self: Saver, manifest: Manifest, stats: Any) -> None:
+        committed.append(manifest)
+        on_committed(self, manifest, stats)
+
+    monkeypatch.setattr(Saver, "_committed", spy)
+    mode = torch.are_deterministic_algorithms_enabled()
+    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
+    try:
+        adaptive_result = runner.run(_spec(tmp_path / "adaptive", max_overhead=0.5))
+        adaptive_saves = list(committed)
+        committed.clear()
+        plain_result = runner.run(_spec(tmp_path / "plain"))
+    finally:
+        torch.use_deterministic_algorithms(mode, warn_only=warn_only)
+    assert adaptive_result.status is Status.COMPLETED and adaptive_result.value == 45
+    assert plain_result.status is Status.COMPLETED and plain_result.value == 45
+    assert [m.meta["reason"] for m in committed] == ["epoch_end"] * 3, "no adaptive saves"
+
+    reasons = [m.meta["reason"] for m in adaptive_saves]
+    assert reasons.count("adaptive") >= 1, reasons
+    first = adaptive_saves[0]
+    assert (first.meta["reason"], first.step) == ("adaptive", 1), "the first measures the cost"
+    assert all(m.step % 15 != 0 for m in adaptive_saves if m.meta["reason"] == "adaptive"), \
+        "an epoch's last boundary is the epoch-end save's"
+    assert [m.step for m in adaptive_saves if m.meta["reason"] == "epoch_end"] == [15, 30, 45]
+    steps = [m.step for m in adaptive_saves]
+    assert steps == sorted(set(steps)), "one save per step at most, in order"
+    assert_exactly_equal(final_payload(tmp_path / "adaptive" / "heavy"),
+                         final_payload(tmp_path / "plain" / "heavy"))
