@@ -10,47 +10,42 @@ Layout under the job folder::
 
 A save (:meth:`CheckpointStore.commit`) writes the payload into a fresh
 temporary folder, fsyncs it while hashing it, checks its size on disk, writes
-the manifest (sizes and digests of every file), fsyncs, and renames the folder
-into place. Readers trust only folders with a manifest whose files verify; a
-torn, truncated, zero-byte or missing one is skipped (docs/colab.md#drive-pitfalls).
-The named points of :data:`SAVE_POINTS` are reported to ``on_point`` so fault
-injection can kill the process at each of them.
+the manifest (sizes and digests of every file, :mod:`colabrun.state.manifest`),
+fsyncs, and renames the folder into place. Readers trust only folders with a
+manifest whose files verify; a torn, truncated, zero-byte or missing one is
+skipped (docs/colab.md#drive-pitfalls). The named points of :data:`SAVE_POINTS`
+are reported to ``on_point`` so fault injection can kill the process at each of them.
 """
 
 from __future__ import annotations
 
 import errno
-import json
-import pickle
 import re
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
-
 from colabrun.jobs.errors import CheckpointError, StorageError
+from colabrun.state.digests import HASH_PIECE_BYTES
 from colabrun.state.hooks import Hook, no_hook
-from colabrun.state.model import CheckpointRecord
-from colabrun.state.storage import (
-    HASH_PIECE_BYTES,
-    PieceMismatch,
-    SizeMismatch,
-    Storage,
-    hash_list,
-    piece_count,
+from colabrun.state.manifest import (
+    MANIFEST_NAME,
+    PAYLOAD_NAME,
+    Manifest,
+    ManifestFile,
+    parse_manifest,
 )
+from colabrun.state.payload import load_errors_told, load_tensors, save_tensors
+from colabrun.state.storage import Storage
+from colabrun.state.verified import PieceMismatch, SizeMismatch
 
 if TYPE_CHECKING:  # imported where tensors are saved or loaded: `colabrun status` needs none
     import torch
 
 CHECKPOINTS_DIR = "checkpoints"
-MANIFEST_NAME = "manifest.json"
-PAYLOAD_NAME = "state.pt"
-#: 2: a file may be hashed in pieces (``piece_bytes``); version 1 manifests read as ever
-MANIFEST_SCHEMA_VERSION = 2
 
 #: Named points of one save, in order; fault injection kills at each of them.
 SAVE_POINTS = (
@@ -65,86 +60,55 @@ ROTATE_POINTS = ("rotate.manifest_removed",)
 
 _NAME = re.compile(r"^step-(\d{9,})-g(\d{4,})(?:-r(\d+))?$")
 
-
-class ManifestFile(BaseModel):
-    """One file of a checkpoint, as committed."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    path: str
-    size_bytes: int
-    #: the sha256 of the file, or with ``piece_bytes`` that of its pieces' sha256
-    #: digests (:class:`colabrun.state.storage.Digest`), which verification hashes in parallel
-    sha256: str
-    piece_bytes: int | None = None
-    #: the digest of each piece, hex (with ``piece_bytes``): a resume reads each
-    #: piece once it matched, while the next ones are hashed
-    pieces: tuple[str, ...] | None = None
-
-    @model_validator(mode="after")
-    def _pieces_add_up(self) -> ManifestFile:
-        if self.piece_bytes is None:
-            if self.pieces is not None:
-                raise ValueError("pieces without piece_bytes")
-            return self
-        if self.pieces is None or len(self.pieces) != piece_count(self.size_bytes,
-                                                                  self.piece_bytes):
-            raise ValueError("the pieces do not cover the file")
-        if hash_list(bytes.fromhex(p) for p in self.pieces) != self.sha256:
-            raise ValueError("the pieces do not hash to the file's digest")
-        return self
+#: writes a checkpoint's files into its temporary folder; the manifest naming them
+FileWriter = Callable[[Path, str], Manifest]
 
 
-class Manifest(BaseModel):
-    """A checkpoint's commit marker: what it holds and how to verify it."""
+def checkpoint_name(step: int, generation: int, retry: int = 0) -> str:
+    """``step-000000450-g0002`` (``-r1``... when that name is taken).
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    Args:
+        step: the optimizer step saved.
+        generation: the lease generation of the runner that saved it.
+        retry: how many checkpoints of that step and generation came before.
 
-    schema_version: int = MANIFEST_SCHEMA_VERSION
-    name: str
-    step: int
-    epoch: int
-    batch: int
-    generation: int
-    created_at: float
-    files: tuple[ManifestFile, ...]
-    meta: dict[str, Any]
-
-    @field_validator("files")
-    @classmethod
-    def _has_payload(cls, files: tuple[ManifestFile, ...]) -> tuple[ManifestFile, ...]:
-        if not any(f.path == PAYLOAD_NAME for f in files):
-            raise ValueError(f"a manifest must list {PAYLOAD_NAME}")
-        return files
-
-    @property
-    def size_bytes(self) -> int:
-        """Total bytes of the checkpoint's files."""
-        return sum(f.size_bytes for f in self.files)
-
-    def record(self) -> CheckpointRecord:
-        """The state file's record of this checkpoint."""
-        payload = next(f for f in self.files if f.path == PAYLOAD_NAME)
-        return CheckpointRecord(
-            name=self.name,
-            step=self.step,
-            epoch=self.epoch,
-            batch=self.batch,
-            generation=self.generation,
-            size_bytes=self.size_bytes,
-            sha256=payload.sha256,
-            created_at=self.created_at,
-        )
+    Returns:
+        The checkpoint's folder name.
+    """
+    base = f"step-{step:09d}-g{generation:04d}"
+    return f"{base}-r{retry}" if retry else base
 
 
-def _schema_version(data: bytes) -> int | None:
-    """The ``schema_version`` of a manifest this colabrun cannot read, if it says one."""
-    try:
-        raw = json.loads(data)
-    except ValueError:
+def parse_checkpoint_name(name: str) -> tuple[int, int, int] | None:
+    """``(step, generation, retry)`` of a checkpoint folder name, or ``None``.
+
+    Args:
+        name: a folder name found by listing (temporaries and junk included).
+
+    Returns:
+        The three numbers of a checkpoint's name; ``None`` for any other name.
+    """
+    match = _NAME.match(name)
+    if not match:
         return None
-    version = raw.get("schema_version") if isinstance(raw, dict) else None
-    return version if isinstance(version, int) else None
+    return int(match[1]), int(match[2]), int(match[3] or 0)
+
+
+def free_name(taken: Collection[str], step: int, generation: int) -> str:
+    """The name a new checkpoint of ``step`` and ``generation`` gets.
+
+    Args:
+        taken: the names already in the folder.
+        step: the optimizer step saved.
+        generation: the lease generation of the runner that saves it.
+
+    Returns:
+        :func:`checkpoint_name` with the first retry number not taken.
+    """
+    retry = 0
+    while checkpoint_name(step, generation, retry) in taken:
+        retry += 1
+    return checkpoint_name(step, generation, retry)
 
 
 def _size_error(name: str, file: ManifestFile, size: int | None) -> CheckpointError:
@@ -154,20 +118,6 @@ def _size_error(name: str, file: ManifestFile, size: int | None) -> CheckpointEr
     return CheckpointError(
         f"checkpoint {name}: {file.path} is {size} bytes, the manifest says "
         f"{file.size_bytes} (a write that never fully reached the storage)")
-
-
-def checkpoint_name(step: int, generation: int, retry: int = 0) -> str:
-    """``step-000000450-g0002`` (``-r1``... when that name is taken)."""
-    base = f"step-{step:09d}-g{generation:04d}"
-    return f"{base}-r{retry}" if retry else base
-
-
-def parse_checkpoint_name(name: str) -> tuple[int, int, int] | None:
-    """``(step, generation, retry)`` of a checkpoint folder name, or ``None``."""
-    match = _NAME.match(name)
-    if not match:
-        return None
-    return int(match[1]), int(match[2]), int(match[3] or 0)
 
 
 class CheckpointStore:
@@ -186,57 +136,21 @@ class CheckpointStore:
 
     # -- writing ------------------------------------------------------------------
 
-    def commit(
-        self,
-        payload: Mapping[str, Any],
-        *,
-        step: int,
-        epoch: int,
-        batch: int,
-        generation: int,
-        created_at: float,
-        meta: Mapping[str, Any],
-        expected_bytes: int = 0,
-    ) -> Manifest:
+    def commit(self, payload: Mapping[str, Any], *, step: int, epoch: int, batch: int,
+               generation: int, created_at: float, meta: Mapping[str, Any],
+               expected_bytes: int = 0) -> Manifest:
         """Write ``payload`` as a new checkpoint and commit it; return its manifest.
 
         Raises:
             StorageError: the root failed even after retries (nothing is committed).
         """
-        import torch
 
-        self.storage.makedirs(self.dir)
-        name = self._free_name(step, generation)
-        tmp = self.dir / f".tmp-{name}-{uuid.uuid4().hex[:6]}"
-        self.storage.makedirs(tmp)
-        self.on_point("save.folder_created")
-        written = self.storage.write_stream(
-            tmp / PAYLOAD_NAME, lambda f: torch.save(dict(payload), f),
-            expected_bytes=expected_bytes,
-            on_first_write=lambda: self.on_point("save.payload_writing"),
-            piece_bytes=HASH_PIECE_BYTES,
-        )
-        on_disk = self.storage.size_of(tmp / PAYLOAD_NAME)
-        if on_disk != written.size_bytes:
-            raise StorageError(
-                f"{tmp / PAYLOAD_NAME}: wrote {written.size_bytes} bytes but {on_disk} are on "
-                "disk; the storage lost data (is the disk full?)"
-            )
-        self.on_point("save.payload_written")
-        manifest = Manifest(
-            name=name, step=step, epoch=epoch, batch=batch, generation=generation,
-            created_at=created_at, meta=dict(meta),
-            files=(ManifestFile(path=PAYLOAD_NAME, size_bytes=written.size_bytes,
-                                sha256=written.sha256, piece_bytes=HASH_PIECE_BYTES,
-                                pieces=written.pieces),),
-        )
-        self.storage.write_bytes(tmp / MANIFEST_NAME, manifest.model_dump_json(indent=2).encode())
-        self.storage.fsync_dir(tmp)
-        self.on_point("save.manifest_written")
-        self.storage.replace(tmp, self.dir / name)
-        self.storage.fsync_dir(self.dir)
-        self.on_point("save.renamed")
-        return manifest
+        def write(tmp: Path, name: str) -> Manifest:
+            return Manifest(name=name, step=step, epoch=epoch, batch=batch,
+                            generation=generation, created_at=created_at, meta=dict(meta),
+                            files=(self._write_payload(tmp, payload, expected_bytes),))
+
+        return self._commit(step, generation, write)
 
     def upload_from(self, source: CheckpointStore, name: str) -> Manifest:
         """Copy a committed checkpoint of ``source`` here, with the same commit protocol.
@@ -250,22 +164,48 @@ class CheckpointStore:
             StorageError: this store failed, even after retries (nothing committed).
         """
         original = source.read_manifest(name)
+
+        def write(tmp: Path, final: str) -> Manifest:
+            for file in original.files:
+                self._copy_file(source, name, file, tmp)
+            return original.model_copy(update={"name": final})
+
+        return self._commit(original.step, original.generation, write)
+
+    def _commit(self, step: int, generation: int, write: FileWriter) -> Manifest:
+        """The commit protocol, passing :data:`SAVE_POINTS` in order: a fresh temporary
+        folder, ``write(tmp, name)`` fills it (``save.payload_writing`` is its to pass),
+        the manifest it returns goes in last, fsynced, then the rename into place."""
         self.storage.makedirs(self.dir)
-        final = self._free_name(original.step, original.generation)
-        tmp = self.dir / f".tmp-{final}-{uuid.uuid4().hex[:6]}"
+        name = free_name(set(self.storage.listdir(self.dir)), step, generation)
+        tmp = self.dir / f".tmp-{name}-{uuid.uuid4().hex[:6]}"
         self.storage.makedirs(tmp)
         self.on_point("save.folder_created")
-        for file in original.files:
-            self._copy_file(source, name, file, tmp)
+        manifest = write(tmp, name)
         self.on_point("save.payload_written")
-        manifest = original.model_copy(update={"name": final})
         self.storage.write_bytes(tmp / MANIFEST_NAME, manifest.model_dump_json(indent=2).encode())
         self.storage.fsync_dir(tmp)
         self.on_point("save.manifest_written")
-        self.storage.replace(tmp, self.dir / final)
+        self.storage.replace(tmp, self.dir / name)
         self.storage.fsync_dir(self.dir)
         self.on_point("save.renamed")
         return manifest
+
+    def _write_payload(self, tmp: Path, payload: Mapping[str, Any], expected_bytes: int
+                       ) -> ManifestFile:
+        """``torch.save`` the payload into ``tmp``, hashed in pieces; its manifest entry."""
+        path = tmp / PAYLOAD_NAME
+        written = self.storage.write_stream(
+            path, partial(save_tensors, payload), expected_bytes=expected_bytes,
+            on_first_write=lambda: self.on_point("save.payload_writing"),
+            piece_bytes=HASH_PIECE_BYTES)
+        on_disk = self.storage.size_of(path)
+        if on_disk != written.size_bytes:
+            raise StorageError(f"{path}: wrote {written.size_bytes} bytes but {on_disk} are on "
+                               "disk; the storage lost data (is the disk full?)")
+        return ManifestFile(path=PAYLOAD_NAME, size_bytes=written.size_bytes,
+                            sha256=written.sha256, piece_bytes=HASH_PIECE_BYTES,
+                            pieces=written.pieces)
 
     def _copy_file(self, source: CheckpointStore, name: str, file: ManifestFile, tmp: Path
                    ) -> None:
@@ -297,13 +237,6 @@ class CheckpointStore:
                 f"{target}: the copy does not match checkpoint {name} "
                 f"({on_disk} bytes on disk, {file.size_bytes} expected); the storage lost data"
             )
-
-    def _free_name(self, step: int, generation: int) -> str:
-        taken = set(self.storage.listdir(self.dir))
-        retry = 0
-        while checkpoint_name(step, generation, retry) in taken:
-            retry += 1
-        return checkpoint_name(step, generation, retry)
 
     # -- reading ------------------------------------------------------------------
 
@@ -349,6 +282,11 @@ class CheckpointStore:
                 raise
             raise _size_error(name, file, None) from None
 
+    def _check_size(self, name: str, file: ManifestFile) -> None:
+        size = self.storage.size_of(self.dir / name / file.path)
+        if size != file.size_bytes:
+            raise _size_error(name, file, size)
+
     def check_size(self, name: str) -> str:
         """A cheap check (sizes only, no hashing): ``size ok``, or what is wrong."""
         try:
@@ -371,16 +309,7 @@ class CheckpointStore:
                 raise
             raise CheckpointError(
                 f"checkpoint {name}: no manifest (never committed, or lost)") from None
-        try:
-            return Manifest.model_validate_json(data)
-        except ValidationError as exc:
-            version = _schema_version(data)
-            if version is not None and version > MANIFEST_SCHEMA_VERSION:
-                raise CheckpointError(
-                    f"checkpoint {name}: its manifest has schema_version {version}, this "
-                    f"colabrun reads up to {MANIFEST_SCHEMA_VERSION}; upgrade colabrun "
-                    "(pip install -U colabrun)") from exc
-            raise CheckpointError(f"checkpoint {name}: manifest is torn or invalid") from exc
+        return parse_manifest(name, data)
 
     def load_verified(self, name: str, *, map_location: str | torch.device = "cpu"
                       ) -> tuple[Manifest, Any]:
@@ -393,44 +322,16 @@ class CheckpointStore:
             CheckpointError: as :meth:`verify` and :meth:`load_payload`.
         """
         manifest = self.read_manifest(name)
-        payload = next(f for f in manifest.files if f.path == PAYLOAD_NAME)
+        payload = manifest.payload
         for file in manifest.files:
             if file is not payload:
                 self._verify_file(name, file)
         if payload.pieces is None:
             self._verify_file(name, payload)
             return manifest, self.load_payload(name, map_location=map_location)
-
-        def consume(file: Any) -> Any:
-            import torch
-
-            return torch.load(file, map_location=map_location, weights_only=True)
-
-        try:
+        with load_errors_told(name):
+            consume = partial(load_tensors, map_location=map_location)
             return manifest, self._verify_file(name, payload, consume)
-        except CheckpointError:  # a ValueError too: not the payload's loading error
-            raise
-        except Exception as exc:
-            if (error := self._payload_error(name, exc)) is None:
-                raise
-            raise error from exc
-
-    def _check_size(self, name: str, file: ManifestFile) -> None:
-        size = self.storage.size_of(self.dir / name / file.path)
-        if size != file.size_bytes:
-            raise _size_error(name, file, size)
-
-    @staticmethod
-    def _payload_error(name: str, exc: Exception) -> CheckpointError | None:
-        """A loading failure the payload itself is at fault for, as a checkpoint
-        error; ``None`` for any other (the storage failed)."""
-        if isinstance(exc, pickle.UnpicklingError):  # weights_only refused an object
-            return CheckpointError(
-                f"checkpoint {name}: {PAYLOAD_NAME} holds objects other than tensors and plain "
-                "data; refused, since loading it could run arbitrary code")
-        if isinstance(exc, (RuntimeError, ValueError, EOFError)):  # torch's unpickling errors
-            return CheckpointError(f"checkpoint {name}: cannot load {PAYLOAD_NAME}: {exc}")
-        return None
 
     def load_payload(self, name: str, *, map_location: str | torch.device = "cpu") -> Any:
         """Load a verified checkpoint's tensors with ``torch.load(weights_only=True)``.
@@ -443,17 +344,11 @@ class CheckpointStore:
         path = self.dir / name / PAYLOAD_NAME
 
         def attempt() -> Any:
-            import torch
-
             with self.storage.fs.open(path, "rb") as f:
-                return torch.load(f, map_location=map_location, weights_only=True)
+                return load_tensors(f, map_location)
 
-        try:
+        with load_errors_told(name):
             return self.storage.call("read", path, attempt)
-        except Exception as exc:
-            if (error := self._payload_error(name, exc)) is None:
-                raise
-            raise error from exc
 
     # -- deleting -----------------------------------------------------------------
 

@@ -17,8 +17,9 @@ from pathlib import Path
 from colabrun.jobs.errors import CheckpointError, JobNotFound, SpecError
 from colabrun.jobs.loading import validate_spec
 from colabrun.jobs.spec import NAME_PATTERN, JobSpec
-from colabrun.state.checkpoints import CheckpointStore, Manifest
+from colabrun.state.checkpoints import CheckpointStore
 from colabrun.state.hooks import no_hook
+from colabrun.state.manifest import Manifest
 from colabrun.state.model import JobState, Status
 from colabrun.state.statefile import StateFile
 from colabrun.state.storage import Storage

@@ -167,8 +167,14 @@ def test_a_full_drive_is_reported_and_the_last_good_checkpoint_kept(
     good: list[str] = []
 
     def fill_up() -> None:
+        # Uploads run in the background: wait for one to reach the root before the
+        # disk fills, so there is a last good checkpoint to keep.
+        deadline = time.monotonic() + 120
         state = StateFile(tmp_path / "heavy", Storage()).read()
-        assert state is not None and state.latest_checkpoint is not None
+        while (state is None or state.latest_checkpoint is None) and time.monotonic() < deadline:
+            time.sleep(0.05)
+            state = StateFile(tmp_path / "heavy", Storage()).read()
+        assert state is not None and state.latest_checkpoint is not None, "nothing uploaded"
         good.append(state.latest_checkpoint.name)
         fs.rules.append(Fail("write", nth=None, errno=errno.ENOSPC, path_contains=".tmp-step"))
 

@@ -16,18 +16,23 @@ import torch
 from colabrun.jobs.errors import CheckpointError, StorageError
 from colabrun.runner.train.plan import plan_resume
 from colabrun.state.checkpoints import (
-    MANIFEST_NAME,
-    MANIFEST_SCHEMA_VERSION,
-    PAYLOAD_NAME,
     ROTATE_POINTS,
     SAVE_POINTS,
     CheckpointStore,
-    Manifest,
-    ManifestFile,
     checkpoint_name,
+    free_name,
     parse_checkpoint_name,
 )
-from colabrun.state.storage import HASH_PIECE_BYTES, PieceMismatch, Storage
+from colabrun.state.digests import HASH_PIECE_BYTES
+from colabrun.state.manifest import (
+    MANIFEST_NAME,
+    MANIFEST_SCHEMA_VERSION,
+    PAYLOAD_NAME,
+    Manifest,
+    ManifestFile,
+)
+from colabrun.state.storage import Storage
+from colabrun.state.verified import PieceMismatch
 from tests.helpers import assert_exactly_equal
 from tests.state.test_storage import FailingFs, hash_list_of, storage_with
 
@@ -77,6 +82,13 @@ def test_names_roundtrip_and_junk_does_not_parse() -> None:
     for junk in (".tmp-step-000000450-g0002-1a2b3c", "step-450-g2", "notes",
                  "step-000000450-g0002 (1)", "step-000000450-g0002-rx"):
         assert parse_checkpoint_name(junk) is None
+
+
+def test_a_taken_name_gets_the_first_free_retry() -> None:
+    assert free_name(set(), 450, 2) == "step-000000450-g0002"
+    taken = {"step-000000450-g0002", "step-000000450-g0002-r1", "step-000000450-g0002-r3"}
+    assert free_name(taken, 450, 2) == "step-000000450-g0002-r2"
+    assert free_name(taken, 450, 3) == "step-000000450-g0003"
 
 
 # -- commit ------------------------------------------------------------------------
@@ -185,6 +197,39 @@ def test_killed_at_each_save_point_commits_all_or_nothing(job_dir: Path, point: 
     else:
         assert reader.list_names() == []
         assert committed_folders(reader) == []
+
+
+
+def test_an_upload_passes_the_same_save_points_in_order(store: CheckpointStore,
+                                                        tmp_path: Path) -> None:
+    name = commit(store, 5).name
+    points: list[str] = []
+
+    CheckpointStore(tmp_path / "root", storage_with(), on_point=points.append).upload_from(
+        store, name)
+
+    assert points == list(SAVE_POINTS)
+
+
+@pytest.mark.parametrize("point", SAVE_POINTS)
+def test_an_upload_killed_at_each_save_point_commits_all_or_nothing(
+    store: CheckpointStore, tmp_path: Path, point: str
+) -> None:
+    name = commit(store, 10).name
+
+    def die(at: str) -> None:
+        if at == point:
+            raise Killed(at)
+
+    with pytest.raises(Killed):
+        CheckpointStore(tmp_path / "root", storage_with(), on_point=die).upload_from(store, name)
+
+    reader = CheckpointStore(tmp_path / "root", storage_with())
+    if point == SAVE_POINTS[-1]:
+        assert reader.list_names() == [name]
+        assert_exactly_equal(reader.load_verified(name)[1], payload_for(10))
+    else:
+        assert reader.list_names() == [] and committed_folders(reader) == []
 
 
 # -- verification ------------------------------------------------------------------

@@ -19,7 +19,9 @@ import torch
 
 from colabrun.jobs.errors import StorageError, StorageTimeout
 from colabrun.runner.clock import FakeClock
-from colabrun.state.storage import OsFs, PieceMismatch, Storage, copy_by_writes
+from colabrun.state.filesystem import OsFs, copy_by_writes
+from colabrun.state.storage import Storage
+from colabrun.state.verified import PieceMismatch
 
 
 class _FailingFile:
@@ -52,7 +54,7 @@ class FailingFs(OsFs):
     (counting only paths containing ``match``) fail with ``OSError(err)``, or block on
     ``hang`` until the test sets it.
 
-    ``method`` is an :class:`colabrun.state.storage.Fs` method name, or ``"write"`` for a write
+    ``method`` is an :class:`colabrun.state.filesystem.Fs` method name, or ``"write"`` for a write
     to a file opened for writing (which lands half its bytes, then fails). Every call
     is recorded in :attr:`calls` as ``(method, path)``.
     """
@@ -321,7 +323,7 @@ def hash_list_of(content: bytes, piece: int) -> str:
 def test_a_write_hashed_in_pieces_and_its_parallel_rehash_agree(
     tmp_path: Path, size: int, cpus: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("colabrun.state.storage.usable_cpus", lambda: cpus)  # hashing threads
+    monkeypatch.setattr("colabrun.state.verified.usable_cpus", lambda: cpus)  # hashing threads
     path = tmp_path / "f.bin"
     content = bytes(range(256)) * (size // 256) + bytes(size % 256)
 
@@ -368,7 +370,7 @@ class _ThreadRecordingFs(OsFs):
 def test_the_pieces_are_hashed_on_several_threads_and_any_changed_byte_shows(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("colabrun.state.storage.usable_cpus", lambda: 3)
+    monkeypatch.setattr("colabrun.state.verified.usable_cpus", lambda: 3)
     path = tmp_path / "f.bin"
     content = bytearray(b"x" * 5000)
     path.write_bytes(content)
@@ -549,7 +551,7 @@ def _sendfile_counted(monkeypatch: pytest.MonkeyPatch, fail: int | None = None) 
         copied.append(real(out_fd, in_fd, offset, count))
         return copied[-1]
 
-    monkeypatch.setattr("colabrun.state.storage.os.sendfile", sendfile)
+    monkeypatch.setattr("colabrun.state.filesystem.os.sendfile", sendfile)
     return copied
 
 
@@ -557,7 +559,7 @@ def _sendfile_counted(monkeypatch: pytest.MonkeyPatch, fail: int | None = None) 
 def test_copy_file_copies_in_the_kernel_and_tells_when_it_began(
     tmp_path: Path, size: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("colabrun.state.storage.CHUNK_BYTES", 1024 * 1024)
+    monkeypatch.setattr("colabrun.state.filesystem.CHUNK_BYTES", 1024 * 1024)
     copied = _sendfile_counted(monkeypatch)
     src, dst = tmp_path / "src.bin", tmp_path / "dst.bin"
     src.write_bytes(os.urandom(size))
@@ -574,9 +576,9 @@ def test_copy_file_copies_in_the_kernel_and_tells_when_it_began(
 def test_copy_file_falls_back_to_reads_and_writes_where_sendfile_is_refused(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, refusal: int | None
 ) -> None:
-    monkeypatch.setattr("colabrun.state.storage.CHUNK_BYTES", 1000)
+    monkeypatch.setattr("colabrun.state.filesystem.CHUNK_BYTES", 1000)
     if refusal is None:
-        monkeypatch.delattr("colabrun.state.storage.os.sendfile")
+        monkeypatch.delattr("colabrun.state.filesystem.os.sendfile")
     else:
         _sendfile_counted(monkeypatch, fail=refusal)
     src, dst = tmp_path / "src.bin", tmp_path / "dst.bin"
@@ -588,7 +590,7 @@ def test_copy_file_falls_back_to_reads_and_writes_where_sendfile_is_refused(
 def test_a_copy_torn_by_a_transient_error_is_redone_from_the_start(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("colabrun.state.storage.CHUNK_BYTES", 1024 * 1024)
+    monkeypatch.setattr("colabrun.state.filesystem.CHUNK_BYTES", 1024 * 1024)
     fs = FailingFs("write", err=errno.EIO, nth=2)  # the second write lands half, then fails
     src, dst = tmp_path / "src.bin", tmp_path / "dst.bin"
     src.write_bytes(os.urandom(3 * 1024 * 1024))
