@@ -19,6 +19,8 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from colabrun.jobs.examples.digits import DigitsCNN, load_digits_tensors
+from colabrun.runner.train.handle import Run, save_telemetry
+from colabrun.runner.train.saving import SaveTelemetry
 
 FIRST_STEP_ENV = "BENCH_FIRST_STEP_FILE"
 
@@ -56,6 +58,11 @@ class _Progress:
             os.pwrite(self._fd, struct.pack("q", step), 0)
 
 
+def _telemetry(run: Any) -> SaveTelemetry | None:
+    """What saves cost a colabrun run (read beside its handle); ``None`` for a bare one."""
+    return save_telemetry(run) if isinstance(run, Run) else None
+
+
 def _first_step_file(params: Any) -> None:
     """For the resume benchmark: note when the first step starts, then end the process.
 
@@ -84,7 +91,8 @@ def digits(run: Any) -> dict[str, Any]:
     progress = _Progress(params.get("progress_file"))
     epoch_s: list[float] = []
     steps: list[int] = []
-    stalls = getattr(run, "save_stalls", [])
+    telemetry = _telemetry(run)
+    stalls = telemetry.stalls if telemetry is not None else []
     saves_at: list[int] = []  # saves taken before each epoch's end mark
     mark, step0 = time.perf_counter(), run.global_step
     for _ in run.epochs():
@@ -102,9 +110,8 @@ def digits(run: Any) -> dict[str, Any]:
         saves_at.append(len(stalls))
         steps.append(run.global_step - step0)
         mark, step0 = now, run.global_step
-    meter = getattr(run, "save_cost", None)
     return {"epoch_s": epoch_s, "steps": steps, "stalls": list(stalls), "saves_at": saves_at,
-            "toll_s": meter.toll_s if meter is not None else None}
+            "toll_s": telemetry.cost.toll_s if telemetry is not None else None}
 
 
 class BigMLP(nn.Module):
@@ -141,8 +148,9 @@ def big_mlp(run: Any) -> dict[str, Any]:
             step_s.append(time.perf_counter() - started)
             if len(step_s) == 1:  # the training state is all allocated; no save yet
                 memory_before = pss(os.getpid())
-    write = getattr(getattr(run, "saver", None), "last_write", None)
-    return {"step_s": step_s, "stalls": list(getattr(run, "save_stalls", [])),
+    telemetry = _telemetry(run)
+    write = telemetry.last_write if telemetry is not None else None
+    return {"step_s": step_s, "stalls": list(telemetry.stalls) if telemetry is not None else [],
             "memory_before_first_save": memory_before, "trained_until": time.monotonic(),
             "last_write": vars(write) if write is not None else None}
 

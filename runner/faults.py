@@ -42,8 +42,8 @@ from colabrun.runner.clock import Clock, SystemClock
 from colabrun.runner.save.saver import COMMITTED_POINT
 from colabrun.runner.train.live import LiveProgress
 from colabrun.state.checkpoints import ROTATE_POINTS, SAVE_POINTS
+from colabrun.state.filesystem import OsFs, copy_by_writes
 from colabrun.state.statefile import STATE_NAME, STATE_WRITE_POINTS
-from colabrun.state.storage import OsFs, copy_by_writes
 
 #: Every named point, loop first, then a save in the order it passes them.
 LOOP_POINTS = ("step", "epoch.end")

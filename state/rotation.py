@@ -1,9 +1,15 @@
-"""Which committed checkpoints to delete: a pure decision over records."""
+"""Which checkpoints to delete: pure decisions over records and names.
+
+Two stores rotate: the root (:func:`plan_rotation`, over the records of
+``state.json``, after an upload) and the local staging folder
+(:func:`plan_local_rotation`, over the committed names, after a local commit).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
+from colabrun.state.checkpoints import parse_checkpoint_name
 from colabrun.state.model import CheckpointRecord
 
 
@@ -26,3 +32,24 @@ def plan_rotation(
     ordered = sorted(records, key=lambda r: (r.step, r.generation, r.created_at))
     doomed = ordered[: max(len(ordered) - max(keep_last, 1), 0)]
     return [r.name for r in doomed if r.name != newest_verified]
+
+
+def plan_local_rotation(names: Iterable[str], *, keep: int, protected: str | None) -> list[str]:
+    """Local checkpoints to delete after a local commit, oldest first.
+
+    Keeps the ``keep`` newest (the one just committed among them) and
+    ``protected``, the one being uploaded: deleting it would fail its upload.
+    Names that are not checkpoint names are never deleted.
+
+    Args:
+        names: the committed local checkpoint names, in any order.
+        keep: how many of the newest to keep (at least 1).
+        protected: a name never to delete now, if any.
+
+    Returns:
+        The names to delete.
+    """
+    keyed = sorted((key, name) for name in set(names)
+                   if (key := parse_checkpoint_name(name)) is not None)
+    older = keyed[: max(len(keyed) - max(keep, 1), 0)]
+    return [name for _, name in older if name != protected]

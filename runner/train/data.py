@@ -113,6 +113,14 @@ def _skip_by_reading(loader: Iterable[Any], skip: int) -> Iterable[Any]:
     return islice(loader, skip, None)
 
 
+def loader_length(loader: Iterable[Any]) -> int | None:
+    """Batches per epoch, if the loader knows (``None`` for an iterable without ``len``)."""
+    try:
+        return len(loader)  # type: ignore[arg-type]
+    except TypeError:
+        return None
+
+
 def split_batch(batch: Any, pieces: int) -> Iterator[tuple[Any, float]]:
     """Cut ``batch`` (a tensor, or a tuple/list/dict of them) into ``pieces`` along dim 0.
 

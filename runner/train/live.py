@@ -3,14 +3,17 @@
 :class:`LiveProgress` is written by the training loop and read by the
 heartbeat thread; :class:`Controls` is set by signal handlers and control
 requests and read by the loop at its next boundary. Plain attribute writes
-are atomic under the GIL, which is all the sharing these need.
+are atomic under the GIL, which is all the sharing these need. :class:`Wiring`
+bundles them with the runner's hooks, for the loop.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 from colabrun.runner.watch.deadline import Deadline
+from colabrun.state.hooks import no_hook
 
 
 class StopTraining(BaseException):
@@ -61,3 +64,28 @@ class Controls:
     def request_checkpoint(self) -> None:
         """Save at the next boundary and go on."""
         self.checkpoint_requested = True
+
+
+@dataclass(frozen=True)
+class Wiring:
+    """What the runner connects a training loop to, besides its saver.
+
+    Args:
+        session: this session's index, stamped on metrics.
+        on_point: called at ``"step"`` and ``"epoch.end"`` (fault injection).
+        on_epoch_end: receives one progress line per epoch.
+        on_progress: told after each step (the worker's heartbeat).
+        controls: stop/checkpoint requests and the deadline, read at boundaries.
+        progress: where the loop is, for the heartbeat thread.
+        micro_batches: pieces ``run.split`` cuts each batch into (raised after a CUDA OOM).
+        save_s: the learned duration of one save, for the deadline until measured.
+    """
+
+    session: int = 0
+    on_point: Callable[[str], None] = no_hook
+    on_epoch_end: Callable[[str], None] | None = None
+    on_progress: Callable[[LiveProgress], None] | None = None
+    controls: Controls = field(default_factory=Controls)
+    progress: LiveProgress = field(default_factory=LiveProgress)
+    micro_batches: int = 1
+    save_s: float | None = None

@@ -6,31 +6,31 @@ for the user's own errors: the caller records the outcome.
 
 from __future__ import annotations
 
-import signal
-import threading
 import traceback
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from colabrun.jobs.entrypoint import resolve_entrypoint
-from colabrun.jobs.errors import CheckpointError, ColabrunError
+from colabrun.jobs.errors import ColabrunError
 from colabrun.jobs.spec import JobSpec
 from colabrun.runner.clock import Clock
 from colabrun.runner.display.console import Console
 from colabrun.runner.platform import choose_device
 from colabrun.runner.save.saver import Saver
-from colabrun.runner.train.handle import EPOCH_START, PendingResume, ResumePoint, Run
-from colabrun.runner.train.live import Controls, LiveProgress, StopTraining
+from colabrun.runner.train.handle import Run
+from colabrun.runner.train.live import Controls, LiveProgress, StopTraining, Wiring
+from colabrun.runner.train.loop import Loop
 from colabrun.runner.train.metrics import MetricsLog
-from colabrun.runner.train.plan import plan_resume
+from colabrun.runner.train.resume import Found, PendingResume, ResumePoint, find_resume_point
 from colabrun.runner.train.rng import seed_everything
+from colabrun.runner.watch.interrupts import Interrupts
 from colabrun.runner.watch.restarts import Exit
-from colabrun.state.checkpoints import CheckpointStore, parse_checkpoint_name
 from colabrun.state.jobdir import JobDir
 from colabrun.state.lease import Fence, LeaseLost, check_fence
 from colabrun.state.model import CheckpointRecord, JobState
@@ -72,7 +72,15 @@ class SessionContext:
 
 
 def train_session(spec: JobSpec, ctx: SessionContext) -> Outcome:
-    """Train until done, stopped, or failed; never raises for the user's errors."""
+    """Train until done, stopped, or failed; never raises for the user's errors.
+
+    Args:
+        spec: the job spec.
+        ctx: what the session runs with.
+
+    Returns:
+        How training ended (the caller records it).
+    """
     ctx.console.deferred = True
     try:
         return _train_session(spec, ctx)
@@ -82,54 +90,9 @@ def train_session(spec: JobSpec, ctx: SessionContext) -> Outcome:
 
 
 def _train_session(spec: JobSpec, ctx: SessionContext) -> Outcome:
-    run: Run | None = None
+    """:func:`_train`, with its errors translated into outcomes."""
     try:
-        train = resolve_entrypoint(spec.entrypoint, search_path=ctx.search_path)
-        device, note = choose_device(spec)
-        if note:
-            ctx.console.warn(note)
-        state = ctx.job.statefile.read()
-        assert state is not None
-        ctx.job.claim_local(state.created_at)
-        ctx.progress.phase = "setup"
-        holder: list[Run] = []
-
-        def found(result: Found) -> ResumePoint | None:
-            resume, failed, record, load_s = result
-
-            def note(s: JobState) -> JobState:
-                now = ctx.clock.time()
-                s = note_session(reconcile_checkpoints(fenced(s, ctx.fence), failed=failed,
-                                                       found=record, now=now),
-                                 device=str(device), resumed_from=resume.name if resume else None,
-                                 start_step=resume.step if resume else 0, now=now)
-                return s if load_s is None else learn_timing(s, load_s=load_s, now=now)
-
-            noted = ctx.job.statefile.update(note)
-            announce(ctx.console, spec, noted, resume)
-            if resume is not None and record is None:  # resumed from a copy the root lacks
-                holder[0].saver.upload_later(resume.name)
-            return resume
-
-        # The checkpoint loads in the background while the user's function sets up.
-        pending = PendingResume(
-            lambda: find_resume_point(ctx.job, state, ctx.console, ctx.clock), found)
-        run = _build_run(spec, ctx, state, pending, device)
-        holder.append(run)
-        seed_everything(spec.seed)
-        torch.use_deterministic_algorithms(spec.deterministic, warn_only=True)
-        with interrupts_request_stop(ctx.controls), _saver_closed(run):
-            try:
-                value = train(run)
-                durable = run.close(ctx.upload_wait_s)
-            except StopTraining as stop:  # the final save is made: wait for its upload
-                durable = run.saver.finish(ctx.upload_wait_s) and run.saver.is_durable
-                if durable:
-                    return Outcome(Exit.STOPPED, stop.reason)
-                return Outcome(Exit.STOPPED, f"{stop.reason}; {_not_uploaded(run, ctx)}")
-        if not durable:
-            return Outcome(Exit.STOPPED, f"training finished, but {_not_uploaded(run, ctx)}")
-        ctx.job.release_local()
+        return _train(spec, ctx)
     except LeaseLost as exc:
         return Outcome(Exit.FENCED, str(exc), error=exc, exit_code=exc.exit_code)
     except torch.cuda.OutOfMemoryError as exc:
@@ -141,103 +104,118 @@ def _train_session(spec: JobSpec, ctx: SessionContext) -> Outcome:
         ctx.console.info("".join(traceback.format_exception(exc)).rstrip())
         return Outcome(Exit.FAILED, f"the training function raised {type(exc).__name__}: {exc}",
                        error=exc, exit_code=1)
+
+
+def _train(spec: JobSpec, ctx: SessionContext) -> Outcome:
+    """Set the session up, call the user's function, and release the local copies
+    of a job completed."""
+    train = resolve_entrypoint(spec.entrypoint, search_path=ctx.search_path)
+    device, note = choose_device(spec)
+    if note:
+        ctx.console.warn(note)
+    state = ctx.job.statefile.read()
+    assert state is not None
+    ctx.job.claim_local(state.created_at)
+    ctx.progress.phase = "setup"
+    metrics = MetricsLog(ctx.job.path, ctx.job.storage, ctx.job.local.dir.parent)
+    saver = _build_saver(spec, ctx, metrics)
+    # The checkpoint loads in the background while the user's function sets up.
+    pending = PendingResume(lambda: find_resume_point(ctx.job, state, ctx.console, ctx.clock),
+                            partial(_record_session, spec, ctx, saver, str(device)))
+    loop = _build_loop(spec, ctx, state, saver, metrics, pending, device)
+    seed_everything(spec.seed)
+    torch.use_deterministic_algorithms(spec.deterministic, warn_only=True)
+    with interrupts_request_stop(ctx.controls), _saver_closed(loop, saver):
+        outcome = _call(train, loop, saver, ctx)
+    if outcome.exit is Exit.COMPLETED:
+        ctx.job.release_local()
+    return outcome
+
+
+def _call(train: Callable[[Run], Any], loop: Loop, saver: Saver, ctx: SessionContext
+          ) -> Outcome:
+    """Call the user's function with its handle; then wait for the uploads."""
+    try:
+        value = train(Run(loop))
+        durable = loop.close(ctx.upload_wait_s)
+    except StopTraining as stop:  # the final save is made: wait for its upload
+        durable = saver.finish(ctx.upload_wait_s) and saver.is_durable
+        detail = stop.reason if durable else f"{stop.reason}; {_not_uploaded(saver, ctx)}"
+        return Outcome(Exit.STOPPED, detail)
+    if not durable:
+        return Outcome(Exit.STOPPED, f"training finished, but {_not_uploaded(saver, ctx)}")
     return Outcome(Exit.COMPLETED, "completed", value=value)
 
 
+def _record_session(spec: JobSpec, ctx: SessionContext, saver: Saver, device: str,
+                    found: Found) -> ResumePoint | None:
+    """In the training thread, once the resume point is known: record the session and
+    what the search learned, and say where training starts."""
+    point = found.point
+
+    def note(s: JobState) -> JobState:
+        now = ctx.clock.time()
+        s = note_session(reconcile_checkpoints(fenced(s, ctx.fence), failed=found.failed,
+                                               found=found.record, now=now),
+                         device=device, resumed_from=point.name if point else None,
+                         start_step=point.step if point else 0, now=now)
+        return s if found.load_s is None else learn_timing(s, load_s=found.load_s, now=now)
+
+    noted = ctx.job.statefile.update(note)
+    announce(ctx.console, spec, noted, point)
+    if point is not None and found.record is None:  # resumed from a copy the root lacks
+        saver.upload_later(point.name)
+    return point
+
+
 def fenced(state: JobState, fence: Fence) -> JobState:
-    """``state``, after checking this session still owns the job."""
+    """``state``, after checking this session still owns the job.
+
+    Raises:
+        LeaseLost: another runner took the job over.
+    """
     check_fence(state, fence)
     return state
 
 
-def _not_uploaded(run: Run, ctx: SessionContext) -> str:
-    last = run.last_checkpoint
+def _not_uploaded(saver: Saver, ctx: SessionContext) -> str:
+    last = saver.last
     return (f"its last checkpoint ({last.name if last else '?'}) is only on this runtime's "
             f"disk, in {ctx.job.local.dir}: the root could not be written. Run the job again "
             "once the storage is back: it uploads it")
 
 
 @contextmanager
-def _saver_closed(run: Run) -> Iterator[None]:
-    """Record the session and stop the run's uploader thread however training ends."""
+def _saver_closed(loop: Loop, saver: Saver) -> Iterator[None]:
+    """Record the session and stop the saver's threads however training ends."""
     try:
         yield
     finally:
         try:
-            run.settle()
+            loop.settle()
         finally:
-            run.saver.close()
+            saver.close()
 
 
-def _build_run(spec: JobSpec, ctx: SessionContext, state: JobState,
-               resume: PendingResume, device: torch.device) -> Run:
-    metrics = MetricsLog(ctx.job.path, ctx.job.storage, ctx.job.local.dir.parent)
-
+def _build_saver(spec: JobSpec, ctx: SessionContext, metrics: MetricsLog) -> Saver:
     def committed(record: CheckpointRecord) -> None:
         ctx.progress.last_save = record.name
         ctx.progress.last_save_at = ctx.clock.time()
 
-    saver = Saver(ctx.job.local, ctx.job.store, ctx.job.statefile,
-                  keep_last=spec.checkpoint.keep_last, fence=ctx.fence, clock=ctx.clock,
-                  console=ctx.console, metrics=metrics, heartbeat_s=ctx.heartbeat_s,
-                  on_committed=committed)
-    return Run(spec=spec, device=device, saver=saver, metrics=metrics, clock=ctx.clock,
-               resume=resume, session=ctx.session, on_point=ctx.on_point,
-               on_epoch_end=ctx.console.info, controls=ctx.controls, progress=ctx.progress,
-               micro_batches=ctx.micro_batches, save_s=state.timings.save_s,
-               on_progress=ctx.on_progress)
+    return Saver(ctx.job.local, ctx.job.store, ctx.job.statefile,
+                 keep_last=spec.checkpoint.keep_last, fence=ctx.fence, clock=ctx.clock,
+                 console=ctx.console, metrics=metrics, heartbeat_s=ctx.heartbeat_s,
+                 on_committed=committed, snapshot=spec.checkpoint.snapshot,
+                 stamp={"seed": spec.seed, "spec_fingerprint": spec.fingerprint()})
 
 
-Found = tuple[ResumePoint | None, list[str], CheckpointRecord | None, float | None]
-
-
-def find_resume_point(job: JobDir, state: JobState, console: Console, clock: Clock) -> Found:
-    """Load the newest checkpoint that verifies, warning about each one skipped.
-
-    Returns:
-        The resume point (``None``: fresh start), the names that failed
-        verification, the record of the checkpoint resumed from, and the
-        seconds its verification and load took.
-    """
-    plan = plan_resume(state.checkpoints, job.store.list_names())
-    root_names = set(plan.candidates)
-    failed: list[str] = []
-    for store, name in _candidates(job, plan.candidates):
-        started = clock.monotonic()
-        try:
-            manifest, payload = store.load_verified(name)
-        except CheckpointError as exc:
-            console.warn(f"skipping {exc}; falling back to an older checkpoint")
-            if store is job.store:
-                failed.append(name)
-            continue
-        load_s = clock.monotonic() - started
-        point = ResumePoint(
-            name=name, step=manifest.step, epochs_done=manifest.epoch, batch=manifest.batch,
-            where=str(manifest.meta.get("where", EPOCH_START)), payload=payload,
-            extras=dict(manifest.meta.get("extras", {})),
-        )
-        if store is job.local and name not in root_names:
-            console.info(f"{name} is newer on this runtime's disk than under the root: "
-                         "resuming from the local copy (it is uploaded with the next save)")
-        return point, failed, manifest.record() if store is job.store else None, load_s
-    if plan.candidates:
-        console.warn("no checkpoint verified: starting from scratch (the unverifiable ones "
-                     "are kept for inspection)")
-    return None, failed, None, None
-
-
-def _candidates(job: JobDir, root_names: Iterable[str]
-                ) -> list[tuple[CheckpointStore, str]]:
-    """Root and local checkpoints, newest first; on a tie the local copy (faster)."""
-    keyed = []
-    for store, names, local in ((job.store, root_names, 0), (job.local, job.local.list_names(), 1)):
-        for name in names:
-            key = parse_checkpoint_name(name)
-            if key is not None:
-                keyed.append(((key[0], key[1], local, key[2]), store, name))
-    keyed.sort(key=lambda item: item[0], reverse=True)
-    return [(store, name) for _, store, name in keyed]
+def _build_loop(spec: JobSpec, ctx: SessionContext, state: JobState, saver: Saver,
+                metrics: MetricsLog, resume: PendingResume, device: torch.device) -> Loop:
+    wiring = Wiring(session=ctx.session, on_point=ctx.on_point, on_epoch_end=ctx.console.info,
+                    on_progress=ctx.on_progress, controls=ctx.controls, progress=ctx.progress,
+                    micro_batches=ctx.micro_batches, save_s=state.timings.save_s)
+    return Loop(spec=spec, device=device, saver=saver, metrics=metrics, clock=ctx.clock,
+                resume=resume, wiring=wiring)
 
 
 def announce(console: Console, spec: JobSpec, state: JobState, resume: ResumePoint | None
@@ -256,24 +234,24 @@ def announce(console: Console, spec: JobSpec, state: JobState, resume: ResumePoi
 def interrupts_request_stop(controls: Controls) -> Iterator[None]:
     """SIGINT/SIGTERM: the first asks for a save and a clean stop, a second stops at once.
 
-    Only in the main thread (where Python delivers signals); elsewhere a no-op.
-    """
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
+    The supervisor's handler, :class:`~colabrun.runner.watch.interrupts.Interrupts`, with
+    this reaction; only in the main thread (where Python delivers signals), elsewhere a no-op.
 
-    def on_signal(signum: int, frame: Any) -> None:
-        controls.interrupts += 1
+    Args:
+        controls: where the stop request goes; its ``interrupts`` counts them.
+
+    Raises:
+        KeyboardInterrupt: from the second interrupt, in the main thread.
+    """
+
+    def on_interrupt(count: int) -> None:
+        controls.interrupts += 1  # the controls' own count: they may outlive one handler
         if controls.interrupts > 1:
             raise KeyboardInterrupt
         controls.request_stop("interrupted")
 
-    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
+    with Interrupts(on_interrupt):
         yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
 
 
 def search_path_of(paths: Iterable[Path]) -> tuple[Path, ...]:

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from colabrun.state.checkpoints import MANIFEST_NAME, PAYLOAD_NAME
+from colabrun.state.manifest import MANIFEST_NAME, PAYLOAD_NAME
 from colabrun.state.statefile import StateFile
 from colabrun.state.storage import Storage
 from tests.helpers import assert_exactly_equal, digits_spec, final_payload, run_cli, write_spec_file

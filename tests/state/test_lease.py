@@ -17,6 +17,7 @@ from colabrun import runner
 from colabrun.jobs.spec import JobSpec
 from colabrun.runner.clock import FakeClock
 from colabrun.runner.save.saver import Saver
+from colabrun.runner.train.position import Position
 from colabrun.state.checkpoints import CheckpointStore
 from colabrun.state.lease import (
     LeaseHeld,
@@ -137,11 +138,11 @@ def test_a_fenced_saver_writes_no_checkpoint(tmp_path: Path) -> None:
     local = CheckpointStore(tmp_path / "local", Storage())
     saver = Saver(local, store, statefile, keep_last=2, fence=fence_of(state), clock=clock)
     try:
-        saver.save({"tracked": {}}, step=1, epoch=0, batch=1, meta={})  # local: fine
+        saver.save({}, Position(epoch=0, batch=1, step=1), "test")  # local: fine
         with pytest.raises(LeaseLost):
             saver.finish(timeout_s=10)  # the upload met the fence
         with pytest.raises(LeaseLost):
-            saver.save({"tracked": {}}, step=2, epoch=0, batch=2, meta={})
+            saver.save({}, Position(epoch=0, batch=2, step=2), "test")
     finally:
         saver.close()
     assert store.list_names() == []

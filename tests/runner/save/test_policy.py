@@ -22,9 +22,12 @@ from colabrun import runner
 from colabrun.jobs.spec import CheckpointPolicy, JobSpec
 from colabrun.runner.clock import SystemClock
 from colabrun.runner.save.policy import CostMeter, adaptive_interval_s, save_due
-from colabrun.runner.save.saver import UPLOAD_CPU_SHARE, Saver
-from colabrun.state.checkpoints import CheckpointStore, Manifest
+from colabrun.runner.save.saver import Saver
+from colabrun.runner.save.uploader import UPLOAD_CPU_SHARE
+from colabrun.runner.train.position import Position
+from colabrun.state.checkpoints import CheckpointStore
 from colabrun.state.lease import Owner, fence_of, take
+from colabrun.state.manifest import Manifest
 from colabrun.state.model import Status
 from colabrun.state.statefile import StateFile
 from colabrun.state.storage import Storage
@@ -270,6 +273,19 @@ def test_a_slower_save_is_taken_less_often() -> None:
 # -- upload pacing -------------------------------------------------------------------------------
 
 
+class Weights:
+    """A tracked object holding one tensor."""
+
+    def __init__(self, tensor: torch.Tensor) -> None:
+        self.tensor = tensor
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"w": self.tensor}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.tensor = state["w"]
+
+
 def test_uploads_are_paced_by_the_cpu_they_use(tmp_path: Path) -> None:
     """After an upload that used ``c`` s of CPU the next waits ``c / UPLOAD_CPU_SHARE`` s.
     An upload's work (copying, hashing, fsync, the state file) runs in the root storage's
@@ -286,9 +302,9 @@ def test_uploads_are_paced_by_the_cpu_they_use(tmp_path: Path) -> None:
     local = CheckpointStore(tmp_path / "local", Storage(timeout_s=None))  # as JobDir makes them
     saver = Saver(local, CheckpointStore(job_dir, Storage()), statefile, keep_last=3,
                   fence=fence_of(state), clock=clock)
-    payload = {"tracked": {"w": torch.randn(8 * 2**20)}}  # 32 MiB
+    tracked = {"w": Weights(torch.randn(8 * 2**20))}  # 32 MiB
     try:
-        saver.save(payload, step=1, epoch=0, batch=1, meta={}, expected_bytes=32 * 2**20)
+        saver.save(tracked, Position(epoch=0, batch=1, step=1), "test")
         saver.ready()
         cpu = time.process_time()
         deadline = time.monotonic() + 30
@@ -298,7 +314,7 @@ def test_uploads_are_paced_by_the_cpu_they_use(tmp_path: Path) -> None:
         assert saver.uploaded is not None and saver.uploaded.step == 1
         pace_s = upload_cpu_s / UPLOAD_CPU_SHARE
         assert pace_s > 2.0, f"the upload used {upload_cpu_s:.3f} s of CPU"
-        saver.save(payload, step=2, epoch=0, batch=2, meta={}, expected_bytes=32 * 2**20)
+        saver.save(tracked, Position(epoch=0, batch=2, step=2), "test")
         saver.ready()
         time.sleep(1.0)  # well within the pace
         assert saver.uploaded.step == 1, f"uploaded again before {pace_s:.1f} s passed"

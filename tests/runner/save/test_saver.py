@@ -1,5 +1,5 @@
 """Asynchronous saves: the snapshot (copy into host buffers, or none for a fork), the
-background writer in both modes, and whole runs that save that way and resume exactly.
+background writer in each of its three modes, and whole runs that save that way and resume exactly.
 
 Pure tests first (the mode decision, the host buffers), then the writer on a real
 store in a tmp folder, then in-process runs interrupted by an exception, then
@@ -29,10 +29,14 @@ import torch
 from colabrun import runner
 from colabrun.jobs.errors import CheckpointError, TrainingError
 from colabrun.jobs.spec import CheckpointPolicy, JobSpec
+from colabrun.runner.clock import FakeClock, SystemClock
 from colabrun.runner.display.console import Console
 from colabrun.runner.faults import InjectedFault, RaiseAt
+from colabrun.runner.save.capture import SaveContext
+from colabrun.runner.save.saver import Saver
 from colabrun.runner.save.snapshot import (
     COPY,
+    FORK,
     FORK_MIN_BYTES,
     HostBuffers,
     choose_mode,
@@ -40,23 +44,25 @@ from colabrun.runner.save.snapshot import (
     parameters_with_gradients,
     tensor_stats,
 )
-from colabrun.runner.save.writer import (
-    FORK,
+from colabrun.runner.save.task import (
     PROCESS,
     PROCESS_MAX_BYTES,
     THREAD,
-    Committed,
     SaveTask,
-    Writer,
     WriteStats,
     fork_available,
     writer_mode,
 )
-from colabrun.state.checkpoints import SAVE_POINTS, CheckpointStore, Manifest
+from colabrun.runner.save.writer import Committed, Writer
+from colabrun.runner.train.position import Position
+from colabrun.state.checkpoints import SAVE_POINTS, CheckpointStore
 from colabrun.state.jobdir import JobDir
+from colabrun.state.lease import Fence, Owner, fence_of, take
+from colabrun.state.manifest import Manifest
 from colabrun.state.model import Status
 from colabrun.state.statefile import StateFile
 from colabrun.state.storage import Storage
+from colabrun.state.transitions import new_job
 from tests.helpers import (
     REPO,
     assert_exactly_equal,
@@ -601,6 +607,71 @@ def test_the_writer_keeps_the_newest_local_checkpoints_and_the_one_uploading(
         writer.close()
 
 
+@pytest.mark.parametrize("mode", ALL_MODES)
+def test_a_writes_duration_is_measured_on_the_injected_clock(
+    store: CheckpointStore, mode: str
+) -> None:
+    """The writer times a save on the clock it is given: 1.5 s pass, on a fake clock,
+    while the save sits at a point (whose hook runs in this process, whatever the mode)."""
+    clock = FakeClock()
+
+    def slow_disk(point: str) -> None:
+        if point == "save.payload_written":
+            clock.advance(1.5)
+
+    store.on_point = slow_disk
+    committed = _Committed()
+    writer = Writer(store, on_committed=committed, clock=clock)
+    try:
+        _submit_and_wait(writer, _task(1), mode)
+        writer.raise_error()
+    finally:
+        writer.close()
+    [(_, stats)] = committed.calls
+    assert stats.mode == mode and stats.write_s == 1.5
+
+
+def _owned_job(tmp_path: Path) -> tuple[StateFile, Fence]:
+    """A job's state file under ``tmp_path / "job"``, leased to this process."""
+    job_dir = tmp_path / "job"
+    job_dir.mkdir()
+    statefile = StateFile(job_dir, Storage())
+    state = take(new_job(name="job", fingerprint="f", defining={}, epochs_total=1, now=0.0),
+                 Owner("runtime", "vm", os.getpid()), now=time.time(), duration_s=600)
+    statefile.write(state)
+    return statefile, fence_of(state)
+
+
+def test_a_save_snapshots_the_objects_and_records_where_and_why(tmp_path: Path) -> None:
+    statefile, fence = _owned_job(tmp_path)
+    local = CheckpointStore(tmp_path / "local", Storage(timeout_s=None))
+    root = CheckpointStore(tmp_path / "job", Storage())
+    saver = Saver(local, root, statefile, keep_last=3, fence=fence, clock=SystemClock(),
+                  stamp={"seed": 7, "spec_fingerprint": "f"})
+    model = torch.nn.Linear(2, 2)
+    before = model.weight.detach().clone()
+    context = SaveContext(where="in_epoch", extras={"best": 1.0},
+                          state={"rng": {"torch": torch.get_rng_state()}})
+    try:
+        receipt = saver.save({"model": model}, Position(epoch=1, batch=4, step=9),
+                             "every_steps", context=context)
+        with torch.no_grad():
+            model.weight.add_(1.0)  # training goes on: the snapshot keeps what it took
+        assert saver.finish(30) and saver.is_durable
+    finally:
+        saver.close()
+    assert receipt.name == "step-000000009-g0001" and receipt.stall_s > 0
+    assert receipt.started_writer == fork_available(), "the first copy forks a writer process"
+    manifest = root.verify(receipt.name)
+    assert (manifest.step, manifest.epoch, manifest.batch) == (9, 1, 4)
+    assert manifest.meta == {"where": "in_epoch", "reason": "every_steps",
+                             "extras": {"best": 1.0}, "tracked": ["model"], "seed": 7,
+                             "spec_fingerprint": "f", "torch_version": torch.__version__}
+    payload = root.load_payload(receipt.name)
+    assert torch.equal(payload["tracked"]["model"]["weight"], before)
+    assert torch.equal(payload["rng"]["torch"], context.state["rng"]["torch"])
+
+
 @pytest.mark.parametrize(
     ("snapshot", "shared", "cuda", "nbytes", "expected"),
     [
@@ -712,7 +783,8 @@ import os, signal, sys
 import psutil, torch
 from pathlib import Path
 from colabrun.runner.save.snapshot import HostBuffers
-from colabrun.runner.save.writer import PROCESS, SaveTask, Writer
+from colabrun.runner.save.task import PROCESS, SaveTask
+from colabrun.runner.save.writer import Writer
 from colabrun.state.checkpoints import CheckpointStore
 from colabrun.state.storage import Storage
 store = CheckpointStore(Path(sys.argv[1]), Storage(timeout_s=None))
@@ -936,8 +1008,8 @@ def test_a_metric_logged_before_track_is_stamped_with_the_resumed_step(tmp_path:
 SWEPT = ("save.payload_writing", "save.payload_written", "save.manifest_written", "save.renamed")
 FORK_POLICY = {"every_steps": 10, "every_s": None, "at_epoch_end": True, "keep_last": 2,
                "snapshot": "fork"}
-#: the threads where a local save's points reach the hook (thread and fork writers)
-WRITER_THREADS = ("colabrun-writer", "colabrun-fork-writer")
+#: the thread where a local save's points reach the hook (whatever the writer's mode)
+WRITER_THREADS = ("colabrun-writer",)
 
 #: ``python -c`` this, SPEC POINT N THREAD...: run the spec; SIGKILL at the N-th pass of
 #: POINT in a THREAD, i.e. by a local (forked) save, not by an upload, whose passes

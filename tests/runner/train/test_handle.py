@@ -16,8 +16,12 @@ import torch
 
 from colabrun import runner
 from colabrun.jobs.errors import HandleError, TrainingError
+from colabrun.jobs.handle import TrainingRun
 from colabrun.jobs.spec import JobSpec
+from colabrun.runner.save.task import PROCESS, THREAD
 from colabrun.runner.train.data import remaining_batches
+from colabrun.runner.train.handle import save_telemetry
+from colabrun.runner.train.saving import SaveTelemetry
 from colabrun.state.model import Status
 from colabrun.state.statefile import StateFile
 from colabrun.state.storage import Storage
@@ -213,3 +217,43 @@ def test_nothing_verifies_means_progress_starts_over(tmp_path: Path) -> None:
     state = StateFile(tmp_path / "heavy", Storage()).read()
     assert state is not None and state.checkpoints == ()
     assert state.progress.global_step == 0
+
+
+def test_the_handle_exposes_the_training_run_protocol_only(tmp_path: Path) -> None:
+    """What the training function can reach is the contract: no saver, no save costs."""
+    seen: list[set[str]] = []
+
+    def train(run: Any) -> None:
+        seen.append({name for name in dir(run) if not name.startswith("_")})
+        run.track(model=torch.nn.Linear(1, 1))
+        for _ in run.epochs():
+            for _batch in run.batches(range(2)):
+                run.step()
+
+    runner.run(JobSpec(name="t", entrypoint=train, epochs=1, root=str(tmp_path),
+                       supervise=False, local_dir=str(tmp_path / "local")))
+    protocol = {name for name in vars(TrainingRun) if not name.startswith("_")}
+    assert seen == [protocol | set(TrainingRun.__annotations__)]
+    assert {"saver", "save_cost", "save_stalls", "close"}.isdisjoint(seen[0])
+
+
+def test_what_saves_cost_is_read_beside_the_handle(tmp_path: Path) -> None:
+    seen: list[SaveTelemetry] = []
+
+    def train(run: Any) -> None:
+        run.track(model=torch.nn.Linear(2, 1))
+        for _ in run.epochs():
+            for _batch in run.batches(range(4)):
+                run.step()
+        seen.append(save_telemetry(run))
+
+    spec = JobSpec(name="t", entrypoint=train, epochs=2, root=str(tmp_path), supervise=False,
+                   checkpoint={"every_steps": 2, "keep_last": 10},
+                   local_dir=str(tmp_path / "local"))
+    runner.run(spec)
+    [telemetry] = seen
+    assert len(telemetry.stalls) == 4 and all(s > 0 for s in telemetry.stalls), \
+        "steps 2, 4 (the epoch end), 6, 8"
+    assert telemetry.cost.stall_s is not None
+    assert telemetry.last_write is not None and telemetry.last_write.mode in (THREAD, PROCESS)
+

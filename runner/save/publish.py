@@ -1,0 +1,106 @@
+"""Publishing a local checkpoint: its upload to the root, its record in ``state.json``,
+and the root's rotation. Runs on the uploader's thread
+(:class:`~colabrun.runner.save.uploader.Uploader`); every step is fenced by the
+session's lease.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from colabrun.runner.clock import Clock
+from colabrun.runner.train.metrics import MetricsLog
+from colabrun.state.checkpoints import CheckpointStore
+from colabrun.state.lease import Fence, check_fence, heartbeat
+from colabrun.state.model import CheckpointRecord, JobState
+from colabrun.state.rotation import plan_rotation
+from colabrun.state.statefile import StateFile
+from colabrun.state.transitions import forget_checkpoints, learn_timing, record_checkpoint
+
+
+@dataclass(frozen=True)
+class Uploaded:
+    """A checkpoint under the root, on record."""
+
+    record: CheckpointRecord
+    #: seconds from its snapshot to its commit under the root
+    save_s: float
+    #: the state file as the record left it
+    state: JobState
+
+
+@dataclass(frozen=True)
+class Publisher:
+    """Uploads local checkpoints to the root and keeps ``state.json`` in step.
+
+    Args:
+        local: the staging store on this runtime's disk.
+        store: the job's store under the root.
+        statefile: the job's state file.
+        fence: this session's lease.
+        clock: the injected clock.
+        keep_last: checkpoints to keep under the root.
+        metrics: made durable before each checkpoint commits under the root.
+    """
+
+    local: CheckpointStore
+    store: CheckpointStore
+    statefile: StateFile
+    fence: Fence
+    clock: Clock
+    keep_last: int
+    metrics: MetricsLog | None = None
+
+    def cpu_s(self) -> float:
+        """CPU seconds uploads have used so far (read on the uploader's thread): its own,
+        the root's I/O threads', and those verifying the local source meanwhile."""
+        return self.store.storage.cpu_s() + self.local.storage.io_cpu_s
+
+    def upload(self, name: str, *, local_s: float, step_s: float | None) -> Uploaded:
+        """Copy local checkpoint ``name`` to the root and record it, with what it taught.
+
+        Args:
+            name: the local checkpoint.
+            local_s: how long its local write took.
+            step_s: the last step's duration, if measured.
+
+        Returns:
+            Its record, its save duration, the updated state.
+
+        Raises:
+            LeaseLost: another runner took the job over (nothing was written).
+            ColabrunError, OSError: the root failed; the upload may be retried whole.
+        """
+        current = self.statefile.read()
+        if current is not None:
+            check_fence(current, self.fence)
+        # Metrics first: once the checkpoint commits, a resume never logs its steps
+        # again, so their records must be durable by then. Records of later steps
+        # written now are logged again when redone, and readers keep the last.
+        if self.metrics is not None:
+            self.metrics.sync()  # a failure fails this upload: it is retried whole
+        started = self.clock.monotonic()
+        record = self.store.upload_from(self.local, name).record()
+        save_s = local_s + self.clock.monotonic() - started
+        observed = {"save_s": save_s} if step_s is None else {"save_s": save_s, "step_s": step_s}
+        now = self.clock.time()
+        state = self.statefile.update(lambda s: learn_timing(
+            record_checkpoint(heartbeat(s, self.fence, now=now), record, now=now),
+            now=now, **observed))
+        return Uploaded(record, save_s, state)
+
+    def rotate(self, state: JobState, *, newest: str) -> None:
+        """Forget, then delete, the root's checkpoints beyond ``keep_last`` (never ``newest``).
+
+        Raises:
+            LeaseLost: another runner took the job over.
+            ColabrunError, OSError: the root failed.
+        """
+        doomed = plan_rotation(state.checkpoints, keep_last=self.keep_last, newest_verified=newest)
+        if not doomed:
+            return
+        now = self.clock.time()
+        self.statefile.update(
+            lambda s: forget_checkpoints(heartbeat(s, self.fence, now=now), doomed, now=now))
+        for name in doomed:
+            self.store.discard(name)

@@ -1,0 +1,61 @@
+"""The counters a save decision reads, fed by the loop: steps and time since the last
+save, the step time, and what saves cost (:class:`~colabrun.runner.save.policy.CostMeter`).
+Pure: times are passed in, nothing is read from a clock here.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+from colabrun.runner.save.capture import SaveReceipt
+from colabrun.runner.save.policy import CostMeter
+
+#: stalls remembered (the newest), for the benchmarks
+STALLS_KEPT = 1000
+
+
+class SaveCadence:
+    """Steps and saves as the loop observed them.
+
+    Args:
+        now: monotonic time at the start (the first "last save").
+    """
+
+    def __init__(self, now: float) -> None:
+        self.steps_since_save = 0
+        self.last_save_at = now
+        #: the last step's duration (``None`` before two steps)
+        self.step_s: float | None = None
+        self.meter = CostMeter()
+        #: seconds each save blocked the loop (the newest :data:`STALLS_KEPT`)
+        self.stalls: deque[float] = deque(maxlen=STALLS_KEPT)
+        self._last_step_at: float | None = None
+        self._after_save = False  # the next step's time includes a save's stall
+
+    def seconds_since_save(self, now: float) -> float:
+        """Monotonic seconds since the last save (or the start)."""
+        return now - self.last_save_at
+
+    def on_step(self, now: float, *, writing: bool) -> float | None:
+        """One optimizer step ended at ``now``; ``writing``: a save is still being written.
+
+        Returns:
+            The step's duration, ``None`` for the first step of the session.
+        """
+        if self._last_step_at is not None:
+            self.step_s = now - self._last_step_at
+            # the step after a save holds its stall, counted apart
+            stall = self.stalls[-1] if self._after_save else 0.0
+            self.meter.observe_step(max(0.0, self.step_s - stall), writing=writing)
+        self._after_save = False
+        self._last_step_at = now
+        self.steps_since_save += 1
+        return self.step_s
+
+    def on_save(self, receipt: SaveReceipt, now: float) -> None:
+        """A save was handed to the writer at ``now``, blocking the loop ``receipt.stall_s``."""
+        self.steps_since_save = 0
+        self.last_save_at = now
+        self.stalls.append(receipt.stall_s)
+        self.meter.observe_save(receipt.stall_s, setup=receipt.started_writer)
+        self._after_save = True

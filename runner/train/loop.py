@@ -1,0 +1,259 @@
+"""The machinery behind the run handle (:mod:`colabrun.runner.train.handle`).
+
+Saves and restores happen at the same two kinds of program point, so a
+resumed run re-enters the user's loop exactly where the saved one left it:
+``in_epoch``, inside ``run.batches()`` between two batches (before the next is
+fetched) or after the last one; ``epoch_start``, inside ``run.epochs()``
+between two epochs. ``run.step()`` only counts and records; a checkpoint that
+falls due (:mod:`colabrun.runner.train.boundary`) is taken at the next of those
+points. On resume, the state goes back as :mod:`colabrun.runner.train.restore` says.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping
+from types import MappingProxyType
+from typing import Any
+
+import torch
+
+from colabrun.jobs.errors import HandleError
+from colabrun.jobs.handle import Stateful
+from colabrun.jobs.spec import JobSpec
+from colabrun.runner.clock import Clock
+from colabrun.runner.save.saver import Saver
+from colabrun.runner.train.data import loader_length, remaining_batches, split_batch
+from colabrun.runner.train.live import StopTraining, Wiring
+from colabrun.runner.train.metrics import MetricsLog
+from colabrun.runner.train.position import EPOCH_START, IN_EPOCH, Position
+from colabrun.runner.train.report import EpochMeans, epoch_line
+from colabrun.runner.train.restore import MICRO_BATCHES, Restorer, save_context
+from colabrun.runner.train.resume import PendingResume, ResumePoint
+from colabrun.runner.train.rng import capture_rng
+from colabrun.runner.train.saving import SaveTelemetry, Saving
+
+
+class Loop:
+    """One session's training loop, as the user's function drives it through ``run``.
+
+    Args:
+        spec: the job spec.
+        device: where training runs.
+        saver: commits checkpoints.
+        metrics: the job's metrics log.
+        clock: the injected clock.
+        resume: the checkpoint to continue from, ``None`` for a fresh start, or a
+            :class:`PendingResume` still loading in the background (waited for when
+            first needed: at ``track``, or anything that depends on where the run resumes).
+        wiring: what else the runner connects.
+    """
+
+    def __init__(self, *, spec: JobSpec, device: torch.device, saver: Saver,
+                 metrics: MetricsLog, clock: Clock,
+                 resume: ResumePoint | PendingResume | None = None,
+                 wiring: Wiring | None = None) -> None:
+        self.spec = spec
+        self.device = device
+        self.params: Mapping[str, Any] = MappingProxyType(dict(spec.params))
+        self._metrics, self._clock = metrics, clock
+        self._wiring = wiring = wiring or Wiring()
+        self.progress = wiring.progress
+        self._saving = Saving(saver, clock=clock, policy=spec.checkpoint,
+                              controls=wiring.controls, save_s=wiring.save_s)
+        self.micro_batches = wiring.micro_batches
+        self._pending = resume if isinstance(resume, PendingResume) else None
+        self._restorer = Restorer()
+        self._resumed = False
+        self.extras: dict[str, Any] = {}
+        self._position = Position()
+        self._tracked: dict[str, Stateful] = {}
+        self._epochs_started = self._finished = False
+        self._epoch_rng: dict[str, Any] | None = None
+        self._epoch_means = EpochMeans()
+        self.progress.epochs_total = spec.epochs
+        self.progress.micro_batches = self.micro_batches
+        self._move(self._position)
+        if self._pending is None:
+            self._adopt(resume if isinstance(resume, ResumePoint) else None)
+
+    @property
+    def position(self) -> Position:
+        """Where the loop is (once the resume point is known)."""
+        self.resolve()
+        return self._position
+
+    @property
+    def resumed(self) -> bool:
+        """Whether this run continues from a checkpoint."""
+        self.resolve()
+        return self._resumed
+
+    @property
+    def telemetry(self) -> SaveTelemetry:
+        """What saves cost this run so far."""
+        return self._saving.telemetry
+
+    # -- what the user's calls do ---------------------------------------------------
+
+    def track(self, objects: Mapping[str, Stateful]) -> None:
+        """Register objects to save; when resuming, load their saved state now.
+
+        Raises:
+            HandleError: an object has no ``state_dict``/``load_state_dict``, or
+                the checkpoint has no state under that name.
+        """
+        self.resolve()
+        for name, obj in objects.items():
+            if not isinstance(obj, Stateful):
+                raise HandleError(
+                    f"run.track({name}=...): a {type(obj).__name__} has no state_dict() and "
+                    "load_state_dict(); track modules, optimizers, schedulers or such objects"
+                )
+            self._restorer.load(name, obj)
+            self._tracked[name] = obj
+
+    def epochs(self) -> Iterator[int]:
+        """Yield the epoch numbers still to do; saves between epochs when due.
+
+        Raises:
+            HandleError: iterated a second time.
+        """
+        self.resolve()
+        if self._epochs_started:
+            raise HandleError("run.epochs() can be iterated only once per run")
+        self._epochs_started = True
+        for epoch in range(self._position.epoch, self.spec.epochs):
+            self._restorer.at_epoch_start(self._tracked)
+            self._epoch_rng = capture_rng()
+            yield epoch
+            self._move(self._position.after_epoch(epoch))
+            self._wiring.on_point("epoch.end")
+            self._boundary(where=EPOCH_START, at_epoch_end=True)
+            self._report_epoch()
+        self._finish()
+
+    def batches(self, loader: Iterable[Any]) -> Iterator[Any]:
+        """Yield the current epoch's batches still to do; saves between batches when due."""
+        self.resolve()
+        self._restorer.at(EPOCH_START, self._tracked)  # batches without epochs(), maybe
+        it = iter(remaining_batches(loader, seed=self.spec.seed, epoch=self._position.epoch,
+                                    skip=self._position.batch))
+        self.progress.batches_in_epoch = loader_length(loader)
+        while True:
+            last = self._position.batch == self.progress.batches_in_epoch
+            self._boundary(where=IN_EPOCH, last=last)
+            self._restorer.at(IN_EPOCH, self._tracked)
+            try:
+                batch = next(it)
+            except StopIteration:
+                self.progress.phase = "between"
+                return
+            self.progress.phase = "train"
+            yield batch
+            self._move(self._position.after_batch())
+
+    def step(self, metrics: Mapping[str, float]) -> None:
+        """Count one optimizer step; ``metrics`` go to the metrics log."""
+        self.resolve()
+        self.progress.step_s = self._saving.stepped()
+        self._move(self._position.after_step())
+        if self._wiring.on_progress is not None:
+            self._wiring.on_progress(self.progress)
+        if metrics:
+            self.log(metrics)
+        self._wiring.on_point("step")
+
+    def split(self, batch: Any) -> Iterator[tuple[Any, float]]:
+        """Cut a batch into :attr:`micro_batches` pieces along dim 0: ``(piece, weight)``."""
+        yield from split_batch(batch, self.micro_batches)
+
+    def log(self, metrics: Mapping[str, float]) -> None:
+        """Record metrics at the current step."""
+        self.resolve()
+        self._epoch_means.add(metrics)
+        self._metrics.append(
+            {"step": self._position.step, "epoch": self._position.epoch,
+             "session": self._wiring.session, "time": self._clock.time(),
+             **{k: float(v) for k, v in metrics.items()}})
+
+    # -- the runner's side ------------------------------------------------------------
+
+    def close(self, upload_wait_s: float = 600.0) -> bool:
+        """After the training function returned: save what is not saved yet, and wait
+        for the uploads. Returns whether the newest checkpoint reached the root."""
+        if not self._finished:
+            self._finish()
+        self._saving.saver.finish(upload_wait_s)
+        return self._saving.saver.is_durable
+
+    def settle(self) -> None:
+        """If the training function ended before needing its resume point, still
+        wait for it (the session is recorded then); its errors are not raised."""
+        try:
+            self.resolve()
+        except Exception:  # the training function's own outcome is what counts
+            return
+
+    def resolve(self) -> None:
+        """Wait for a resume point still loading in the background, and adopt it."""
+        pending, self._pending = self._pending, None
+        if pending is None:
+            return
+        phase, self.progress.phase = self.progress.phase, "load"
+        try:
+            self._adopt(pending.result())
+        finally:
+            self.progress.phase = phase
+
+    # -- inside -----------------------------------------------------------------------
+
+    def _adopt(self, point: ResumePoint | None) -> None:
+        """Continue from ``point`` (``None``: a fresh start)."""
+        self._restorer = Restorer(point)
+        self._resumed = point is not None
+        if point is None:
+            return
+        self.extras = {k: v for k, v in point.extras.items() if k != MICRO_BATCHES}
+        self.micro_batches = max(self.micro_batches, int(point.extras.get(MICRO_BATCHES, 1)))
+        self.progress.micro_batches = self.micro_batches
+        self._move(point.position)
+
+    def _move(self, position: Position) -> None:
+        self._position = position
+        self.progress.step, self.progress.epoch = position.step, position.epoch
+        self.progress.batch = position.batch
+
+    def _boundary(self, *, where: str, at_epoch_end: bool = False, last: bool = False) -> None:
+        """Save when due or asked; stop when asked. ``last``: after an epoch's last batch."""
+        decision = self._saving.decide(at_epoch_end=at_epoch_end, last=last,
+                                       resumed=self._resumed)
+        controls = self._wiring.controls
+        if decision.stop is not None:
+            controls.request_stop(decision.stop)
+        if decision.save is not None:
+            controls.checkpoint_requested = False
+            self._save(where=where, reason=decision.save)
+        if controls.stop_reason is not None:  # read again: a signal may come during the save
+            raise StopTraining(controls.stop_reason)
+
+    def _finish(self) -> None:
+        self._finished = True
+        if self._saving.has_unsaved_work(resumed=self._resumed):
+            self._save(where=EPOCH_START, reason="final")
+
+    def _save(self, *, where: str, reason: str) -> None:
+        self._restorer.check_all_restored(self._tracked)
+        self.progress.phase = "save"
+        context = save_context(where, extras=self.extras, micro_batches=self.micro_batches,
+                               rng=capture_rng(), epoch_rng=self._epoch_rng)
+        self._saving.save(self._tracked, self._position.saved_at(where), reason, context)
+        self.progress.phase = "train"
+
+    def _report_epoch(self) -> None:
+        """One plain line per epoch: progress, metric means, the newest checkpoint."""
+        means = self._epoch_means.take()
+        if self._wiring.on_epoch_end is not None:
+            newest = self._saving.saver.newest_name  # the epoch's own save, even in flight
+            self._wiring.on_epoch_end(epoch_line(self._position, epochs=self.spec.epochs,
+                                                 means=means, newest=newest))
+

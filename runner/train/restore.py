@@ -1,0 +1,124 @@
+"""What a checkpoint holds for the loop to resume from (:func:`save_context`), and
+putting it back as the loop reaches the point it was saved at (:class:`Restorer`).
+
+Tracked objects are loaded when they are tracked; the RNG states are restored
+last, at the resume point, so a resumed run draws the same numbers from there
+on. A mid-epoch checkpoint also holds the RNG state of its epoch's start
+(:data:`~colabrun.runner.train.resume.RNG_EPOCH`), restored when ``run.epochs()``
+yields that epoch again, so draws at the top of an epoch repeat too.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from colabrun.jobs.errors import HandleError
+from colabrun.jobs.handle import Stateful
+from colabrun.runner.save.capture import SaveContext
+from colabrun.runner.train.position import EPOCH_START, IN_EPOCH
+from colabrun.runner.train.resume import ResumePoint
+from colabrun.runner.train.rng import restore_rng
+
+RNG = "rng"  # payload key: the RNG state at the save's program point
+RNG_EPOCH = "rng_epoch_start"  # payload key: the RNG state when the current epoch began
+MICRO_BATCHES = "_colabrun_micro_batches"  # kept with the extras: survives restarts
+
+
+def save_context(where: str, *, extras: Mapping[str, Any], micro_batches: int,
+                 rng: Mapping[str, Any], epoch_rng: Mapping[str, Any] | None) -> SaveContext:
+    """What a save at ``where`` holds besides the tracked objects (a pure function).
+
+    Args:
+        where: ``in_epoch`` or ``epoch_start``.
+        extras: the run's extras (JSON values).
+        micro_batches: the pieces each batch is cut into, kept across restarts.
+        rng: the RNG states now.
+        epoch_rng: the RNG states when the current epoch began (kept mid-epoch only).
+
+    Returns:
+        The context: the RNG states, and the extras with the micro-batch count.
+
+    Raises:
+        HandleError: ``extras`` holds something JSON cannot.
+    """
+    try:
+        json.dumps(extras)
+    except (TypeError, ValueError) as exc:
+        raise HandleError(
+            f"run.extras must hold JSON values (numbers, strings, lists, dicts): {exc}; "
+            "convert tensors with .item() or .tolist() before storing them"
+        ) from exc
+    state = {RNG: rng}
+    if where == IN_EPOCH and epoch_rng is not None:
+        state[RNG_EPOCH] = epoch_rng
+    return SaveContext(where=where, state=state, extras={**extras, MICRO_BATCHES: micro_batches})
+
+
+class Restorer:
+    """Puts a resume point's state back as the loop reaches it, then lets go of it.
+
+    Args:
+        point: the checkpoint resumed from; ``None``: a fresh start (nothing to do).
+    """
+
+    def __init__(self, point: ResumePoint | None = None) -> None:
+        self._point = point
+
+    def load(self, name: str, obj: Stateful) -> None:
+        """Load the saved state of the object tracked as ``name``.
+
+        Raises:
+            HandleError: the checkpoint holds no state under that name.
+        """
+        if self._point is None:
+            return
+        saved = self._point.payload["tracked"]
+        if name not in saved:
+            raise HandleError(
+                f"run.track({name}=...): checkpoint {self._point.name} holds no state "
+                f"for {name!r} (it holds {sorted(saved)}); track the same objects under "
+                "the same names in every run"
+            )
+        obj.load_state_dict(saved[name])
+
+    def at_epoch_start(self, tracked: Mapping[str, Stateful]) -> None:
+        """An epoch starts: the RNG as the saved run had it when this epoch began.
+
+        Raises:
+            HandleError: the checkpoint holds state for an object not tracked.
+        """
+        point = self._point
+        if point is not None and point.where == IN_EPOCH and RNG_EPOCH in point.payload:
+            restore_rng(point.payload[RNG_EPOCH])
+        self.at(EPOCH_START, tracked)
+
+    def at(self, where: str, tracked: Mapping[str, Stateful]) -> None:
+        """The loop reached a ``where`` boundary: if the checkpoint was saved at one,
+        restore its RNG state; the run is then like any other.
+
+        Raises:
+            HandleError: the checkpoint holds state for an object not tracked.
+        """
+        point = self._point
+        if point is None or point.where != where or RNG not in point.payload:
+            return
+        self.check_all_restored(tracked)
+        restore_rng(point.payload[RNG])
+        self._point = None  # resumed: from here on the run is like any other
+
+    def check_all_restored(self, tracked: Mapping[str, Stateful]) -> None:
+        """Refuse to go on while the checkpoint holds state nothing tracked took back.
+
+        Raises:
+            HandleError: naming the objects to track.
+        """
+        if self._point is None:
+            return
+        missing = sorted(set(self._point.payload["tracked"]) - set(tracked))
+        if missing:
+            raise HandleError(
+                f"checkpoint {self._point.name} holds state for {missing}, which this run did "
+                "not track; call run.track(...) with the same names before the first batch"
+            )

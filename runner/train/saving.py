@@ -1,0 +1,105 @@
+"""The loop's save side: the counters a save decision reads, the situation it is
+decided in (:mod:`colabrun.runner.train.boundary`), and handing a save to the
+:class:`~colabrun.runner.save.saver.Saver`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from colabrun.jobs.handle import Stateful
+from colabrun.jobs.spec import CheckpointPolicy
+from colabrun.runner.clock import Clock
+from colabrun.runner.save.capture import SaveContext
+from colabrun.runner.save.policy import CostMeter
+from colabrun.runner.save.saver import Saver
+from colabrun.runner.save.task import WriteStats
+from colabrun.runner.train.boundary import Decision, Situation, decide
+from colabrun.runner.train.cadence import SaveCadence
+from colabrun.runner.train.live import Controls
+from colabrun.runner.train.position import Position
+
+
+@dataclass(frozen=True)
+class SaveTelemetry:
+    """What saves cost a run, as measured (for benchmarks and tests; live views)."""
+
+    #: seconds each save blocked the loop (the newest 1000)
+    stalls: Sequence[float]
+    #: the adaptive cadence's meter: ``stall_s`` and ``toll_s``
+    cost: CostMeter
+    saver: Saver
+
+    @property
+    def last_write(self) -> WriteStats | None:
+        """What the last background write cost."""
+        return self.saver.last_write
+
+
+class Saving:
+    """When the loop saves, and the saves it hands over.
+
+    Args:
+        saver: commits checkpoints.
+        clock: the injected clock.
+        policy: the spec's checkpoint policy.
+        controls: stop/checkpoint requests and the deadline.
+        save_s: the learned duration of one save, for the deadline until measured.
+    """
+
+    def __init__(self, saver: Saver, *, clock: Clock, policy: CheckpointPolicy,
+                 controls: Controls, save_s: float | None = None) -> None:
+        self.saver = saver
+        self._clock = clock
+        self._policy = policy
+        self._controls = controls
+        self._save_s = save_s
+        self.cadence = SaveCadence(now=clock.monotonic())
+
+    @property
+    def telemetry(self) -> SaveTelemetry:
+        """What saves cost this run so far."""
+        return SaveTelemetry(self.cadence.stalls, self.cadence.meter, self.saver)
+
+    def stepped(self) -> float | None:
+        """One optimizer step ended now; its duration (``None`` for the session's first)."""
+        return self.cadence.on_step(self._clock.monotonic(), writing=self.saver.busy)
+
+    def has_unsaved_work(self, *, resumed: bool) -> bool:
+        """Whether stopping now would lose steps (or a fresh run's first checkpoint)."""
+        return self.cadence.steps_since_save > 0 or (self.saver.last is None and not resumed)
+
+    def decide(self, *, at_epoch_end: bool, last: bool, resumed: bool) -> Decision:
+        """What to do at this boundary (refreshing the lease first).
+
+        Raises:
+            LeaseLost: another runner took the job over.
+        """
+        self.saver.refresh_lease()
+        return decide(self._policy, self._situation(at_epoch_end, last, resumed))
+
+    def _situation(self, at_epoch_end: bool, last: bool, resumed: bool) -> Situation:
+        cadence, controls = self.cadence, self._controls
+        learned_s = self.saver.save_s
+        return Situation(
+            steps_since_save=cadence.steps_since_save,
+            seconds_since_save=cadence.seconds_since_save(self._clock.monotonic()),
+            at_epoch_end=at_epoch_end, last_batch=last,
+            has_unsaved_work=self.has_unsaved_work(resumed=resumed),
+            save_cost_s=cadence.meter.cost_s, writer_busy=self.saver.busy,
+            checkpoint_requested=controls.checkpoint_requested,
+            stop_reason=controls.stop_reason, deadline=controls.deadline,
+            now=self._clock.time(), step_s=cadence.step_s,
+            save_s=learned_s if learned_s is not None else self._save_s)
+
+    def save(self, tracked: Mapping[str, Stateful], position: Position, reason: str,
+             context: SaveContext) -> None:
+        """Hand a save to the saver, and count it.
+
+        Raises:
+            LeaseLost, StorageTimeout, Exception: as :meth:`Saver.save`.
+        """
+        receipt = self.saver.save(tracked, position, reason, context=context,
+                                  step_s=self.cadence.step_s)
+        self.cadence.on_save(receipt, now=self._clock.monotonic())

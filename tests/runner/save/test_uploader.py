@@ -1,0 +1,201 @@
+"""The uploader's rounds, driven one :meth:`Uploader.tick` at a time on a fake clock:
+pacing, replacement, retries, hurrying, heartbeats; then its thread, briefly.
+
+No test here sleeps: time moves when the test advances the :class:`FakeClock`.
+"""
+
+from __future__ import annotations
+
+import errno
+import threading
+from collections.abc import Callable
+
+import pytest
+
+from colabrun.jobs.errors import StorageError
+from colabrun.runner.clock import FakeClock
+from colabrun.runner.save.uploader import Uploader, UploadOutcome
+from colabrun.state.lease import LeaseLost
+
+
+class Root:
+    """Stands for the root: records uploads; fails while ``failing`` is set."""
+
+    def __init__(self) -> None:
+        self.uploaded: list[str] = []
+        self.failing: BaseException | None = None
+        self.failures: list[BaseException] = []
+        self.recoveries = 0
+
+    def upload(self, name: str) -> None:
+        if self.failing is not None:
+            raise self.failing
+        self.uploaded.append(name)
+
+
+class CpuClock:
+    """CPU seconds that grow by ``per_upload`` during each upload."""
+
+    def __init__(self, per_upload: float) -> None:
+        self.per_upload = per_upload
+        self.now = 0.0
+        self.reads = 0
+
+    def __call__(self) -> float:
+        self.reads += 1
+        if self.reads % 2 == 0:  # the read after an upload
+            self.now += self.per_upload
+        return self.now
+
+
+def uploader(root: Root, clock: FakeClock, *, cpu_s: float = 0.0, retry_s: float = 15.0,
+             heartbeat: Callable[[], None] | None = None) -> Uploader:
+    """An uploader whose thread is not started: the test ticks it."""
+    return Uploader(root.upload, on_failure=root.failures.append,
+                    on_recovery=lambda: setattr(root, "recoveries", root.recoveries + 1),
+                    clock=clock, retry_s=retry_s, heartbeat=heartbeat, cpu_share=0.01,
+                    cpu_clock=CpuClock(cpu_s))
+
+
+def test_nothing_pending_is_idle() -> None:
+    up = uploader(Root(), FakeClock())
+    assert up.tick() is UploadOutcome.IDLE and up.wait_idle(0.0)
+
+
+def test_an_upload_paces_the_next_by_its_cpu() -> None:
+    """0.2 s of CPU at a 1% share: the next upload waits 20 s, on the fake clock."""
+    root, clock = Root(), FakeClock()
+    up = uploader(root, clock, cpu_s=0.2)
+    up.submit("a")
+    assert up.tick() is UploadOutcome.UPLOADED and root.uploaded == ["a"]
+    up.submit("b")
+    assert up.tick() is UploadOutcome.PACED
+    clock.advance(19.9)
+    assert up.tick() is UploadOutcome.PACED and root.uploaded == ["a"]
+    clock.advance(0.2)
+    assert up.tick() is UploadOutcome.UPLOADED and root.uploaded == ["a", "b"]
+    assert up.tick() is UploadOutcome.IDLE
+
+
+def test_a_newer_submission_replaces_the_one_waiting() -> None:
+    root, clock = Root(), FakeClock()
+    up = uploader(root, clock, cpu_s=1.0)
+    up.submit("a")
+    up.tick()
+    for name in ("b", "c", "d"):
+        up.submit(name)
+        assert up.tick() is UploadOutcome.PACED
+    clock.advance(100.0)
+    assert up.tick() is UploadOutcome.UPLOADED and root.uploaded == ["a", "d"]
+
+
+def test_hurrying_uploads_at_once_what_is_paced() -> None:
+    root, clock = Root(), FakeClock()
+    up = uploader(root, clock, cpu_s=5.0)  # 500 s of pace
+    up.submit("a")
+    up.tick()
+    up.submit("b")
+    assert up.tick() is UploadOutcome.PACED
+    up.hurry()
+    assert up.tick() is UploadOutcome.UPLOADED and root.uploaded == ["a", "b"]
+
+
+def test_a_failed_upload_is_retried_unpaced_and_the_recovery_told() -> None:
+    root, clock = Root(), FakeClock()
+    up = uploader(root, clock, cpu_s=1.0)
+    root.failing = StorageError("Drive is gone")
+    up.submit("a")
+    assert up.tick() is UploadOutcome.FAILED and up.failing and up.failures == 1
+    assert up.tick() is UploadOutcome.FAILED and up.failures == 2
+    assert [str(e) for e in root.failures] == ["Drive is gone"] * 2, "each told, as data"
+    assert not up.wait_idle(0.0), "failing: not durable"
+    root.failing = None
+    assert up.tick() is UploadOutcome.UPLOADED, "a retry is not paced"
+    assert root.uploaded == ["a"] and root.recoveries == 1
+    assert not up.failing and up.failures == 0
+
+
+def test_a_newer_checkpoint_replaces_the_failed_one_in_the_retry() -> None:
+    root = Root()
+    up = uploader(root, FakeClock())
+    root.failing = OSError(errno.EIO, "I/O error")
+    up.submit("a")
+    up.tick()
+    up.submit("b")
+    root.failing = None
+    up.tick()
+    assert root.uploaded == ["b"]
+
+
+@pytest.mark.parametrize("error", [LeaseLost("taken over"), RuntimeError("a bug")])
+def test_a_lost_lease_or_a_bug_stops_it_for_good(error: BaseException) -> None:
+    root = Root()
+    up = uploader(root, FakeClock())
+    root.failing = error
+    up.submit("a")
+    assert up.tick() is UploadOutcome.STOPPED
+    assert up.fatal is error and root.failures == []
+    assert not up.wait_idle(10.0), "a fatal error ends the wait at once"
+
+
+def test_a_heartbeat_asked_for_is_written_at_the_next_round() -> None:
+    beats: list[int] = []
+    up = uploader(Root(), FakeClock(), heartbeat=lambda: beats.append(1))
+    assert up.tick() is UploadOutcome.IDLE and beats == []
+    up.beat()
+    up.tick()
+    up.tick()
+    assert beats == [1], "one beat per request"
+
+
+def test_a_heartbeat_that_finds_the_lease_lost_stops_it() -> None:
+    def lost() -> None:
+        raise LeaseLost("another runner holds the job")
+
+    root = Root()
+    up = uploader(root, FakeClock(), heartbeat=lost)
+    up.beat()
+    up.submit("a")
+    assert up.tick() is UploadOutcome.STOPPED and isinstance(up.fatal, LeaseLost)
+    assert root.uploaded == [], "nothing uploaded once the lease is lost"
+
+
+class RacingClock(FakeClock):
+    """A fake clock that moves 10 s each time it is read: hours pass in a few reads."""
+
+    def monotonic(self) -> float:
+        self.advance(10.0)
+        return super().monotonic()
+
+
+def test_the_wait_times_out_on_the_injected_clock() -> None:
+    """A hung upload: ``wait_idle`` gives up when the clock passes its deadline, on
+    the injected clock, not after 1000 s of real time."""
+    release, reached = threading.Event(), threading.Event()
+
+    def hang(name: str) -> None:
+        reached.set()
+        release.wait(10)
+
+    up = Uploader(hang, on_failure=lambda e: None, on_recovery=lambda: None,
+                  clock=RacingClock())
+    up.start()
+    try:
+        up.submit("a")
+        assert reached.wait(10)
+        assert up.wait_idle(1000.0) is False
+        assert up.current == "a", "still hung"
+    finally:
+        release.set()
+        up.stop()
+
+
+def test_the_thread_uploads_what_is_submitted_and_stops() -> None:
+    root = Root()
+    up = uploader(root, FakeClock())
+    up.start()
+    try:
+        up.submit("a")
+        assert up.wait_idle(10.0) and root.uploaded == ["a"]
+    finally:
+        up.stop()
