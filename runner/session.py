@@ -131,48 +131,79 @@ def run_job(
     """
     clock = clock or SystemClock()
     storage = storage or Storage(sleep=clock.sleep)
-    view = ProgressView(enabled=wants_bar(progress, console.out if console else None),
-                        out=console.out if console else None)
-    console = console or Console(storage=storage,
-                                 out=cast(TextIO, ViewStream(view)) if view.enabled else None)
+    view, console = _display(progress, console, storage)
     resolve_entrypoint(spec.entrypoint, search_path=search_path)  # fail before any write
     supervised = spec.supervise and on_point is None
     live = LiveProgress()
-    env_hook = hook_from_environment(progress=live)  # validates COLABRUN_KILL_AT too
-    if supervised:
-        _check_picklable(spec)
-        env_hook = None  # the worker builds its own: kills are meant for the training
-    job = JobDir(root, spec.name, storage=storage, on_point=on_point or env_hook or no_hook,
-                 local_root=Path(spec.local_dir) if spec.local_dir else None)
+    job = _job_dir(spec, root, storage, on_point=on_point, supervised=supervised, live=live)
     state = _open_state(job, spec, force=force, clock=clock, console=console)
     if state.is_done_for(spec.epochs):
         console.info(summary_line(state, job.path))
         return _result(state, job.path, trained=False)
     _warn_if_not_durable(root, console)
+    ctx = _start_session(job, spec, force=force, takeover=takeover, clock=clock,
+                         console=console, live=live, view=view,
+                         search_path=tuple(Path(p) for p in search_path),
+                         upload_wait_s=upload_wait_s)
+    outcome = _train(spec, ctx, supervised=supervised, view=view)
+    return _finish(job, spec, ctx.fence, outcome, clock=clock, console=console)
+
+
+def _display(progress: bool | None, console: Console | None, storage: Storage
+             ) -> tuple[ProgressView, Console]:
+    """The progress bars, and the console that prints above them (unless one is given)."""
+    out = console.out if console else None
+    view = ProgressView(enabled=wants_bar(progress, out), out=out)
+    console = console or Console(storage=storage,
+                                 out=cast(TextIO, ViewStream(view)) if view.enabled else None)
+    return view, console
+
+
+def _job_dir(spec: JobSpec, root: Path, storage: Storage, *,
+             on_point: Callable[[str], None] | None, supervised: bool,
+             live: LiveProgress) -> JobDir:
+    """The job's folder, with the fault hook of this process (a test's, or the
+    environment's when the training runs here)."""
+    env_hook = hook_from_environment(progress=live)  # validates COLABRUN_KILL_AT too
+    if supervised:
+        _check_picklable(spec)
+        env_hook = None  # the worker builds its own: kills are meant for the training
+    return JobDir(root, spec.name, storage=storage, on_point=on_point or env_hook or no_hook,
+                  local_root=Path(spec.local_dir) if spec.local_dir else None)
+
+
+def _start_session(job: JobDir, spec: JobSpec, *, force: bool, takeover: bool, clock: Clock,
+                   console: Console, live: LiveProgress, view: ProgressView,
+                   search_path: tuple[Path, ...], upload_wait_s: float) -> SessionContext:
+    """Take the lease, open the session, and say what its training needs."""
     me = Owner(runtime_id=runtime_id(), host=socket.gethostname(), pid=os.getpid())
     fence = _acquire(job, spec, me, takeover=takeover, clock=clock, console=console)
     deadline = _deadline(spec, clock)
     state = _begin(job, spec, me, fence, force=force, clock=clock, console=console,
                    deadline_at=deadline.ends_at)
-    ctx = SessionContext(
+    _warn_if_budget_spent(deadline, clock, console)
+    return SessionContext(
         job=job, fence=fence, session=len(state.sessions) - 1, clock=clock,
         console=console, on_point=job.statefile.on_point,
         controls=Controls(deadline), progress=live,
-        search_path=tuple(Path(p) for p in search_path), heartbeat_s=spec.lease_s / 4,
+        search_path=search_path, heartbeat_s=spec.lease_s / 4,
         upload_wait_s=upload_wait_s, on_progress=lambda p: view.update(
             epoch=p.epoch, epochs_total=p.epochs_total, batch=p.batch,
             batches_in_epoch=p.batches_in_epoch))
-    _warn_if_budget_spent(ctx.controls.deadline, clock, console)
+
+
+def _train(spec: JobSpec, ctx: SessionContext, *, supervised: bool,
+           view: ProgressView) -> Outcome:
+    """Train the session: in supervised workers, or in this process."""
     if supervised:
-        outcome = Supervisor(spec, job, fence=fence, session=ctx.session, clock=clock,
-                             console=console, deadline=ctx.controls.deadline,
-                             search_path=ctx.search_path, view=view).run()
-    else:
-        try:
-            outcome = train_session(spec, ctx)
-        finally:
-            view.close()
-    return _finish(job, spec, fence, outcome, clock=clock, console=console)
+        return Supervisor(spec, ctx.job, fence=ctx.fence, session=ctx.session,
+                          clock=ctx.clock, console=ctx.console,
+                          deadline=ctx.controls.deadline, search_path=ctx.search_path,
+                          view=view).run()
+    try:
+        return train_session(spec, ctx)
+    finally:
+        view.close()
 
 
 def _open_state(

@@ -15,6 +15,7 @@ import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Protocol
 
 from colabrun.jobs.errors import CheckpointError, ColabrunError, JobNotFound, StateCorrupt
 from colabrun.jobs.loading import load_spec
@@ -30,10 +31,25 @@ from colabrun.state.storage import Storage
 
 TAKEOVER_HELP = ("take the job over although its lease looks live (only when you know the "
                  "runtime holding it is gone)")
+ROOT_HELP = ("folder holding the jobs (default: the spec's, else Drive's MyDrive/colabrun on "
+             "Colab, else ./colabrun-runs)")
+NO_PROGRESS_HELP = "no progress bars: one plain line per epoch (the default off a terminal)"
+
+
+
+class AddCommand(Protocol):
+    """Adds one subcommand (with ``--root`` unless ``root=False``) and returns its parser."""
+
+    def __call__(self, name: str, help_text: str, *,
+                 root: bool = True) -> argparse.ArgumentParser: ...
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of every subcommand."""
+    """The argument parser of every subcommand (docs/cli.md).
+
+    Returns:
+        The parser; ``args.command`` names the subcommand parsed.
+    """
     parser = argparse.ArgumentParser(
         prog="colabrun", description="Resilient PyTorch training on runtimes that die.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -41,27 +57,43 @@ def build_parser() -> argparse.ArgumentParser:
     def add(name: str, help_text: str, *, root: bool = True) -> argparse.ArgumentParser:
         command = sub.add_parser(name, help=help_text, description=help_text)
         if root:
-            command.add_argument("--root", help="folder holding the jobs (default: the spec's, "
-                                 "else Drive's MyDrive/colabrun on Colab, else ./colabrun-runs)")
+            command.add_argument("--root", help=ROOT_HELP)
         return command
 
+    _add_training_commands(add)
+    _add_spec_commands(add)
+    _add_state_commands(add)
+    _add_chaos_command(add)
+    _add_request_commands(add)
+    _add_report_commands(add)
+    return parser
+
+
+def _add_training_commands(add: AddCommand) -> None:
+    """``run`` and ``resume``."""
     p = add("run", "start or continue the job a spec file declares")
     p.add_argument("spec", help="spec file (.yaml, .yml, .toml, .json or .py)")
     p.add_argument("--force", action="store_true",
                    help="continue even if the entrypoint, params or seed changed since the job "
                    "was created")
     p.add_argument("--takeover", action="store_true", help=TAKEOVER_HELP)
-    p.add_argument("--no-progress", action="store_true",
-                   help="no progress bars: one plain line per epoch (the default off a terminal)")
+    p.add_argument("--no-progress", action="store_true", help=NO_PROGRESS_HELP)
     p = add("resume", "continue a job from its folder under the root alone")
     p.add_argument("name", help="the job's name")
     p.add_argument("--takeover", action="store_true", help=TAKEOVER_HELP)
-    p.add_argument("--no-progress", action="store_true",
-                   help="no progress bars: one plain line per epoch (the default off a terminal)")
+    p.add_argument("--no-progress", action="store_true", help=NO_PROGRESS_HELP)
+
+
+def _add_spec_commands(add: AddCommand) -> None:
+    """``validate`` and ``schema``: about spec files, not jobs."""
     p = add("validate", "check a spec file and print it normalised", root=False)
     p.add_argument("spec")
     p = add("schema", "print the JSON Schema of spec files", root=False)
     p.add_argument("--markdown", action="store_true", help="print the spec reference instead")
+
+
+def _add_state_commands(add: AddCommand) -> None:
+    """``status``, ``list`` and ``repair``: the jobs' state files."""
     p = add("status", "show all jobs, or one job in detail")
     p.add_argument("name", nargs="?")
     p.add_argument("--json", action="store_true", help="print the state as JSON")
@@ -70,6 +102,10 @@ def build_parser() -> argparse.ArgumentParser:
     add("list", "list the jobs under the root")
     p = add("repair", "rebuild a corrupt state.json from the committed checkpoints")
     p.add_argument("name")
+
+
+def _add_chaos_command(add: AddCommand) -> None:
+    """``chaos``: kill a spec's job at random points and compare with a clean run."""
     p = add("chaos", "prove a job resumes exactly: kill it N times at random points, compare",
             root=False)
     p.add_argument("spec")
@@ -77,10 +113,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="chooses the kill points (default 0)")
     p.add_argument("--epochs", type=int, help="train this many epochs instead of the spec's")
     p.add_argument("--scratch", help="folder for the runs (default: a new temporary folder)")
+
+
+def _add_request_commands(add: AddCommand) -> None:
+    """``stop`` and ``checkpoint``: request files for a running job."""
     p = add("stop", "ask a running job to save and stop (a request file in its control/ folder)")
     p.add_argument("name")
     p = add("checkpoint", "ask a running job to save now and go on")
     p.add_argument("name")
+
+
+def _add_report_commands(add: AddCommand) -> None:
+    """``plot``, ``logs`` and ``doctor``: what a job logged, and this runtime's health."""
     p = add("plot", "draw the job's metrics against step, across all its sessions, as a PNG")
     p.add_argument("name")
     p.add_argument("--out", help="the PNG to write (default: <job>/reports/metrics.png)")
@@ -95,7 +139,6 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("doctor", "check this runtime: GPU, RAM, disk, Drive, the jobs' root, versions, "
             "time left")
     p.add_argument("--json", action="store_true", help="print the facts and checks as JSON")
-    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:

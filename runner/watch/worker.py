@@ -1,11 +1,13 @@
 """The worker process: runs one training session for the supervisor.
 
-Started as ``python -m colabrun.runner.watch.worker FD`` (a fresh interpreter, never a
-``fork``: the supervisor must not hand a lock-holding image to the child, and
-unlike multiprocessing's spawn nothing re-runs the user's ``__main__``), in
-its own session so that Ctrl-C reaches only the supervisor. It talks to the
-supervisor over the socket FD and receives its task cloudpickled, so a
-training function defined in a notebook cell works too.
+Started by :class:`~colabrun.runner.watch.worker_process.WorkerProcess` as a fresh
+interpreter calling :func:`worker_main` (never a ``fork``: the supervisor must not hand a
+lock-holding image to the child, and unlike multiprocessing's spawn nothing re-runs the
+user's ``__main__``), in its own session so that Ctrl-C reaches only the supervisor. It
+talks to the supervisor over the socket FD in the messages of
+:mod:`~colabrun.runner.watch.messages` and receives its task cloudpickled, so a
+training function defined in a notebook cell works too; what the training raised goes
+back as itself where it pickles (:mod:`~colabrun.runner.watch.remote_error`).
 It dies with its parent (Linux ``PR_SET_PDEATHSIG``), reports progress from a
 heartbeat thread, forwards everything it prints through the pipe (a notebook
 shows only what the kernel process prints), and dumps its thread stacks on
@@ -23,11 +25,10 @@ import threading
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Any, TextIO, cast
+from typing import TextIO, cast
 
 import cloudpickle
 
-from colabrun.jobs.errors import ColabrunError
 from colabrun.jobs.spec import JobSpec
 from colabrun.runner.clock import Clock, SystemClock
 from colabrun.runner.display.console import Console
@@ -37,12 +38,24 @@ from colabrun.runner.platform import die_with_parent
 from colabrun.runner.train.live import Controls, LiveProgress
 from colabrun.runner.train.training import SessionContext, train_session
 from colabrun.runner.watch.deadline import Deadline
+from colabrun.runner.watch.messages import (
+    Beat,
+    CheckpointRequest,
+    Ended,
+    Output,
+    Pickled,
+    StopRequest,
+    SupervisorMessage,
+    WorkerMessage,
+    phase_of,
+)
+from colabrun.runner.watch.remote_error import report_error
 from colabrun.runner.watch.restarts import Exit
 from colabrun.state.hooks import no_hook
 from colabrun.state.jobdir import JobDir
 from colabrun.state.lease import Fence
 
-#: worker exit codes, read when no "end" message arrived
+#: worker exit codes, read when no :class:`Ended` message arrived
 EXIT_CODES = {Exit.COMPLETED: 0, Exit.STOPPED: 3, Exit.FAILED: 1, Exit.FENCED: 4, Exit.OOM: 17}
 STACKS_NAME = "stacks.txt"
 
@@ -68,8 +81,12 @@ class Channel:
         self.conn = conn
         self._lock = threading.Lock()
 
-    def send(self, message: dict[str, Any]) -> None:
-        """Send, ignoring a pipe the supervisor already closed."""
+    def send(self, message: WorkerMessage) -> None:
+        """Send, ignoring a pipe the supervisor already closed.
+
+        Args:
+            message: what to tell the supervisor.
+        """
         with self._lock:
             try:
                 self.conn.send(message)
@@ -88,12 +105,12 @@ class ForwardingStream(io.TextIOBase):
         self._buffer += text
         if "\n" in self._buffer:
             complete, _, self._buffer = self._buffer.rpartition("\n")
-            self.channel.send({"kind": "out", "text": complete})
+            self.channel.send(Output(complete))
         return len(text)
 
     def flush(self) -> None:
         if self._buffer:
-            self.channel.send({"kind": "out", "text": self._buffer})
+            self.channel.send(Output(self._buffer))
             self._buffer = ""
 
 
@@ -137,20 +154,20 @@ class Heartbeat:
         while self.channel.conn.poll():
             self._on_request(self.channel.conn.recv())
         p = self.progress
-        self.channel.send({"kind": "beat", "step": p.step, "epoch": p.epoch, "phase": p.phase,
-                           "step_s": p.step_s, "last_save": p.last_save, "batch": p.batch,
-                           "batches_in_epoch": p.batches_in_epoch,
-                           "epochs_total": p.epochs_total})
+        self.channel.send(Beat(step=p.step, epoch=p.epoch, phase=phase_of(p.phase),
+                               step_s=p.step_s, last_save=p.last_save, batch=p.batch,
+                               batches_in_epoch=p.batches_in_epoch,
+                               epochs_total=p.epochs_total))
         now = self.clock.monotonic()
         if now - self._last_status >= self.status_every_s:
             self._last_status = now
             self.console.info(status_line(p, deadline=self.controls.deadline,
                                           now=self.clock.time()))
 
-    def _on_request(self, message: dict[str, Any]) -> None:
-        if message.get("kind") == "stop":
-            self.controls.request_stop(str(message.get("reason", "requested")))
-        elif message.get("kind") == "checkpoint":
+    def _on_request(self, message: SupervisorMessage) -> None:
+        if isinstance(message, StopRequest):
+            self.controls.request_stop(message.reason)
+        elif isinstance(message, CheckpointRequest):
             self.controls.request_checkpoint()
 
 
@@ -182,24 +199,8 @@ def worker_main(conn: Connection) -> None:
     outcome = train_session(task.spec, ctx)
     beat.stop()
     sys.stdout.flush()
-    channel.send({"kind": "end", "exit": outcome.exit.value, "detail": outcome.detail,
-                  "value": _picklable(outcome.value), "exit_code": outcome.exit_code,
-                  "error": _error_ref(outcome.error),
-                  "micro_batches": progress.micro_batches})
+    channel.send(Ended(exit=outcome.exit, detail=outcome.detail, exit_code=outcome.exit_code,
+                       micro_batches=progress.micro_batches, value=Pickled.of(outcome.value),
+                       error=None if outcome.error is None else report_error(outcome.error)))
     conn.close()
     os._exit(EXIT_CODES[outcome.exit])  # skip atexit: nothing of ours is left to flush
-
-
-def _error_ref(error: BaseException | None) -> str | None:
-    """``module:Class`` of one of colabrun's own errors, to re-raise it as itself."""
-    if not isinstance(error, ColabrunError):
-        return None
-    return f"{type(error).__module__}:{type(error).__qualname__}"
-
-
-def _picklable(value: Any) -> Any:
-    try:
-        cloudpickle.dumps(value)
-    except Exception:
-        return None
-    return value

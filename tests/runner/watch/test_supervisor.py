@@ -22,7 +22,10 @@ import psutil
 import pytest
 from filelock import FileLock
 
+from colabrun.jobs.errors import TrainingError
 from colabrun.jobs.spec import JobSpec
+from colabrun.runner.session import run_job
+from colabrun.runner.watch.remote_error import RemoteError
 from colabrun.state.model import Status
 from colabrun.state.statefile import StateFile
 from colabrun.state.storage import Storage
@@ -34,6 +37,7 @@ from tests.helpers import (
     run_cli,
     write_spec_file,
 )
+from tests.runner.watch.raising_jobs import QuotaError
 
 pytestmark = pytest.mark.slow
 
@@ -313,3 +317,25 @@ def test_a_function_defined_in_a_notebook_cell_trains_in_the_worker(tmp_path: Pa
     assert done.returncode == 0, done.stdout + done.stderr
     assert "RESULT completed 12 trained in the worker" in done.stdout
     assert "was killed by SIGKILL; restarting it" in done.stdout
+
+
+def _raising_spec(root: Path, which: str) -> JobSpec:
+    return JobSpec.model_validate({
+        "name": f"raises-{which}", "entrypoint": "tests.runner.watch.raising_jobs:train",
+        "epochs": 1, "root": str(root), "params": {"raise": which}})
+
+
+def test_an_error_raised_in_the_worker_keeps_its_class_and_fields(tmp_path: Path) -> None:
+    with pytest.raises(QuotaError, match="scratch disk is full") as info:
+        run_job(_raising_spec(tmp_path, "quota"), root=tmp_path, progress=False)
+    assert info.value.used_bytes == 123 and info.value.exit_code == 5
+    assert _state(tmp_path / "raises-quota").status is Status.FAILED
+
+
+def test_an_error_that_cannot_cross_arrives_described_and_chained(tmp_path: Path) -> None:
+    with pytest.raises(TrainingError, match="raised KeywordError: shard unreadable") as info:
+        run_job(_raising_spec(tmp_path, "keyword"), root=tmp_path, progress=False)
+    cause = info.value.__cause__
+    assert isinstance(cause, RemoteError)
+    assert cause.type_name == "tests.runner.watch.raising_jobs.KeywordError"
+    assert cause.fields == {"shard": "7"} and "TypeError" in cause.why_not

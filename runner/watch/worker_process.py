@@ -1,0 +1,140 @@
+"""The supervisor's end of one worker: its process and its socket.
+
+The worker is a fresh interpreter (``subprocess``, never ``fork``), in its own session so
+that a terminal's Ctrl-C reaches only the supervisor, and its task is cloudpickled so a
+training function defined in a notebook cell runs there too
+(docs/concepts.md#supervisor-and-worker). Messages both ways are those of
+:mod:`colabrun.runner.watch.messages`.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import Callable
+from multiprocessing.connection import Connection
+from pathlib import Path
+
+import cloudpickle
+
+from colabrun.runner.watch.messages import SupervisorMessage, WorkerMessage
+from colabrun.runner.watch.worker import WorkerTask
+
+#: how the worker starts (not ``-m colabrun.runner.watch.worker``: runpy warns when the package
+#: it runs from already imported the module)
+WORKER_ENTRY = ("import sys; from multiprocessing.connection import Connection; "
+                "from colabrun.runner.watch.worker import worker_main; "
+                "worker_main(Connection(int(sys.argv[1])))")
+#: how long faulthandler gets to write the stacks (it writes from a signal handler, in C)
+STACKS_WAIT_S = 1.0
+
+
+class WorkerProcess:
+    """A running worker, as the supervisor sees it.
+
+    Args:
+        process: the worker's process.
+        conn: the supervisor's end of their socket.
+    """
+
+    def __init__(self, process: subprocess.Popen[bytes], conn: Connection) -> None:
+        self.process = process
+        self.conn = conn
+
+    @classmethod
+    def spawn(cls, task: WorkerTask) -> WorkerProcess:
+        """Start a worker on ``task``.
+
+        Args:
+            task: everything the worker needs; cloudpickled across.
+
+        Returns:
+            The started worker.
+        """
+        ours, theirs = socket.socketpair()
+        process = subprocess.Popen(
+            [sys.executable, "-c", WORKER_ENTRY, str(theirs.fileno())],
+            pass_fds=(theirs.fileno(),), start_new_session=True,
+            env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+        )
+        theirs.close()
+        conn = Connection(ours.detach())
+        conn.send_bytes(cloudpickle.dumps(task))
+        return cls(process, conn)
+
+    @property
+    def pid(self) -> int:
+        """The worker's process id."""
+        return self.process.pid
+
+    @property
+    def returncode(self) -> int:
+        """The exit status (negative: killed by that signal); 0 while it runs."""
+        return self.process.returncode or 0
+
+    def is_running(self) -> bool:
+        """Whether the process has not exited yet."""
+        return self.process.poll() is None
+
+    def send(self, message: SupervisorMessage) -> None:
+        """Send a request; one to a worker that just died is dropped (its exit says more).
+
+        Args:
+            message: the request.
+        """
+        try:
+            self.conn.send(message)
+        except OSError:
+            pass
+
+    def receive(self, timeout: float) -> WorkerMessage | None:
+        """The next message, waiting up to ``timeout`` seconds; ``None`` if none came.
+
+        Args:
+            timeout: seconds to wait (0: only what is there already).
+        """
+        try:
+            if not self.conn.poll(timeout):
+                return None
+            message: WorkerMessage = self.conn.recv()
+        except (EOFError, OSError):
+            return None
+        return message
+
+    def kill(self) -> None:
+        """SIGKILL the worker, if it still runs."""
+        if self.is_running():
+            self.process.kill()
+
+    def wait(self) -> None:
+        """Wait for the process to exit."""
+        self.process.wait()
+
+    def close(self) -> None:
+        """Close the socket."""
+        self.conn.close()
+
+    def dump_stacks(self, stacks: Path, *, sleep: Callable[[float], None]) -> str | None:
+        """Ask the worker for its thread stacks (SIGUSR2, ``faulthandler``) and read them.
+
+        Args:
+            stacks: the file the worker's faulthandler appends to.
+            sleep: how to wait for it to write (the injected clock's).
+
+        Returns:
+            What it appended, or ``None`` when the worker is gone or wrote nothing readable.
+        """
+        offset = stacks.stat().st_size if stacks.exists() else 0
+        try:
+            os.kill(self.pid, signal.SIGUSR2)
+        except ProcessLookupError:
+            return None
+        sleep(STACKS_WAIT_S)
+        if not stacks.exists():
+            return None
+        with open(stacks, encoding="utf-8", errors="replace") as f:
+            f.seek(offset)
+            return f.read().rstrip()
