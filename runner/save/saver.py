@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from colabrun.jobs.errors import ColabrunError, StorageTimeout
+from colabrun.jobs.errors import StorageTimeout
 from colabrun.jobs.handle import Stateful
 from colabrun.runner.clock import Clock
 from colabrun.runner.display.console import Console
@@ -33,8 +33,9 @@ from colabrun.runner.save.uploader import Uploader
 from colabrun.runner.save.writer import Writer
 from colabrun.runner.train.metrics import MetricsLog
 from colabrun.runner.train.position import Position
+from colabrun.runner.watch.lease_keeper import LeaseKeeper, LeaseReport, Refresh
 from colabrun.state.checkpoints import CheckpointStore, checkpoint_name
-from colabrun.state.lease import Fence, LeaseLost, heartbeat
+from colabrun.state.lease import Fence
 from colabrun.state.manifest import Manifest
 from colabrun.state.model import CheckpointRecord
 from colabrun.state.statefile import StateFile
@@ -104,10 +105,14 @@ class Saver:
                              protected=lambda: self.uploader.current, clock=clock)
         self._last_beat = clock.monotonic()
         self._lease_warned = False
+        # refreshed on the uploader's thread, paced by refresh_lease: never between
+        # batches on the training thread (docs/concepts.md#the-lease)
+        self.lease = LeaseKeeper(statefile, fence, interval_s=heartbeat_s, clock=clock,
+                                 on_problem=self._on_lease_problem)
         self._publisher = Publisher(local, store, statefile, fence, clock, keep_last, metrics)
         self.uploader = Uploader(self._upload, on_failure=self._on_failure,
                                  on_recovery=self._on_recovery, clock=clock, retry_s=retry_s,
-                                 heartbeat=self._heartbeat, cpu_clock=self._publisher.cpu_s)
+                                 heartbeat=self.lease.refresh, cpu_clock=self._publisher.cpu_s)
         self.uploader.start()
 
     def ready(self) -> None:
@@ -228,16 +233,10 @@ class Saver:
         self._last_beat = self.clock.monotonic()
         self.uploader.beat()  # on the uploader's thread: a hung root must not stall the loop
 
-    def _heartbeat(self) -> None:
-        now = self.clock.time()
-        try:
-            self.statefile.update(lambda s: heartbeat(s, self.fence, now=now))
-        except LeaseLost:
-            raise
-        except (ColabrunError, OSError) as exc:
-            if not self._lease_warned:
-                self.console.warn(f"cannot refresh the lease ({exc}); training goes on")
-                self._lease_warned = True
+    def _on_lease_problem(self, report: LeaseReport) -> None:
+        if report.outcome is Refresh.STORAGE_FAILED and not self._lease_warned:
+            self.console.warn(f"cannot refresh the lease ({report.error}); training goes on")
+            self._lease_warned = True
 
     # -- the uploader's side -------------------------------------------------------
 

@@ -180,3 +180,41 @@ def test_second_runner_refuses_then_takes_over_after_a_kill(tmp_path: Path) -> N
     assert third.returncode == -signal.SIGKILL
     assert f"took job 'busy' over from pid {first.pid}" in third.stdout
     assert "owner dead" in third.stdout
+
+
+def test_a_saver_that_cannot_refresh_its_lease_warns_once_and_goes_on(tmp_path: Path) -> None:
+    """The saver's lease keeper on a root that fails: one warning, no error (training goes
+    on locally), and a lease lost later still stops it."""
+    import errno
+    import io
+
+    from colabrun.runner.display.console import Console
+    from colabrun.state.lease import LeaseLost as Lost
+
+    clock = FakeClock()
+    job_dir = tmp_path / "j"
+    job_dir.mkdir()
+    statefile = StateFile(job_dir, Storage())
+    state = take(new_job(name="j", fingerprint="f", defining={}, epochs_total=1,
+                         now=clock.time()), ME, now=clock.time(), duration_s=60)
+    statefile.write(state)
+    out = io.StringIO()
+    saver = Saver(CheckpointStore(tmp_path / "local", Storage()), CheckpointStore(job_dir,
+                  Storage()), statefile, keep_last=2, fence=fence_of(state), clock=clock,
+                  console=Console(out=out))
+
+    class FailingRoot:
+        def update(self, change: Any) -> Any:
+            raise OSError(errno.EIO, "Input/output error")
+
+    try:
+        saver.lease.store = FailingRoot()
+        saver.lease.refresh()
+        saver.lease.refresh()
+        assert out.getvalue().count("cannot refresh the lease") == 1
+        saver.lease.store = statefile
+        statefile.write(take(state, Owner("b", "vm-b", 1), now=clock.time(), duration_s=60))
+        with pytest.raises(Lost):
+            saver.lease.refresh()
+    finally:
+        saver.close()
