@@ -34,7 +34,7 @@ from colabrun.runner.platform import (
     runtime_started_at,
 )
 from colabrun.runner.train.live import Controls, LiveProgress
-from colabrun.runner.train.training import Outcome, SessionContext, fenced, train_session
+from colabrun.runner.train.training import Outcome, SessionContext, train_session
 from colabrun.runner.watch.deadline import UNMEASURED_SAVE_S, Deadline, budget_s
 from colabrun.runner.watch.restarts import Exit
 from colabrun.runner.watch.supervisor import Supervisor
@@ -52,7 +52,7 @@ from colabrun.state.lease import (
     release,
     take,
 )
-from colabrun.state.model import JobState, Lease, Status
+from colabrun.state.model import JobState, Status
 from colabrun.state.storage import Storage
 from colabrun.state.transitions import (
     begin_session,
@@ -136,12 +136,14 @@ def run_job(
     supervised = spec.supervise and on_point is None
     live = LiveProgress()
     job = _job_dir(spec, root, storage, on_point=on_point, supervised=supervised, live=live)
-    state = _open_state(job, spec, force=force, clock=clock, console=console)
+    state, on_disk = _open_state(job, spec, force=force, clock=clock, console=console)
     if state.is_done_for(spec.epochs):
+        if not on_disk:  # rebuilt from its checkpoints: keep what was learned
+            job.statefile.write(state)
         console.info(summary_line(state, job.path))
         return _result(state, job.path, trained=False)
     _warn_if_not_durable(root, console)
-    ctx = _start_session(job, spec, force=force, takeover=takeover, clock=clock,
+    ctx = _start_session(job, spec, None if on_disk else state, takeover=takeover, clock=clock,
                          console=console, live=live, view=view,
                          search_path=tuple(Path(p) for p in search_path),
                          upload_wait_s=upload_wait_s)
@@ -172,15 +174,19 @@ def _job_dir(spec: JobSpec, root: Path, storage: Storage, *,
                   local_root=Path(spec.local_dir) if spec.local_dir else None)
 
 
-def _start_session(job: JobDir, spec: JobSpec, *, force: bool, takeover: bool, clock: Clock,
-                   console: Console, live: LiveProgress, view: ProgressView,
+def _start_session(job: JobDir, spec: JobSpec, initial: JobState | None, *, takeover: bool,
+                   clock: Clock, console: Console, live: LiveProgress, view: ProgressView,
                    search_path: tuple[Path, ...], upload_wait_s: float) -> SessionContext:
-    """Take the lease, open the session, and say what its training needs."""
+    """Take the lease, open the session, and say what its training needs.
+
+    ``initial`` is the state of a job with no ``state.json`` yet, written with the lease.
+    """
     me = Owner(runtime_id=runtime_id(), host=socket.gethostname(), pid=os.getpid())
-    fence = _acquire(job, spec, me, takeover=takeover, clock=clock, console=console)
     deadline = _deadline(spec, clock)
-    state = _begin(job, spec, me, fence, force=force, clock=clock, console=console,
-                   deadline_at=deadline.ends_at)
+    state = _take_and_begin(job, spec, me, initial, takeover=takeover, clock=clock,
+                            console=console, deadline_at=deadline.ends_at)
+    fence = fence_of(state)
+    _clear_leftovers(job)
     _warn_if_budget_spent(deadline, clock, console)
     return SessionContext(
         job=job, fence=fence, session=len(state.sessions) - 1, clock=clock,
@@ -208,14 +214,18 @@ def _train(spec: JobSpec, ctx: SessionContext, *, supervised: bool,
 
 def _open_state(
     job: JobDir, spec: JobSpec, *, force: bool, clock: Clock, console: Console
-) -> JobState:
-    """The job's state: created, rebuilt when lost, or checked against the spec."""
+) -> tuple[JobState, bool]:
+    """The job's state, checked against the spec, and whether it is on disk yet.
+
+    A job's first state is built here but written only with its first lease, in one
+    transaction (:func:`_take_and_begin`): on Drive each write is a round trip.
+    """
     job.storage.makedirs(job.path)
     console.attach_log(job.path)
     state = job.statefile.read()
+    on_disk = state is not None
     if state is None:
-        state = _create_state(job, spec, clock=clock, console=console)
-        job.write_spec(spec)
+        state = _initial_state(job, spec, clock=clock, console=console)
     differing = changed_defining_fields(state.defining, spec)
     if differing and not force:
         details = "; ".join(f"{f}: {state.defining.get(f)!r} -> {spec.defining_fields()[f]!r}"
@@ -225,74 +235,80 @@ def _open_state(
             f"({details}); use a new job name, or pass --force (force=True) to continue "
             "its checkpoints with the new values"
         )
+    return state, on_disk
+
+
+def _initial_state(job: JobDir, spec: JobSpec, *, clock: Clock, console: Console) -> JobState:
+    """A new job's state, or one rebuilt from the committed checkpoints of a job whose
+    ``state.json`` never reached the storage."""
+    if not job.store.list_names():
+        return new_job(name=spec.name, fingerprint=spec.fingerprint(),
+                       defining=spec.defining_fields(), epochs_total=spec.epochs,
+                       now=clock.time())
+    # The job's own spec.json says what its checkpoints were trained with; the
+    # spec of this run is checked against it afterwards, like any other run's.
+    try:
+        kept = job.read_spec()
+    except ColabrunError:
+        kept = spec
+    state, problems = job.rebuild_state(kept, now=clock.time())
+    console.warn(f"{job.statefile.path} was missing (a write that never reached the "
+                 f"storage?); rebuilt it from {len(state.checkpoints)} committed checkpoints")
+    for problem in problems:
+        console.warn(f"skipped {problem}")
     return state
 
 
-def _create_state(job: JobDir, spec: JobSpec, *, clock: Clock, console: Console) -> JobState:
-    if job.store.list_names():
-        # The job's own spec.json says what its checkpoints were trained with; the
-        # spec of this run is checked against it afterwards, like any other run's.
-        try:
-            kept = job.read_spec()
-        except ColabrunError:
-            kept = spec
-        state, problems = job.rebuild_state(kept, now=clock.time())
-        console.warn(f"{job.statefile.path} was missing (a write that never reached the "
-                     f"storage?); rebuilt it from {len(state.checkpoints)} committed checkpoints")
-        for problem in problems:
-            console.warn(f"skipped {problem}")
-    else:
-        state = new_job(name=spec.name, fingerprint=spec.fingerprint(),
-                        defining=spec.defining_fields(), epochs_total=spec.epochs,
-                        now=clock.time())
-    job.statefile.write(state)
-    return state
-
-
-def _acquire(job: JobDir, spec: JobSpec, me: Owner, *, takeover: bool, clock: Clock,
-             console: Console) -> Fence:
-    """Take the job's lease (or raise :class:`LeaseHeld`); return its fence."""
-    seen: list[tuple[Verdict, Lease | None]] = []
+def _take_and_begin(job: JobDir, spec: JobSpec, me: Owner, initial: JobState | None, *,
+                    takeover: bool, clock: Clock, console: Console,
+                    deadline_at: float | None) -> JobState:
+    """One write of ``state.json``: take the lease (or raise :class:`LeaseHeld`), adopt
+    the spec, open the session; a new job's state is created by the same write."""
+    seen: list[tuple[Verdict, JobState]] = []
 
     def change(s: JobState) -> JobState:
-        verdict = judge(s.lease, me, now=clock.time(), is_alive=pid_alive)
+        now = clock.time()
+        verdict = judge(s.lease, me, now=now, is_alive=pid_alive)
         if verdict is Verdict.HELD and not takeover:
             assert s.lease is not None
-            raise LeaseHeld(held_message(s, s.lease, now=clock.time()))
-        seen.append((verdict, s.lease))
-        return take(s, me, now=clock.time(), duration_s=spec.lease_s)
+            raise LeaseHeld(held_message(s, s.lease, now=now))
+        seen.append((verdict, s))
+        s = take(s, me, now=now, duration_s=spec.lease_s)
+        if s.defining != spec.defining_fields():
+            s = set_fingerprint(s, spec.fingerprint(), spec.defining_fields(), now=now)
+        return begin_session(set_epochs_total(s, spec.epochs, now=now),
+                             runtime_id=me.runtime_id, host=me.host, pid=me.pid, device="?",
+                             resumed_from=None, now=now, deadline_at=deadline_at)
 
-    state = job.statefile.update(change)
-    verdict, old = seen[-1]
+    if initial is not None:  # spec.json first: a state on disk always has its spec
+        job.write_spec(spec)
+    state = job.statefile.update(change, initial=initial)
+    verdict, before = seen[-1]
+    old = before.lease
     if old is not None and verdict is not Verdict.MINE:
         console.warn(f"took job {spec.name!r} over from pid {old.pid} on {old.host} "
                      f"(runtime {old.owner}): {verdict.value.replace('_', ' ')}")
-    return fence_of(state)
+    _say_how_the_spec_changed(spec, before.defining, console)
+    if initial is None:
+        job.write_spec(spec)
+    return state
 
 
-def _begin(job: JobDir, spec: JobSpec, me: Owner, fence: Fence, *, force: bool,
-           clock: Clock, console: Console, deadline_at: float | None = None) -> JobState:
-    """Now that the job is ours: adopt the spec, open the session, clear leftovers."""
-    state = job.statefile.read()
-    assert state is not None
-    if changed_defining_fields(state.defining, spec):  # only reached with --force
+def _say_how_the_spec_changed(spec: JobSpec, defining: dict[str, Any],
+                              console: Console) -> None:
+    if changed_defining_fields(defining, spec):  # only reached with --force
         console.warn(f"--force: continuing job {spec.name!r} with the changed spec")
-    elif state.defining.get("entrypoint") != spec.entrypoint_ref:
+    elif defining.get("entrypoint") != spec.entrypoint_ref:
         console.info(f"job {spec.name!r} was created with entrypoint "
-                     f"{state.defining.get('entrypoint')!r}, now named {spec.entrypoint_ref!r}; "
+                     f"{defining.get('entrypoint')!r}, now named {spec.entrypoint_ref!r}; "
                      "continuing (docs/troubleshooting.md, \"Renamed entrypoints\")")
-    if state.defining != spec.defining_fields():
-        job.statefile.update(lambda s: set_fingerprint(
-            fenced(s, fence), spec.fingerprint(), spec.defining_fields(), now=clock.time()))
-    job.write_spec(spec)
-    state = job.statefile.update(lambda s: begin_session(
-        set_epochs_total(fenced(s, fence), spec.epochs, now=clock.time()),
-        runtime_id=me.runtime_id, host=me.host, pid=me.pid, device="?", resumed_from=None,
-        now=clock.time(), deadline_at=deadline_at))
+
+
+def _clear_leftovers(job: JobDir) -> None:
+    """What a dead session left half-written: never read, deleted now that the job is ours."""
     job.store.discard_uncommitted()
     job.local.discard_uncommitted()
     job.statefile.discard_stale_temporaries()
-    return state
 
 
 def _deadline(spec: JobSpec, clock: Clock) -> Deadline:

@@ -76,15 +76,21 @@ class StateFile:
         with self._locked():
             self._write_unlocked(state)
 
-    def update(self, change: Callable[[JobState], JobState]) -> JobState:
+    def update(self, change: Callable[[JobState], JobState], *,
+               initial: JobState | None = None) -> JobState:
         """Read, apply ``change``, write, all under the lock; return the new state.
+
+        Args:
+            change: the pure transition to apply.
+            initial: the state to apply it to when there is no file yet (a job's first
+                session creates its state in the same write that takes its lease).
 
         Raises:
             StateCorrupt: the current file does not parse.
-            StorageError: there is no state file to update.
+            StorageError: there is no state file to update, and no ``initial``.
         """
         with self._locked():
-            current = self.read()
+            current = self.read() or initial
             if current is None:
                 raise StorageError(f"{self.path} vanished while the job was running")
             new = change(current)

@@ -1,0 +1,66 @@
+"""One session of a job (runner/session.py): how many times it writes ``state.json`` on the
+root before training starts. On Drive each write is a lock, a read, a write, an fsync and a
+rename, so a session makes two: one that creates the job (if new), takes its lease and opens
+the session; one that records where training resumes from."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from colabrun import runner
+from colabrun.state.lease import LeaseHeld
+from colabrun.state.model import Lease, Status
+from colabrun.state.statefile import StateFile
+from colabrun.state.storage import Storage
+from tests.helpers import digits_spec
+
+
+class StateWritesBeforeFirstStep:
+    """A fault hook that counts ``state.json`` writes until the first step."""
+
+    def __init__(self) -> None:
+        self.writes = 0
+        self.stepped = False
+
+    def __call__(self, point: str) -> None:
+        if point == "step":
+            self.stepped = True
+        elif point == "state.replaced" and not self.stepped:
+            self.writes += 1
+
+
+def test_a_new_job_writes_its_state_twice_before_the_first_step(tmp_path: Path) -> None:
+    count = StateWritesBeforeFirstStep()
+    result = runner.run(digits_spec(tmp_path / "runs", epochs=1), on_point=count)
+    assert result.status is Status.COMPLETED
+    assert count.stepped and count.writes == 2
+
+
+def test_a_resumed_job_writes_its_state_twice_before_the_first_step(tmp_path: Path) -> None:
+    root = tmp_path / "runs"
+    runner.run(digits_spec(root, epochs=1))
+    count = StateWritesBeforeFirstStep()
+    result = runner.run(digits_spec(root, epochs=2), on_point=count)
+    assert result.status is Status.COMPLETED and result.global_step == 90
+    assert count.stepped and count.writes == 2
+    state = StateFile(root / "digits", Storage()).read()
+    assert state is not None and len(state.sessions) == 2
+    assert state.sessions[1].resumed_from is not None  # resumed, not started again
+
+
+def test_a_refused_lease_writes_nothing(tmp_path: Path) -> None:
+    root = tmp_path / "runs"
+    runner.run(digits_spec(root, epochs=1))
+    statefile = StateFile(root / "digits", Storage())
+    state = statefile.read()
+    assert state is not None
+    held = Lease(owner="other-runtime", host="vm-b", pid=1, generation=state.generation + 1,
+                 acquired_at=state.updated_at,
+                 heartbeat_at=9e12, duration_s=600, token="t")
+    statefile.write(state.model_copy(update={"status": Status.RUNNING, "lease": held}))
+    before = (root / "digits" / "state.json").read_bytes()
+    with pytest.raises(LeaseHeld):
+        runner.run(digits_spec(root, epochs=2))
+    assert (root / "digits" / "state.json").read_bytes() == before
