@@ -53,8 +53,8 @@ class SizeMismatch(Exception):
 def consume_whole(file: IO[bytes], consume: Callable[[IO[bytes]], T], *, size: int,
                   sha256: str) -> T:
     """Read a file of one piece whole, check it, and ``consume`` it from memory:
-    nothing to overlap, and no threads to start (a 0.3 MB checkpoint loads in
-    ~2.6 ms, not ~5).
+    nothing to overlap, and no threads to start
+    (benchmarks/README.md#measurements-behind-the-constants).
 
     Args:
         file: the open file; it is closed.

@@ -5,9 +5,9 @@ Snapshots are copied into *shared* host buffers
 the child maps too. Each save sends it a few hundred bytes (the snapshot's
 structure, its tensors by reference: pickle's persistent ids), and the child
 does the pickling, hashing and writing: Python work that, in a thread, holds the
-GIL beside training (a 2-core machine measured 3 ms of extra step time per save
-of a 0.3 MB state). A new child is forked only when the buffers change (the
-first save, a new tensor shape), or the last one died.
+GIL beside training (benchmarks/README.md#measurements-behind-the-constants).
+A new child is forked only when the buffers change (the first save, a new tensor
+shape), or the last one died.
 """
 
 from __future__ import annotations

@@ -28,8 +28,8 @@ from colabrun.jobs.handle import Stateful
 COPY = "copy"
 FORK = "fork"
 
-#: in ``auto`` mode, states at least this big are written by a forked child: on a
-#: 2-core machine a fork of a process holding 0.8 GB took 27 ms, a copy of 128 MiB ~25 ms
+#: in ``auto`` mode, states at least this big are written by a forked child: from here
+#: a fork costs less than a copy (benchmarks/README.md#measurements-behind-the-constants)
 FORK_MIN_BYTES = 128 * 2**20
 
 

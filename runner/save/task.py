@@ -31,8 +31,8 @@ PROCESS = "process"  # a snapshot in shared buffers, written by a long-lived chi
 # FORK (from colabrun.runner.save.snapshot): live tensors, written by a child forked for the save
 
 #: the largest state a writer process serialises. It keeps the pages training changes
-#: after its fork (the tensors, mostly: ~15 MiB more than the state for the digits job,
-#: measured), so bigger copied states are written by a thread.
+#: after its fork (the tensors, mostly), so bigger copied states are written by a
+#: thread (benchmarks/README.md#measurements-behind-the-constants).
 PROCESS_MAX_BYTES = FORK_MIN_BYTES
 
 

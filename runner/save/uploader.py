@@ -20,8 +20,8 @@ from colabrun.runner.clock import Clock, SystemClock
 from colabrun.state.lease import LeaseLost
 
 #: uploads are paced so that their CPU time stays under this share of the wall time:
-#: on a 2-core machine an upload after every local save of a small model (6 ms of CPU,
-#: state.json updates included, every 70 ms) made each training step 10% slower
+#: unpaced, uploads of a small model's frequent saves slow its steps
+#: (benchmarks/README.md#measurements-behind-the-constants)
 UPLOAD_CPU_SHARE = 0.01
 #: how often :meth:`Uploader.wait_idle` looks whether an upload failed (seconds)
 WAIT_POLL_S = 0.05

@@ -49,7 +49,8 @@ class MetricsLog:
         """Write the buffered records to the local file (at each local checkpoint).
 
         Three system calls, no file object: this runs beside training after every
-        save, where Python's buffered text files cost ~0.3 ms of GIL time, cold.
+        save, where a buffered text file costs more GIL time
+        (benchmarks/README.md#measurements-behind-the-constants).
         """
         with self._lock:
             lines, self._pending = self._pending, []
