@@ -286,6 +286,7 @@ class Weights:
         self.tensor = state["w"]
 
 
+@pytest.mark.slow  # a real upload, and a real second of waiting
 def test_uploads_are_paced_by_the_cpu_they_use(tmp_path: Path) -> None:
     """After an upload that used ``c`` s of CPU the next waits ``c / UPLOAD_CPU_SHARE`` s.
     An upload's work (copying, hashing, fsync, the state file) runs in the root storage's
