@@ -7,7 +7,7 @@ for the user's own errors: the caller records the outcome.
 from __future__ import annotations
 
 import traceback
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
@@ -252,8 +252,3 @@ def interrupts_request_stop(controls: Controls) -> Iterator[None]:
 
     with Interrupts(on_interrupt):
         yield
-
-
-def search_path_of(paths: Iterable[Path]) -> tuple[Path, ...]:
-    """Folders as a tuple (picklable, for the worker)."""
-    return tuple(Path(p) for p in paths)
