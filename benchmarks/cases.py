@@ -197,7 +197,7 @@ def _metered_overhead(result: dict[str, Any]) -> float:
     :func:`_per_step` times (the first one, where the first save starts the writer
     process, left out): each save's stall, plus the toll the meter learned (the steps that
     paid for a save against the typical step just before: a pairing that this VM's drift
-    over seconds does not blur). Uploads are paced apart (1% of a core) and not in it."""
+    over seconds does not blur). Uploads are metered apart (the upload pace) and not in it."""
     toll_s = float(result["toll_s"] or 0.0)
     first, last = result["saves_at"][0], result["saves_at"][-1]
     stalls: list[float] = result["stalls"][first:last]

@@ -37,6 +37,11 @@ class ColabrunError(Exception):
 
     exit_code: int = 1
 
+    def _render_traceback_(self) -> list[str]:
+        """How IPython (a notebook cell) shows it: one line, no traceback; the message
+        says what went wrong and what to do."""
+        return [f"{type(self).__name__}: {self}"]
+
 
 class SpecError(ColabrunError, ValueError):
     """A job spec (file or object) is malformed or invalid."""

@@ -164,9 +164,11 @@ class JobSpec(BaseModel):
         default_factory=WatchdogPolicy, description="Restarts, stalls and CUDA OOM."
     )
     lease_s: float = Field(
-        default=600.0, gt=0,
+        default=45.0, gt=0,
         description="Seconds without a heartbeat after which another runtime may take the "
-        "job over (a runtime that vanished).",
+        "job over (a runtime that vanished); the owner's heartbeat comes every quarter of it. "
+        "A runtime that finds the job held watches the heartbeat this long before it takes "
+        "the job over or refuses.",
     )
     description: str = Field(default="", description="Free text shown by `colabrun status`.")
 

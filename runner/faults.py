@@ -357,15 +357,16 @@ def corrupt_state(job_dir: Path, how: str = "garbage") -> None:
 
 
 def plant_stale_lease(job_dir: Path, *, age_s: float, host: str = "gone-vm",
-                      pid: int = 999_999) -> None:
-    """Leave the lease of a runtime that died ``age_s`` seconds ago (F4)."""
+                      pid: int = 999_999, duration_s: float = 45.0) -> None:
+    """Leave the lease of a runtime that died ``age_s`` seconds ago (F4), taken for
+    ``duration_s``."""
     path = job_dir / STATE_NAME
     data = json.loads(path.read_text())
     now = time.time()
     data["status"] = "running"
     data["lease"] = {"owner": f"{host}-deadbeef", "host": host, "pid": pid,
                      "generation": data.get("generation", 0), "acquired_at": now - age_s,
-                     "heartbeat_at": now - age_s, "duration_s": 600.0, "token": "stale"}
+                     "heartbeat_at": now - age_s, "duration_s": duration_s, "token": "stale"}
     path.write_text(json.dumps(data, indent=2))
 
 

@@ -98,15 +98,53 @@ def runtime_started_at(platform: str, *, now: float) -> float:
     return min(candidates)
 
 
-def die_with_parent() -> None:
-    """Ask Linux to SIGKILL this process when its parent dies (no orphans)."""
-    if not sys.platform.startswith("linux"):
-        return
+#: the exit status of a child whose parent died before the child asked to die with it
+ORPHANED_EXIT = 121
+
+#: what every child interpreter colabrun starts (``python -c``) runs first, with nothing
+#: but the standard library imported, so before torch's seconds of imports: what
+#: :func:`die_with_parent` does, for the parent whose pid is ``sys.argv[1]``
+DIE_WITH_PARENT_FIRST = f"""\
+import ctypes, os, signal, sys
+if sys.platform.startswith("linux"):
     try:
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
     except OSError:
         pass
+if os.getppid() != int(sys.argv[1]):
+    os._exit({ORPHANED_EXIT})
+"""
+
+
+def child_entry(code: str) -> str:
+    """The ``python -c`` program of a child interpreter that dies with its parent.
+
+    Start it as ``[sys.executable, "-c", child_entry(code), str(os.getpid()), *args]``:
+    :data:`DIE_WITH_PARENT_FIRST` runs before ``code``, which finds its own arguments
+    from ``sys.argv[2]`` on.
+
+    Args:
+        code: the child's program (its imports included).
+    """
+    return DIE_WITH_PARENT_FIRST + code
+
+
+def die_with_parent(parent: int | None = None) -> None:
+    """Ask Linux to SIGKILL this process when its parent dies (no orphans).
+
+    Args:
+        parent: the pid of the parent this process must have; if it has another, that
+            parent died before the request (which then never fires), and this process
+            exits at once (``os._exit``) with :data:`ORPHANED_EXIT`. ``None``: no check.
+    """
+    if sys.platform.startswith("linux"):
+        try:
+            libc = ctypes.CDLL("libc.so.6", use_errno=True)
+            libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        except OSError:
+            pass
+    if parent is not None and os.getppid() != parent:
+        os._exit(ORPHANED_EXIT)
 
 
 def pid_alive(pid: int) -> bool:

@@ -38,6 +38,7 @@ from colabrun.runner.train.training import Outcome, SessionContext, train_sessio
 from colabrun.runner.watch.deadline import UNMEASURED_SAVE_S, Deadline, budget_s
 from colabrun.runner.watch.restarts import Exit
 from colabrun.runner.watch.supervisor import Supervisor
+from colabrun.runner.watch.takeover import wait_for_lease
 from colabrun.state.hooks import no_hook
 from colabrun.state.jobdir import JobDir
 from colabrun.state.lease import (
@@ -52,7 +53,7 @@ from colabrun.state.lease import (
     release,
     take,
 )
-from colabrun.state.model import JobState, Status
+from colabrun.state.model import JobState, Lease, Status
 from colabrun.state.storage import Storage
 from colabrun.state.transitions import (
     begin_session,
@@ -143,7 +144,12 @@ def run_job(
         console.info(summary_line(state, job.path))
         return _result(state, job.path, trained=False)
     _warn_if_not_durable(root, console)
-    ctx = _start_session(job, spec, None if on_disk else state, takeover=takeover, clock=clock,
+    dead = None
+    if on_disk and not takeover:  # another runtime's live-looking lease: alive, or gone?
+        dead = wait_for_lease(state, job.statefile.read, _me(), clock=clock, console=console,
+                              is_alive=pid_alive)
+    ctx = _start_session(job, spec, None if on_disk else state, takeover=takeover, dead=dead,
+                         clock=clock,
                          console=console, live=live, view=view,
                          search_path=tuple(Path(p) for p in search_path),
                          upload_wait_s=upload_wait_s)
@@ -174,16 +180,23 @@ def _job_dir(spec: JobSpec, root: Path, storage: Storage, *,
                   local_root=Path(spec.local_dir) if spec.local_dir else None)
 
 
+def _me() -> Owner:
+    """This runner: its runtime, host and process."""
+    return Owner(runtime_id=runtime_id(), host=socket.gethostname(), pid=os.getpid())
+
+
 def _start_session(job: JobDir, spec: JobSpec, initial: JobState | None, *, takeover: bool,
-                   clock: Clock, console: Console, live: LiveProgress, view: ProgressView,
-                   search_path: tuple[Path, ...], upload_wait_s: float) -> SessionContext:
+                   dead: Lease | None, clock: Clock, console: Console, live: LiveProgress,
+                   view: ProgressView, search_path: tuple[Path, ...],
+                   upload_wait_s: float) -> SessionContext:
     """Take the lease, open the session, and say what its training needs.
 
-    ``initial`` is the state of a job with no ``state.json`` yet, written with the lease.
+    ``initial`` is the state of a job with no ``state.json`` yet, written with the lease;
+    ``dead``, a lease watched until it proved dead (taken over although it looks live).
     """
-    me = Owner(runtime_id=runtime_id(), host=socket.gethostname(), pid=os.getpid())
+    me = _me()
     deadline = _deadline(spec, clock)
-    state = _take_and_begin(job, spec, me, initial, takeover=takeover, clock=clock,
+    state = _take_and_begin(job, spec, me, initial, takeover=takeover, dead=dead, clock=clock,
                             console=console, deadline_at=deadline.ends_at)
     fence = fence_of(state)
     _clear_leftovers(job)
@@ -260,7 +273,7 @@ def _initial_state(job: JobDir, spec: JobSpec, *, clock: Clock, console: Console
 
 
 def _take_and_begin(job: JobDir, spec: JobSpec, me: Owner, initial: JobState | None, *,
-                    takeover: bool, clock: Clock, console: Console,
+                    takeover: bool, dead: Lease | None, clock: Clock, console: Console,
                     deadline_at: float | None) -> JobState:
     """One write of ``state.json``: take the lease (or raise :class:`LeaseHeld`), adopt
     the spec, open the session; a new job's state is created by the same write."""
@@ -269,6 +282,8 @@ def _take_and_begin(job: JobDir, spec: JobSpec, me: Owner, initial: JobState | N
     def change(s: JobState) -> JobState:
         now = clock.time()
         verdict = judge(s.lease, me, now=now, is_alive=pid_alive)
+        if verdict is Verdict.HELD and dead is not None and s.lease == dead:
+            verdict = Verdict.EXPIRED  # watched for its whole duration: no heartbeat came
         if verdict is Verdict.HELD and not takeover:
             assert s.lease is not None
             raise LeaseHeld(held_message(s, s.lease, now=now))
@@ -358,9 +373,12 @@ def _finish(job: JobDir, spec: JobSpec, fence: Fence, outcome: Outcome, *, clock
     status = STATUS_OF.get(outcome.exit, Status.FAILED)
     state = _end(job, fence, status, outcome.detail, clock)
     if status is Status.STOPPED:
+        latest = state.latest_checkpoint
+        durable = (f"durable under the root: {latest.name}" if latest
+                   else "nothing durable under the root yet")
         console.info(f"job {spec.name!r} stopped ({outcome.detail}) at step "
-                     f"{state.progress.global_step}; continue it with `colabrun resume "
-                     f"{spec.name} --root {job.root}` (or re-run the same cell)")
+                     f"{state.progress.global_step}, {durable}; continue it with `colabrun "
+                     f"resume {spec.name} --root {job.root}` (or re-run the same cell)")
     elif status is Status.FAILED:
         if isinstance(outcome.error, ColabrunError):
             raise outcome.error

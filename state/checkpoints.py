@@ -216,12 +216,8 @@ class CheckpointStore:
         verification that comes before a resume, as any damaged checkpoint does.)"""
         target = tmp / file.path
 
-        def verify_source() -> None:
-            with source.storage.counting_cpu():  # the upload's cost (Storage.io_cpu_s)
-                source._verify_file(name, file)
-
         with ThreadPoolExecutor(1, thread_name_prefix="colabrun-verify") as pool:
-            checked = pool.submit(verify_source)
+            checked = pool.submit(source._verify_file, name, file)
             try:
                 copied = self.storage.copy_file(
                     source.dir / name / file.path, target, expected_bytes=file.size_bytes,

@@ -4,8 +4,12 @@ File locks do not reach across runtimes on Drive (docs/concepts.md#the-lease), s
 owner writes its identity and a heartbeat time into the state file. Another
 runner may take over when the owner is provably dead (same runtime, its pid
 gone) or its heartbeat is older than the lease's duration (a runtime that
-vanished, F1/F4). Each takeover bumps the generation; a writer that finds a
-newer generation than its own stops writing (fencing).
+vanished, F1/F4). A runner of another runtime that finds the lease live watches
+it for that long (:func:`watch`): a heartbeat that moves means a live owner, one
+that does not means a dead runtime (docs/colab.md#a-new-runtime-and-the-lease).
+Each takeover bumps the generation; a writer that finds a newer generation than
+its own stops writing, and whatever it wrote after the takeover is never read
+(fencing: :func:`fenced_at`).
 """
 
 from __future__ import annotations
@@ -94,14 +98,47 @@ def judge(lease: Lease | None, me: Owner, *, now: float,
     return Verdict.HELD
 
 
+class Watch(str, Enum):
+    """What watching another runtime's live-looking lease has shown so far."""
+
+    WAIT = "wait"  # no news yet: its heartbeat may still come
+    FREE = "free"  # released, expired, or its owner is dead: try to take it
+    LIVE = "live"  # its heartbeat moved, or someone else took it: refuse
+
+
+def watch(first: Lease, current: Lease | None, me: Owner, *, now: float,
+          is_alive: Callable[[int], bool]) -> Watch:
+    """The news of a lease first seen as ``first`` and now read as ``current``.
+
+    Args:
+        first: the lease as first seen (judged :attr:`Verdict.HELD`).
+        current: the lease as read now.
+        me: the runner waiting.
+        now: wall time (Unix seconds).
+        is_alive: whether a pid of *this* runtime still runs.
+    """
+    verdict = judge(current, me, now=now, is_alive=is_alive)
+    if verdict is not Verdict.HELD:
+        return Watch.FREE
+    assert current is not None
+    if current.token != first.token or current.heartbeat_at > first.heartbeat_at:
+        return Watch.LIVE
+    return Watch.WAIT
+
+
+def wait_s(lease: Lease, *, now: float) -> float:
+    """How long until ``lease`` expires without a new heartbeat (0 when it has)."""
+    return max(0.0, lease.duration_s - (now - lease.heartbeat_at))
+
+
 def held_message(state: JobState, lease: Lease, *, now: float) -> str:
-    """Who holds the job, since when, and what to do."""
+    """Who holds the job, since when, and what to do, in one line."""
     since = dt.datetime.fromtimestamp(lease.acquired_at).strftime("%Y-%m-%d %H:%M:%S")
-    expires = max(0.0, lease.duration_s - (now - lease.heartbeat_at))
     return (f"job {state.name!r} is being run by pid {lease.pid} on {lease.host} (runtime "
             f"{lease.owner}) since {since}, last heartbeat {now - lease.heartbeat_at:.0f} s ago; "
-            f"wait for it to finish, or if that runtime is gone, run again in {expires:.0f} s "
-            "when its lease expires (or now with --takeover)")
+            "let it finish, or stop it there (`colabrun stop`); if that runtime is gone, run "
+            f"again in {wait_s(lease, now=now):.0f} s, or now with takeover=True "
+            "(--takeover on the command line)")
 
 
 def take(state: JobState, me: Owner, *, now: float, duration_s: float) -> JobState:
@@ -132,6 +169,24 @@ def heartbeat(state: JobState, fence: Fence, *, now: float) -> JobState:
     assert state.lease is not None
     return state.model_copy(update={"lease": state.lease.model_copy(
         update={"heartbeat_at": now}), "updated_at": now})
+
+
+def fenced_at(state: JobState, generation: int) -> float | None:
+    """When ``generation`` lost the job: the start of the first session of a newer one.
+
+    A checkpoint that generation created at or after this time was written by a runner
+    that had lost its lease (frozen, then woken) and is never loaded; ``None`` while no
+    newer generation has a session.
+    """
+    return min((s.started_at for s in state.sessions if s.generation > generation),
+               default=None)
+
+
+def written_after_fencing(state: JobState, generation: int, created_at: float) -> bool:
+    """Whether a checkpoint of ``generation`` created at ``created_at`` came after its
+    runner lost the job (see :func:`fenced_at`)."""
+    fenced = fenced_at(state, generation)
+    return fenced is not None and created_at >= fenced
 
 
 def release(state: JobState, fence: Fence, *, now: float) -> JobState:

@@ -21,7 +21,6 @@ from __future__ import annotations
 import errno
 import threading
 from collections.abc import Callable
-from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -32,9 +31,6 @@ from colabrun.jobs.errors import StorageError, StorageTimeout
 T = TypeVar("T")
 
 TRANSIENT_ERRNOS = frozenset({errno.EIO, errno.ENOTCONN, errno.ETIMEDOUT, errno.EAGAIN})
-
-#: how a call's thread has its CPU time counted (``Storage.counting_cpu``)
-Counting = Callable[[], AbstractContextManager[None]]
 
 
 def is_transient(exc: BaseException) -> bool:
@@ -66,8 +62,8 @@ def try_limit_s(default_s: float | None, timeout_s: float | None) -> float | Non
 
 
 def call_resilient(what: str, path: Path, fn: Callable[[], T], *, attempts: int,
-                   backoff_s: float, sleep: Callable[[float], None], limit_s: float | None,
-                   counting: Counting) -> T:
+                   backoff_s: float, sleep: Callable[[float], None], limit_s: float | None
+                   ) -> T:
     """Run ``fn`` with retries on transient errors and a timeout per try.
 
     Args:
@@ -78,7 +74,6 @@ def call_resilient(what: str, path: Path, fn: Callable[[], T], *, attempts: int,
         backoff_s: the first wait between tries; each next one doubles, up to ten times it.
         sleep: how waits are made (a fake clock's in tests).
         limit_s: the timeout of each try (:func:`try_limit_s`); ``None``: untimed.
-        counting: counts the CPU time of a timed try's thread.
 
     Returns:
         What ``fn`` returned.
@@ -96,7 +91,7 @@ def call_resilient(what: str, path: Path, fn: Callable[[], T], *, attempts: int,
     )
     try:
         result: T = (retrying(fn) if limit_s is None
-                     else retrying(run_with_timeout, what, path, fn, limit_s, counting))
+                     else retrying(run_with_timeout, what, path, fn, limit_s))
         return result
     except StorageError:
         raise
@@ -104,8 +99,7 @@ def call_resilient(what: str, path: Path, fn: Callable[[], T], *, attempts: int,
         raise translate(what, path, exc, tries=attempts) from exc
 
 
-def run_with_timeout(what: str, path: Path, fn: Callable[[], T], limit_s: float,
-                     counting: Counting) -> T:
+def run_with_timeout(what: str, path: Path, fn: Callable[[], T], limit_s: float) -> T:
     """Run ``fn`` in a daemon thread, and give up waiting after ``limit_s``.
 
     Args:
@@ -113,7 +107,6 @@ def run_with_timeout(what: str, path: Path, fn: Callable[[], T], limit_s: float,
         path: the path it works on, for the message.
         fn: the call.
         limit_s: how long to wait for it.
-        counting: entered in the thread, around ``fn``.
 
     Returns:
         What ``fn`` returned.
@@ -125,11 +118,10 @@ def run_with_timeout(what: str, path: Path, fn: Callable[[], T], limit_s: float,
     box: dict[str, Any] = {}
 
     def target() -> None:
-        with counting():
-            try:
-                box["value"] = fn()
-            except BaseException as exc:  # handed back to the caller below
-                box["error"] = exc
+        try:
+            box["value"] = fn()
+        except BaseException as exc:  # handed back to the caller below
+            box["error"] = exc
 
     thread = threading.Thread(target=target, name=f"colabrun-io-{what}", daemon=True)
     thread.start()

@@ -11,10 +11,8 @@ retries of transient errors, a timeout on every call, and errors translated into
 
 from __future__ import annotations
 
-import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from functools import partial
 from pathlib import Path
 from typing import IO, Any, TypeVar
@@ -68,16 +66,13 @@ class Storage:
     ) -> None:
         self.fs: Fs = fs or OsFs()
         self.durable = durable
-        #: CPU seconds spent by the calls' own threads (see :meth:`cpu_s`)
-        self._io_cpu_s = 0.0
-        self._io_cpu_lock = threading.Lock()
         self.attempts = attempts
         self.timeout_s = timeout_s
         self.bytes_per_s = bytes_per_s
         self.backoff_s = backoff_s
         self._sleep = sleep
 
-    # -- the wrapper every call goes through, and what its threads cost ------------
+    # -- the wrapper every call goes through ---------------------------------------
 
     def call(self, what: str, path: Path, fn: Callable[[], T], *, timeout_s: float | None = None
              ) -> T:
@@ -95,29 +90,7 @@ class Storage:
         """
         return call_resilient(what, path, fn, attempts=self.attempts, backoff_s=self.backoff_s,
                               sleep=self._sleep or time.sleep,
-                              limit_s=try_limit_s(self.timeout_s, timeout_s),
-                              counting=self.counting_cpu)
-
-    def cpu_s(self) -> float:
-        """CPU seconds of the calling thread plus those all calls ran in their own
-        threads: what a sequence of calls cost, as a difference of two readings."""
-        return time.thread_time() + self._io_cpu_s
-
-    @property
-    def io_cpu_s(self) -> float:
-        """CPU seconds of the threads calls ran in, and of those they started."""
-        return self._io_cpu_s
-
-    @contextmanager
-    def counting_cpu(self) -> Iterator[None]:
-        """Add the CPU time the calling thread spends inside to :meth:`cpu_s` (for the
-        threads storage calls start: their own, and those hashing pieces)."""
-        started = time.thread_time()
-        try:
-            yield
-        finally:
-            with self._io_cpu_lock:
-                self._io_cpu_s += time.thread_time() - started
+                              limit_s=try_limit_s(self.timeout_s, timeout_s))
 
     def _bulk_timeout(self, expected_bytes: int) -> float | None:
         if self.timeout_s is None:
@@ -236,7 +209,7 @@ class Storage:
         def overlapped() -> T:
             reader = VerifiedReader(
                 self.fs.open(path, "rb"), size=size, piece_bytes=piece_bytes, pieces=pieces,
-                first=first, counting=self.counting_cpu,
+                first=first,
                 hash_piece=lambda index: self.piece_digest(path, index, piece_bytes, size))
             return consume_verified(reader, consume)
 

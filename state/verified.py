@@ -16,7 +16,6 @@ import io
 import os
 import threading
 from collections.abc import Callable, Iterable, Sequence
-from contextlib import AbstractContextManager
 from typing import IO, Any, TypeVar
 
 T = TypeVar("T")
@@ -122,7 +121,6 @@ class VerifiedReader(io.RawIOBase):
         pieces: each piece's expected sha256, hex.
         first: pieces to hash before the others.
         hash_piece: the raw sha256 of piece ``index`` (read on a file of its own).
-        counting: entered around each hashing thread's work (its CPU time counted).
 
     Raises:
         SizeMismatch: the file is not ``size`` bytes long (checked on the open file).
@@ -130,11 +128,10 @@ class VerifiedReader(io.RawIOBase):
 
     def __init__(self, file: IO[bytes], *, size: int, piece_bytes: int,
                  pieces: Sequence[str], first: Sequence[int] = (),
-                 hash_piece: Callable[[int], bytes],
-                 counting: Callable[[], AbstractContextManager[None]]) -> None:
+                 hash_piece: Callable[[int], bytes]) -> None:
         super().__init__()
         self._file, self._size, self._piece_bytes = file, size, piece_bytes
-        self._hash_piece, self._counting = hash_piece, counting
+        self._hash_piece = hash_piece
         self._expected = list(pieces)
         count = len(self._expected)
         self._order = [*dict.fromkeys(i for i in first if 0 <= i < count),
@@ -157,9 +154,8 @@ class VerifiedReader(io.RawIOBase):
             thread.start()
 
     def _hash_pieces(self) -> None:
-        with self._counting():
-            while (index := self._claim()) is not None:
-                self._record(index, self._matches(index))
+        while (index := self._claim()) is not None:
+            self._record(index, self._matches(index))
 
     def _claim(self) -> int | None:
         """The next piece to hash, or ``None`` when all are taken or the reader closed."""

@@ -60,3 +60,43 @@ def test_python_example_runs_as_a_plain_script(tmp_path: Path) -> None:
                               capture_output=True, text=True, timeout=600)
         assert done.returncode == 0, done.stdout + done.stderr
         assert "completed 24" in done.stdout
+
+
+@pytest.mark.slow
+def test_demo_resumes_from_the_checkpoint_the_killed_run_saved(tmp_path: Path) -> None:
+    """The 30-second demo's bash block, as written, in a folder holding its spec file:
+    the kill comes after a checkpoint, so the resume continues from it and completes."""
+    import os
+    import shutil
+    import signal
+    import subprocess
+    import sys
+
+    demo = next(block for block in code_blocks("bash") if "kill -9" in block)
+    (tmp_path / "jobs" / "examples").mkdir(parents=True)
+    shutil.copy(REPO / "jobs" / "examples" / "digits.yaml", tmp_path / "jobs" / "examples")
+    bin_dir = tmp_path / "bin"  # `colabrun` is this interpreter's, on this checkout
+    bin_dir.mkdir()
+    (bin_dir / "colabrun").write_text(f'#!/bin/sh\nexec "{sys.executable}" -m colabrun "$@"\n')
+    (bin_dir / "colabrun").chmod(0o755)
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1",
+           "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"}
+    shell = subprocess.Popen(["bash", "-c", demo], cwd=tmp_path, env=env, text=True,
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                             start_new_session=True)
+    try:
+        out, _ = shell.communicate(timeout=600)
+    finally:
+        if shell.poll() is None:  # timed out: the shell, and the run in its background
+            os.killpg(shell.pid, signal.SIGKILL)
+            shell.communicate()
+    assert shell.returncode == 0, out
+    killed = (tmp_path / "run.log").read_text()
+    assert "saved step-" in killed and "completed" not in killed, killed
+    status_at = re.search(r"^job\s+digits-cnn\b", out, flags=re.MULTILINE)  # `status`
+    assert status_at, out
+    resumed, status = out[:status_at.start()], out[status_at.start():]
+    assert "resuming from step-" in resumed and "no checkpoint yet" not in resumed, out
+    assert "job 'digits-cnn' completed: 8/8 epochs" in resumed, out
+    assert re.search(r"^status\s+completed", status, flags=re.MULTILINE), out
+    assert "resumed from step-" in status, out

@@ -4,12 +4,14 @@ Runs the job once uninterrupted (the reference), then again with N SIGKILLs
 at random points (mid-step, mid-upload, mid-save before the manifest,
 mid-state-write, right after a commit), resuming after each, all in a scratch
 root on the CPU. Then it compares every tracked tensor and every logged
-metric with the reference. Each run is a child process; the kills are real.
+metric with the reference. Each run is a child process, which dies with this one;
+the kills are real.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import random
 import subprocess
 import sys
@@ -23,6 +25,7 @@ import torch
 
 from colabrun.jobs.errors import CheckpointError, ColabrunError
 from colabrun.jobs.spec import JobSpec
+from colabrun.runner.platform import child_entry
 from colabrun.runner.train.metrics import BOOKKEEPING, read_metrics
 from colabrun.state.checkpoints import CheckpointStore
 from colabrun.state.jobdir import JobDir
@@ -37,6 +40,11 @@ KILL_POINTS = {
     "mid-state-write": "state.tmp_written",
     "after-commit": "save.renamed",
 }
+#: how a chaos child starts, with this process's pid and the task file as arguments: dying
+#: with this process (a killed ``colabrun chaos`` leaves no run training on) before it
+#: imports torch
+CHILD_ENTRY = child_entry("from colabrun.runner.commands.chaos import _child_main\n"
+                          "_child_main(sys.argv[2])\n")
 
 HINTS = ("usual causes: an object with state not passed to run.track (an LR scheduler, a "
          "GradScaler, an EMA), random numbers from a generator the handle does not know "
@@ -161,7 +169,7 @@ def _child(spec: JobSpec, root: Path, counts_file: Path, *, kill: tuple[str, int
         "kill": kill, "log": str(log) if log else None,
         "saves": str(root.parent / "chaos.saves") if kill else None,
     }))
-    done = subprocess.run([sys.executable, "-m", "colabrun.runner.commands.chaos", str(task)],
+    done = subprocess.run([sys.executable, "-c", CHILD_ENTRY, str(os.getpid()), str(task)],
                           capture_output=True, text=True)
     if done.returncode == -9 and kill is not None:
         return {"_killed": True}
@@ -295,6 +303,3 @@ def _child_main(task_path: str) -> None:
     runner.run(spec, on_point=combine(*hooks))
     Path(task["counts"]).write_text(json.dumps(counter.counts))
 
-
-if __name__ == "__main__":
-    _child_main(sys.argv[1])

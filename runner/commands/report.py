@@ -103,6 +103,7 @@ def status_detail(state: JobState, *, job_dir: Path, now: float, description: st
         f"status     {state.status.value}" + (f"  ({state.reason})" if state.reason else ""),
         f"progress   epoch {state.progress.epochs_done}/{state.progress.epochs_total}, "
         f"step {state.progress.global_step}",
+        f"durable    {_durable_line(state, now)}",
         *([f"about      {description}"] if description else []),
         f"lease      {_lease_line(state, now)}",
         "sessions:",
@@ -124,6 +125,15 @@ def status_detail(state: JobState, *, job_dir: Path, now: float, description: st
     timings = ", ".join(f"{k[:-2]} {v:.3f}s" for k, v in t.model_dump().items() if v is not None)
     lines.append(f"timings    {timings or 'none learned yet'}")
     return "\n".join(lines)
+
+
+def _durable_line(state: JobState, now: float) -> str:
+    """The newest checkpoint under the root: what a fresh runtime resumes from."""
+    latest = state.latest_checkpoint
+    if latest is None:
+        return "nothing under the root yet (a new runtime would start afresh)"
+    return (f"step-{latest.step} ({latest.name}), saved {human_age(now - latest.created_at)} "
+            "ago: a new runtime resumes from it")
 
 
 def _lease_line(state: JobState, now: float) -> str:

@@ -70,9 +70,7 @@ def become_writer(parent: int, conn: Connection) -> None:
     # The parent's garbage may hold storages (a DataLoader's shared-memory batches)
     # whose descriptors are closed below; torch aborts the process freeing one.
     gc.freeze()
-    die_with_parent()
-    if os.getppid() != parent:  # the parent died before the line above took effect
-        os._exit(1)
+    die_with_parent(parent)  # and exit now if the parent died between fork and request
     close_fds_except(0, 1, 2, conn.fileno())
     sys.stdout = sys.stderr = open(os.devnull, "w")  # noqa: SIM115 - the worker's
     # streams forward to the supervisor's socket, closed just above

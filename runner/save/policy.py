@@ -77,8 +77,9 @@ class CostMeter:
     drifts (a shared VM's does, by tens of percent over seconds) moves both, so
     the drift is no save's toll. The differences are summed signed, so noise
     cancels; a step over 3x the typical one (an evaluation, a GC pause) is left
-    out. Uploads are paced apart and cost the same however often one saves:
-    they are no save's toll. Pure: fed with observations.
+    out. Steps that end while an upload runs are neither: uploads cost the same
+    however often one saves, and :class:`~colabrun.runner.save.pace.UploadPace`
+    meters them. Pure: fed with observations.
     """
 
     alpha: float = 0.3
@@ -95,11 +96,15 @@ class CostMeter:
     _since_written: int = 1 << 30  # steps since a save was last seen in flight
     _seen: int = 0
 
-    def observe_step(self, step_s: float, *, writing: bool = False) -> None:
+    def observe_step(self, step_s: float, *, writing: bool = False,
+                     uploading: bool = False) -> None:
         """One step's duration (for the step after a save: without the stall);
-        ``writing``: the last save was still being written when the step ended."""
+        ``writing``: the last save was still being written when the step ended;
+        ``uploading``: an upload ran (a step neither clean nor a save's toll)."""
         paying = writing or self._since_written < self.tail_steps
         self._since_written = 0 if writing else self._since_written + 1
+        if uploading and not paying:
+            return
         if not paying:
             self._clean.append(step_s)
             if len(self._clean) > self.window:

@@ -51,11 +51,6 @@ class Publisher:
     keep_last: int
     metrics: MetricsLog | None = None
 
-    def cpu_s(self) -> float:
-        """CPU seconds uploads have used so far (read on the uploader's thread): its own,
-        the root's I/O threads', and those verifying the local source meanwhile."""
-        return self.store.storage.cpu_s() + self.local.storage.io_cpu_s
-
     def upload(self, name: str, *, local_s: float, step_s: float | None) -> Uploaded:
         """Copy local checkpoint ``name`` to the root and record it, with what it taught.
 

@@ -26,6 +26,7 @@ from colabrun.runner.save.capture import (
     checkpoint_meta,
     take_snapshot,
 )
+from colabrun.runner.save.pace import UPLOAD_BUDGET, UploadPace
 from colabrun.runner.save.publish import Publisher
 from colabrun.runner.save.snapshot import HostBuffers
 from colabrun.runner.save.task import SaveTask, WriteStats, fork_available
@@ -33,6 +34,7 @@ from colabrun.runner.save.uploader import Uploader
 from colabrun.runner.save.writer import Writer
 from colabrun.runner.train.metrics import MetricsLog
 from colabrun.runner.train.position import Position
+from colabrun.runner.train.report import Durability
 from colabrun.runner.watch.lease_keeper import LeaseKeeper, LeaseReport, Refresh
 from colabrun.state.checkpoints import CheckpointStore, checkpoint_name
 from colabrun.state.lease import Fence
@@ -65,9 +67,13 @@ class Saver:
         heartbeat_s: how often :meth:`refresh_lease` writes a heartbeat.
         retry_s: how long a failed upload waits before it is retried.
         on_committed: told about each local commit (from the writer's thread).
+        on_uploaded: told about each checkpoint that reached the root (from the
+            uploader's thread).
         snapshot: the spec's ``checkpoint.snapshot`` (``auto``, ``copy`` or ``fork``).
         stamp: entries every checkpoint's manifest carries (the seed, the spec's
             fingerprint).
+        upload_budget: the share of training time uploads may cost
+            (:class:`~colabrun.runner.save.pace.UploadPace`).
     """
 
     def __init__(self, local: CheckpointStore, store: CheckpointStore, statefile: StateFile, *,
@@ -75,7 +81,9 @@ class Saver:
                  metrics: MetricsLog | None = None, heartbeat_s: float = 60.0,
                  retry_s: float = 15.0,
                  on_committed: Callable[[CheckpointRecord], None] | None = None,
-                 snapshot: str = "auto", stamp: Mapping[str, Any] | None = None) -> None:
+                 on_uploaded: Callable[[CheckpointRecord], None] | None = None,
+                 snapshot: str = "auto", stamp: Mapping[str, Any] | None = None,
+                 upload_budget: float = UPLOAD_BUDGET) -> None:
         self.local = local
         self.store = store
         self.statefile = statefile
@@ -87,6 +95,8 @@ class Saver:
         self.heartbeat_s = heartbeat_s
         self.last: CheckpointRecord | None = None
         self.uploaded: CheckpointRecord | None = None
+        #: wall time :attr:`uploaded` reached the root
+        self.uploaded_at: float | None = None
         #: seconds from a snapshot to its commit under the root (the last measured)
         self.save_s: float | None = None
         #: what the last background write cost
@@ -94,6 +104,8 @@ class Saver:
         self._local_s: dict[str, float] = {}
         self._step_s: float | None = None
         self._on_committed = on_committed
+        self._on_uploaded = on_uploaded
+        self._submitted_step: int | None = None
         self._submitted: str | None = None
         self._write_limit_s = LOCAL_WRITE_S
         self._snapshot = snapshot
@@ -112,7 +124,8 @@ class Saver:
         self._publisher = Publisher(local, store, statefile, fence, clock, keep_last, metrics)
         self.uploader = Uploader(self._upload, on_failure=self._on_failure,
                                  on_recovery=self._on_recovery, clock=clock, retry_s=retry_s,
-                                 heartbeat=self.lease.refresh, cpu_clock=self._publisher.cpu_s)
+                                 heartbeat=self.lease.refresh,
+                                 pace=UploadPace(budget=upload_budget))
         self.uploader.start()
 
     def ready(self) -> None:
@@ -142,6 +155,21 @@ class Saver:
         """Whether a save is still being written locally."""
         return self.writer.busy
 
+    def durability(self) -> Durability:
+        """The newest save (even in flight) and the newest under the root."""
+        uploaded = self.uploaded
+        return Durability(self._submitted_step, uploaded.step if uploaded else None,
+                          self.uploaded_at)
+
+    def observe_step(self, work_s: float, *, writing: bool) -> None:
+        """A training step took ``work_s`` (without a save's stall): paces the uploads."""
+        self.uploader.observe_step(work_s, writing=writing)
+
+    @property
+    def uploading(self) -> bool:
+        """Whether an upload to the root runs now."""
+        return self.uploader.current is not None
+
     def save(self, tracked: Mapping[str, Stateful], position: Position, reason: str, *,
              context: SaveContext = NO_CONTEXT, step_s: float | None = None) -> SaveReceipt:
         """Snapshot ``tracked`` and hand it to the background writer; its upload
@@ -169,6 +197,7 @@ class Saver:
                                  buffers=self._buffers, can_fork=self._can_fork)
         self._step_s = step_s
         self._submitted = checkpoint_name(position.step, self.fence.generation)
+        self._submitted_step = position.step
         self._write_limit_s = LOCAL_WRITE_S + snapshot.nbytes / LOCAL_BYTES_PER_S
         meta = checkpoint_meta(tracked, reason, context, stamp=self._stamp)
         task = self._task(snapshot, position, meta=meta)
@@ -245,6 +274,9 @@ class Saver:
                                           step_s=self._step_s)
         self._last_beat = self.clock.monotonic()
         self.save_s, self.uploaded = uploaded.save_s, uploaded.record
+        self.uploaded_at = self.clock.time()
+        if self._on_uploaded is not None:
+            self._on_uploaded(uploaded.record)
         self._publisher.rotate(uploaded.state, newest=uploaded.record.name)
         self.console.flush_log()  # the job log rides along with uploads (best effort)
 

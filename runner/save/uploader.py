@@ -1,7 +1,8 @@
 """The uploader: a daemon thread that copies the newest local checkpoint to the root.
 
-Uploads are paced by their CPU cost (:data:`UPLOAD_CPU_SHARE`), and hurried when
-a session ends. A failed upload is retried every ``retry_s`` until the root is
+Durable first: the next upload starts as soon as the previous one ends, unless uploads
+measurably slow training beyond their budget (:class:`~colabrun.runner.save.pace.UploadPace`);
+a session's end hurries it. A failed upload is retried every ``retry_s`` until the root is
 back; a newer submission replaces the one waiting. The thread's body is one
 :meth:`Uploader.tick`, which says what it did as an :class:`UploadOutcome`;
 problems reach the owner as data (``on_failure``, :attr:`Uploader.fatal`), never
@@ -11,18 +12,14 @@ raised inside the thread.
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable
 from enum import Enum
 
 from colabrun.jobs.errors import ColabrunError
 from colabrun.runner.clock import Clock, SystemClock
+from colabrun.runner.save.pace import UploadPace
 from colabrun.state.lease import LeaseLost
 
-#: uploads are paced so that their CPU time stays under this share of the wall time:
-#: unpaced, uploads of a small model's frequent saves slow its steps
-#: (benchmarks/README.md#measurements-behind-the-constants)
-UPLOAD_CPU_SHARE = 0.01
 #: how often :meth:`Uploader.wait_idle` looks whether an upload failed (seconds)
 WAIT_POLL_S = 0.05
 #: how long :meth:`Uploader.stop` waits for the thread (seconds)
@@ -49,27 +46,23 @@ class Uploader:
         clock: the injected clock (pacing and waits).
         retry_s: how long to wait before retrying a failed upload.
         heartbeat: writes a lease heartbeat, when :meth:`beat` asks for one.
-        cpu_share: after an upload that used ``c`` seconds of CPU, the next one waits
-            ``c / cpu_share`` seconds (newer checkpoints replace the one waiting),
-            unless :meth:`hurry` (or :meth:`wait_idle`) hurries it.
-        cpu_clock: CPU seconds used so far by the upload's thread and its I/O threads
-            (read on the uploader thread, before and after each upload).
+        pace: how long the next upload waits after one ended (newer checkpoints replace
+            the one waiting), unless :meth:`hurry` (or :meth:`wait_idle`) hurries it; fed
+            by :meth:`observe_step`.
     """
 
     def __init__(self, upload: Callable[[str], None], *,
                  on_failure: Callable[[BaseException], None],
                  on_recovery: Callable[[], None], clock: Clock | None = None,
                  retry_s: float = 15.0, heartbeat: Callable[[], None] | None = None,
-                 cpu_share: float = UPLOAD_CPU_SHARE,
-                 cpu_clock: Callable[[], float] = time.thread_time) -> None:
+                 pace: UploadPace | None = None) -> None:
         self._upload = upload
         self._on_failure = on_failure
         self._on_recovery = on_recovery
         self._clock = clock or SystemClock()
         self.retry_s = retry_s
         self._heartbeat = heartbeat
-        self.cpu_share = cpu_share
-        self._cpu_clock = cpu_clock
+        self.pace = pace or UploadPace()
         self._beat_due = False
         self._not_before = self._clock.monotonic()
         self._hurry = False
@@ -95,6 +88,12 @@ class Uploader:
             self._pending = name
             self._idle.clear()
         self._wake.set()
+
+    def observe_step(self, step_s: float, *, writing: bool) -> None:
+        """A training step took ``step_s``; ``writing``: a local save was being written."""
+        with self._lock:
+            self.pace.observe_step(step_s, uploading=self.current is not None,
+                                   writing=writing)
 
     def beat(self) -> None:
         """Ask for a lease heartbeat at the thread's next round."""
@@ -181,7 +180,7 @@ class Uploader:
                 and self._clock.monotonic() < self._not_before)
 
     def _upload_one(self, name: str) -> UploadOutcome:
-        cpu = self._cpu_clock()
+        started = self._clock.monotonic()
         try:
             self._upload(name)
         except LeaseLost as exc:
@@ -191,9 +190,10 @@ class Uploader:
         except Exception as exc:  # a bug, or an injected fault: surfaces at the next save
             return self._fail_for_good(exc)
         finally:
-            self.current = None
-            self._not_before = (self._clock.monotonic()
-                                + (self._cpu_clock() - cpu) / self.cpu_share)
+            now = self._clock.monotonic()
+            with self._lock:
+                self.current = None
+                self._not_before = now + self.pace.rest_s(now - started)
         if self.failing:
             self.failing, self.failures = False, 0
             self._on_recovery()

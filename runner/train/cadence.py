@@ -26,6 +26,8 @@ class SaveCadence:
         self.last_save_at = now
         #: the last step's duration (``None`` before two steps)
         self.step_s: float | None = None
+        #: the last step's duration without a save's stall (``None`` before two steps)
+        self.work_s: float | None = None
         self.meter = CostMeter()
         #: seconds each save blocked the loop (the newest :data:`STALLS_KEPT`)
         self.stalls: deque[float] = deque(maxlen=STALLS_KEPT)
@@ -36,8 +38,9 @@ class SaveCadence:
         """Monotonic seconds since the last save (or the start)."""
         return now - self.last_save_at
 
-    def on_step(self, now: float, *, writing: bool) -> float | None:
-        """One optimizer step ended at ``now``; ``writing``: a save is still being written.
+    def on_step(self, now: float, *, writing: bool, uploading: bool = False) -> float | None:
+        """One optimizer step ended at ``now``; ``writing``: a save is still being written;
+        ``uploading``: an upload to the root runs (its cost is the upload pace's).
 
         Returns:
             The step's duration, ``None`` for the first step of the session.
@@ -46,7 +49,8 @@ class SaveCadence:
             self.step_s = now - self._last_step_at
             # the step after a save holds its stall, counted apart
             stall = self.stalls[-1] if self._after_save else 0.0
-            self.meter.observe_step(max(0.0, self.step_s - stall), writing=writing)
+            self.work_s = max(0.0, self.step_s - stall)
+            self.meter.observe_step(self.work_s, writing=writing, uploading=uploading)
         self._after_save = False
         self._last_step_at = now
         self.steps_since_save += 1

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from colabrun.runner.train.report import Durability
 from colabrun.runner.watch.deadline import Deadline
 from colabrun.state.hooks import no_hook
 
@@ -44,6 +45,8 @@ class LiveProgress:
     step_s: float | None = None
     last_save: str | None = None
     last_save_at: float | None = None
+    #: what the newest save and the newest checkpoint under the root are
+    saved: Durability = Durability()
     micro_batches: int = 1
 
 

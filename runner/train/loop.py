@@ -253,7 +253,8 @@ class Loop:
         """One plain line per epoch: progress, metric means, the newest checkpoint."""
         means = self._epoch_means.take()
         if self._wiring.on_epoch_end is not None:
-            newest = self._saving.saver.newest_name  # the epoch's own save, even in flight
-            self._wiring.on_epoch_end(epoch_line(self._position, epochs=self.spec.epochs,
-                                                 means=means, newest=newest))
+            saved = self._saving.saver.durability()  # the epoch's own save, even in flight
+            self._wiring.on_epoch_end(epoch_line(
+                self._position, epochs=self.spec.epochs, means=means,
+                saved=saved.describe(now=self._clock.time())))
 

@@ -19,6 +19,7 @@ from colabrun.runner.display.console import Console
 from colabrun.runner.train.plan import Attempt, plan_resume
 from colabrun.runner.train.position import EPOCH_START, Position
 from colabrun.state.jobdir import JobDir
+from colabrun.state.lease import written_after_fencing
 from colabrun.state.manifest import Manifest
 from colabrun.state.model import CheckpointRecord, JobState
 
@@ -113,6 +114,11 @@ def find_resume_point(job: JobDir, state: JobState, console: Console, clock: Clo
             console.warn(f"skipping {exc}; falling back to an older checkpoint")
             if attempt.source == "root":
                 failed.append(attempt.name)
+            continue
+        if written_after_fencing(state, manifest.generation, manifest.created_at):
+            console.warn(f"skipping {attempt.name}: written by generation {manifest.generation} "
+                         "after it lost the job to a newer runner (fenced, "
+                         "docs/concepts.md#generation-and-fencing)")
             continue
         if attempt.source == "local" and attempt.name not in plan.candidates:
             console.info(f"{attempt.name} is newer on this runtime's disk than under the root: "

@@ -64,7 +64,12 @@ class Saving:
 
     def stepped(self) -> float | None:
         """One optimizer step ended now; its duration (``None`` for the session's first)."""
-        return self.cadence.on_step(self._clock.monotonic(), writing=self.saver.busy)
+        writing, uploading = self.saver.busy, self.saver.uploading
+        step_s = self.cadence.on_step(self._clock.monotonic(), writing=writing,
+                                      uploading=uploading)
+        if self.cadence.work_s is not None:
+            self.saver.observe_step(self.cadence.work_s, writing=writing)
+        return step_s
 
     def has_unsaved_work(self, *, resumed: bool) -> bool:
         """Whether stopping now would lose steps (or a fresh run's first checkpoint)."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -22,6 +22,7 @@ from colabrun.jobs.spec import JobSpec
 from colabrun.runner.clock import Clock
 from colabrun.runner.display.console import Console
 from colabrun.runner.platform import choose_device
+from colabrun.runner.save.pace import UPLOAD_BUDGET
 from colabrun.runner.save.saver import Saver
 from colabrun.runner.train.handle import Run
 from colabrun.runner.train.live import Controls, LiveProgress, StopTraining, Wiring
@@ -197,16 +198,27 @@ def _saver_closed(loop: Loop, saver: Saver) -> Iterator[None]:
             saver.close()
 
 
+def upload_budget(max_overhead: float | None) -> float:
+    """The share of training time uploads may cost: half the checkpointing budget."""
+    return UPLOAD_BUDGET if max_overhead is None else max_overhead / 2
+
+
 def _build_saver(spec: JobSpec, ctx: SessionContext, metrics: MetricsLog) -> Saver:
     def committed(record: CheckpointRecord) -> None:
         ctx.progress.last_save = record.name
         ctx.progress.last_save_at = ctx.clock.time()
+        ctx.progress.saved = replace(ctx.progress.saved, newest_step=record.step)
+
+    def uploaded(record: CheckpointRecord) -> None:
+        ctx.progress.saved = replace(ctx.progress.saved, durable_step=record.step,
+                                     durable_at=ctx.clock.time())
 
     return Saver(ctx.job.local, ctx.job.store, ctx.job.statefile,
                  keep_last=spec.checkpoint.keep_last, fence=ctx.fence, clock=ctx.clock,
                  console=ctx.console, metrics=metrics, heartbeat_s=ctx.heartbeat_s,
-                 on_committed=committed, snapshot=spec.checkpoint.snapshot,
-                 stamp={"seed": spec.seed, "spec_fingerprint": spec.fingerprint()})
+                 on_committed=committed, on_uploaded=uploaded, snapshot=spec.checkpoint.snapshot,
+                 stamp={"seed": spec.seed, "spec_fingerprint": spec.fingerprint()},
+                 upload_budget=upload_budget(spec.checkpoint.max_overhead))
 
 
 def _build_loop(spec: JobSpec, ctx: SessionContext, state: JobState, saver: Saver,

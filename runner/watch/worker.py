@@ -8,10 +8,11 @@ talks to the supervisor over the socket FD in the messages of
 :mod:`~colabrun.runner.watch.messages` and receives its task cloudpickled, so a
 training function defined in a notebook cell works too; what the training raised goes
 back as itself where it pickles (:mod:`~colabrun.runner.watch.remote_error`).
-It dies with its parent (Linux ``PR_SET_PDEATHSIG``), reports progress from a
-heartbeat thread, forwards everything it prints through the pipe (a notebook
-shows only what the kernel process prints), and dumps its thread stacks on
-SIGUSR2 (``faulthandler``, which works even when a thread holds the GIL).
+It dies with its parent (Linux ``PR_SET_PDEATHSIG``, asked for by its entry before any
+import, and a parent check every heartbeat), reports progress from a heartbeat thread,
+forwards everything it prints through the pipe (a notebook shows only what the kernel
+process prints), and dumps its thread stacks on SIGUSR2 (``faulthandler``, which works
+even when a thread holds the GIL).
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from colabrun.runner.clock import Clock, SystemClock
 from colabrun.runner.display.console import Console
 from colabrun.runner.display.status import status_line
 from colabrun.runner.faults import hook_from_environment
-from colabrun.runner.platform import die_with_parent
+from colabrun.runner.platform import ORPHANED_EXIT, die_with_parent
 from colabrun.runner.train.live import Controls, LiveProgress
 from colabrun.runner.train.training import SessionContext, train_session
 from colabrun.runner.watch.deadline import Deadline
@@ -123,7 +124,7 @@ class Heartbeat:
 
     def __init__(self, channel: Channel, progress: LiveProgress, controls: Controls, *,
                  interval_s: float, status_every_s: float, clock: Clock,
-                 console: Console) -> None:
+                 console: Console, parent: int) -> None:
         self.channel = channel
         self.progress = progress
         self.controls = controls
@@ -133,7 +134,7 @@ class Heartbeat:
         self.console = console
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="colabrun-heartbeat", daemon=True)
-        self._parent = os.getppid()
+        self._parent = parent
         self._last_status = clock.monotonic()
 
     def start(self) -> None:
@@ -150,7 +151,7 @@ class Heartbeat:
     def tick(self) -> None:
         """One round: orphan check, requests in, progress out, maybe a status line."""
         if os.getppid() != self._parent:  # the supervisor is gone: no orphans
-            os._exit(137)
+            os._exit(ORPHANED_EXIT)
         while self.channel.conn.poll():
             self._on_request(self.channel.conn.recv())
         p = self.progress
@@ -171,9 +172,14 @@ class Heartbeat:
             self.controls.request_checkpoint()
 
 
-def worker_main(conn: Connection) -> None:
-    """Entry point of the worker process."""
-    die_with_parent()
+def worker_main(conn: Connection, *, parent: int) -> None:
+    """Entry point of the worker process.
+
+    Args:
+        conn: its end of the socket to the supervisor.
+        parent: the supervisor's pid (this process exits at once when its parent is another).
+    """
+    die_with_parent(parent)  # done already by WORKER_ENTRY: here for any other caller
     task: WorkerTask = cloudpickle.loads(conn.recv_bytes())
     channel = Channel(conn)
     sys.stdout = sys.stderr = ForwardingStream(channel)
@@ -190,7 +196,7 @@ def worker_main(conn: Connection) -> None:
     controls = Controls(task.deadline)
     beat = Heartbeat(channel, progress, controls, interval_s=task.spec.watchdog.heartbeat_s,
                      status_every_s=task.spec.watchdog.status_every_s, clock=clock,
-                     console=console)
+                     console=console, parent=parent)
     beat.start()
     ctx = SessionContext(job=job, fence=task.fence, session=task.session,
                          clock=clock, console=console, on_point=job.statefile.on_point,

@@ -1,8 +1,9 @@
 """The supervisor's end of one worker: its process and its socket.
 
 The worker is a fresh interpreter (``subprocess``, never ``fork``), in its own session so
-that a terminal's Ctrl-C reaches only the supervisor, and its task is cloudpickled so a
-training function defined in a notebook cell runs there too
+that a terminal's Ctrl-C reaches only the supervisor, whose death it never outlives (its
+first statements see to it: :func:`~colabrun.runner.platform.child_entry`), and its task
+is cloudpickled so a training function defined in a notebook cell runs there too
 (docs/concepts.md#supervisor-and-worker). Messages both ways are those of
 :mod:`colabrun.runner.watch.messages`.
 """
@@ -20,14 +21,17 @@ from pathlib import Path
 
 import cloudpickle
 
+from colabrun.runner.platform import child_entry
 from colabrun.runner.watch.messages import SupervisorMessage, WorkerMessage
 from colabrun.runner.watch.worker import WorkerTask
 
-#: how the worker starts (not ``-m colabrun.runner.watch.worker``: runpy warns when the package
-#: it runs from already imported the module)
-WORKER_ENTRY = ("import sys; from multiprocessing.connection import Connection; "
-                "from colabrun.runner.watch.worker import worker_main; "
-                "worker_main(Connection(int(sys.argv[1])))")
+#: how the worker starts, with the supervisor's pid and the socket's FD as arguments: it
+#: asks to die with the supervisor before it imports colabrun (and torch: seconds during
+#: which a killed supervisor would leave it training). Not ``-m colabrun.runner.watch.worker``:
+#: runpy warns when the package it runs from already imported the module.
+WORKER_ENTRY = child_entry("from multiprocessing.connection import Connection\n"
+                           "from colabrun.runner.watch.worker import worker_main\n"
+                           "worker_main(Connection(int(sys.argv[2])), parent=int(sys.argv[1]))\n")
 #: how long faulthandler gets to write the stacks (it writes from a signal handler, in C)
 STACKS_WAIT_S = 1.0
 
@@ -56,7 +60,7 @@ class WorkerProcess:
         """
         ours, theirs = socket.socketpair()
         process = subprocess.Popen(
-            [sys.executable, "-c", WORKER_ENTRY, str(theirs.fileno())],
+            [sys.executable, "-c", WORKER_ENTRY, str(os.getpid()), str(theirs.fileno())],
             pass_fds=(theirs.fileno(),), start_new_session=True,
             env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
         )

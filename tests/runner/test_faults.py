@@ -64,11 +64,17 @@ def test_a_dead_runtimes_stale_lease_is_taken_over(tmp_path: Path,
     assert "took job 'f' over from pid 999999 on gone-vm" in capsys.readouterr().out
 
 
-def test_a_fresh_lease_of_a_dead_runtime_is_respected(tmp_path: Path) -> None:
+def test_a_fresh_lease_of_a_dead_runtime_is_waited_out_then_taken_over(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     runner.run(spec(tmp_path))
-    plant_stale_lease(tmp_path / "f", age_s=5)
-    with pytest.raises(Exception, match="gone-vm"):
-        runner.run(spec(tmp_path, epochs=2))
+    plant_stale_lease(tmp_path / "f", age_s=1, duration_s=3)
+    started = time.monotonic()
+    result = runner.run(spec(tmp_path, epochs=2))
+    assert result.status is Status.COMPLETED
+    out = capsys.readouterr().out
+    assert "is held by gone-vm" in out and "waiting up to 2 s" in out
+    assert "took job 'f' over from pid 999999 on gone-vm" in out and "expired" in out
+    assert time.monotonic() - started >= 1.5, "the heartbeat was watched for, not ignored"
 
 
 def test_a_wall_clock_jump_ages_a_lease_and_shortens_a_deadline() -> None:

@@ -5,11 +5,13 @@ the session; one that records where training resumes from."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
 from colabrun import runner
+from colabrun.runner.platform import runtime_id
 from colabrun.state.lease import LeaseHeld
 from colabrun.state.model import Lease, Status
 from colabrun.state.statefile import StateFile
@@ -56,8 +58,8 @@ def test_a_refused_lease_writes_nothing(tmp_path: Path) -> None:
     statefile = StateFile(root / "digits", Storage())
     state = statefile.read()
     assert state is not None
-    held = Lease(owner="other-runtime", host="vm-b", pid=1, generation=state.generation + 1,
-                 acquired_at=state.updated_at,
+    held = Lease(owner=runtime_id(), host="vm-b", pid=os.getppid(),  # alive, on this runtime
+                 generation=state.generation + 1, acquired_at=state.updated_at,
                  heartbeat_at=9e12, duration_s=600, token="t")
     statefile.write(state.model_copy(update={"status": Status.RUNNING, "lease": held}))
     before = (root / "digits" / "state.json").read_bytes()

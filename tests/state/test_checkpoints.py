@@ -31,7 +31,6 @@ from colabrun.state.manifest import (
     Manifest,
     ManifestFile,
 )
-from colabrun.state.storage import Storage
 from colabrun.state.verified import PieceMismatch
 from tests.helpers import assert_exactly_equal
 from tests.state.test_storage import FailingFs, hash_list_of, storage_with
@@ -494,21 +493,6 @@ def test_an_upload_reads_its_source_through_the_local_filesystem(
     root = CheckpointStore(tmp_path / "root", storage_with(root_fs))
     copied = root.upload_from(store, name)
     assert root.verify(copied.name).files == store.verify(name).files
-
-
-@pytest.mark.parametrize("pieces", ["one", "many"])
-def test_the_cpu_an_upload_spends_verifying_its_source_is_counted(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, pieces: str
-) -> None:
-    """Uploads are paced by their CPU time: the source's verification, in threads of
-    an untimed local storage, is part of it."""
-    if pieces == "many":
-        monkeypatch.setattr("colabrun.state.checkpoints.HASH_PIECE_BYTES", 512)
-    local = CheckpointStore(tmp_path / "local", Storage(timeout_s=None, durable=False))
-    name = commit(local, 20).name
-    before = local.storage.io_cpu_s
-    CheckpointStore(tmp_path / "root", storage_with()).upload_from(local, name)
-    assert local.storage.io_cpu_s > before
 
 
 def test_a_manifest_from_a_newer_colabrun_asks_for_an_upgrade(store: CheckpointStore) -> None:

@@ -24,15 +24,19 @@ from colabrun.state.lease import (
     LeaseLost,
     Owner,
     Verdict,
+    Watch,
     check_fence,
     fence_of,
+    fenced_at,
     judge,
     take,
+    watch,
+    written_after_fencing,
 )
 from colabrun.state.model import Lease, Status
 from colabrun.state.statefile import StateFile
 from colabrun.state.storage import Storage
-from colabrun.state.transitions import new_job
+from colabrun.state.transitions import begin_session, new_job
 from tests.helpers import REPO, digits_spec, run_cli, write_spec_file
 
 ME = Owner("runtime-a", "vm-a", 100)
@@ -58,6 +62,40 @@ def lease(owner: str = "runtime-b", pid: int = 200, heartbeat_at: float = 1000.0
 )
 def test_judge(current: Lease | None, now: float, alive: bool, verdict: Verdict) -> None:
     assert judge(current, ME, now=now, is_alive=lambda pid: alive) is verdict
+
+
+@pytest.mark.parametrize(
+    ("current", "now", "news"),
+    [
+        (lease(), 1010.0, Watch.WAIT),                     # no heartbeat yet: still may come
+        (lease(heartbeat_at=1011.0), 1012.0, Watch.LIVE),  # it moved: the owner lives
+        (lease(), 1600.5, Watch.FREE),                     # it never moved: the runtime is gone
+        (None, 1010.0, Watch.FREE),                        # released meanwhile
+    ],
+)
+def test_watching_a_foreign_lease(current: Lease | None, now: float, news: Watch) -> None:
+    assert watch(lease(), current, ME, now=now, is_alive=lambda pid: True) is news
+
+
+def test_a_lease_taken_by_a_third_runner_meanwhile_is_live() -> None:
+    third = lease().model_copy(update={"token": "other"})
+    assert watch(lease(), third, ME, now=1010.0, is_alive=lambda pid: True) is Watch.LIVE
+
+
+def test_what_a_fenced_generation_wrote_after_the_takeover_is_untrusted() -> None:
+    clock = FakeClock()
+    state = new_job(name="j", fingerprint="f", defining={}, epochs_total=1, now=clock.time())
+    first = begin_session(take(state, ME, now=clock.time(), duration_s=60), runtime_id="a",
+                          host="vm-a", pid=1, device="cpu", resumed_from=None, now=clock.time())
+    assert fenced_at(first, 1) is None  # nobody newer: everything generation 1 wrote counts
+    clock.advance(100)
+    second = begin_session(take(first, Owner("b", "vm-b", 7), now=clock.time(), duration_s=60),
+                           runtime_id="b", host="vm-b", pid=7, device="cpu", resumed_from=None,
+                           now=clock.time())
+    assert fenced_at(second, 1) == clock.time()
+    assert not written_after_fencing(second, 1, clock.time() - 1)  # before: a real checkpoint
+    assert written_after_fencing(second, 1, clock.time() + 5)      # a frozen owner, woken
+    assert not written_after_fencing(second, 2, clock.time() + 5)  # the new owner's own
 
 
 def test_take_bumps_the_generation_and_fencing_catches_the_old_owner() -> None:
@@ -93,16 +131,19 @@ def _spec(root: Path, **kw: Any) -> JobSpec:
     return JobSpec(name="leased", entrypoint=train, root=str(root), **fields)
 
 
-def test_a_live_foreign_lease_is_refused_and_nothing_changes(tmp_path: Path) -> None:
+def test_a_live_lease_of_this_runtime_is_refused_at_once_and_nothing_changes(
+        tmp_path: Path) -> None:
+    from colabrun.runner.platform import runtime_id
+
     runner.run(_spec(tmp_path))
     statefile = StateFile(tmp_path / "leased", Storage())
     state = statefile.read()
     assert state is not None
-    foreign = state.model_copy(update={
-        "status": Status.RUNNING, "lease": lease(heartbeat_at=time.time(), duration_s=600)})
+    live = lease(owner=runtime_id(), pid=os.getppid(), heartbeat_at=time.time())
+    foreign = state.model_copy(update={"status": Status.RUNNING, "lease": live})
     statefile.write(foreign)
     before = (tmp_path / "leased" / "state.json").read_bytes()
-    with pytest.raises(LeaseHeld, match=r"pid 200 on vm .*--takeover") as info:
+    with pytest.raises(LeaseHeld, match=rf"pid {os.getppid()} on vm .*takeover=True") as info:
         runner.run(_spec(tmp_path, epochs=2))
     assert info.value.exit_code == 4
     assert (tmp_path / "leased" / "state.json").read_bytes() == before

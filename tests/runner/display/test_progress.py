@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 from pathlib import Path
 from typing import Any
 
@@ -77,8 +78,9 @@ def test_real_bars_in_the_terminal_and_none_in_the_log(tmp_path: Path) -> None:
     assert "epoch 1/2" in shown and "step/s" in shown and "\r" in shown
     assert "colabrun: epoch 2/2 done, step 60: loss 1" in shown
     # each epoch line names its own save, though it may still be written in the background
-    assert "step 30: loss 1; saved step-000000030-g0001" in shown
-    assert "step 60: loss 1; saved step-000000060-g0001" in shown
+    assert "step 30: loss 1; saved step-30 (local); durable: none yet" in shown
+    assert re.search(r"step 60: loss 1; saved step-60 \((durable|local\); durable: "
+                     r"(none yet|step-30, \d+s ago))", shown), shown
     log = (tmp_path / "p" / "log" / "colabrun.log").read_text()
     assert "\r" not in log and "step/s" not in log and "epoch 2/2 done" in log
 

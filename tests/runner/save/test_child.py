@@ -21,6 +21,7 @@ from colabrun.runner.save.child import (
     Done,
     Failed,
     Point,
+    become_writer,
     converse,
     died,
     fork_child,
@@ -145,3 +146,32 @@ def test_a_child_that_exits_is_reaped_without_waiting_out_the_timeout() -> None:
     assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 3
     assert clock.monotonic() == 0.0, "no wait at all"
     assert reap(pid, clock=clock) == (-1, None), "reaped already"
+
+
+@needs_fork
+def test_a_writer_whose_parent_died_before_it_asked_to_die_with_it_exits(
+    ends: tuple[Connection, Connection]
+) -> None:
+    """The race between the fork and PR_SET_PDEATHSIG: a parent that dies in between
+    never sends the signal, so the writer sees it has another parent, and exits."""
+    ours, theirs = ends
+    middle = fork_child()
+    if middle == 0:  # the training process: forks its writer, and dies at once
+        try:
+            parent = os.getpid()
+            if fork_child() == 0:  # the writer: asks only once its parent is gone
+                try:
+                    deadline = time.monotonic() + 30
+                    while os.getppid() == parent and time.monotonic() < deadline:
+                        time.sleep(0.005)
+                    become_writer(parent, theirs)
+                    theirs.send("went on")
+                finally:
+                    os._exit(0)
+        finally:
+            os._exit(0)
+    os.waitpid(middle, 0)
+    theirs.close()  # the writer holds the last copy of its end
+    assert ours.poll(60), "the writer neither exited nor went on"
+    with pytest.raises(EOFError):
+        ours.recv()

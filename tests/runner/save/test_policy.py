@@ -10,8 +10,6 @@ steps up to the next save over a typical step). Uploads are paced by the CPU the
 from __future__ import annotations
 
 import itertools
-import os
-import time
 from pathlib import Path
 from typing import Any
 
@@ -20,18 +18,10 @@ import torch
 
 from colabrun import runner
 from colabrun.jobs.spec import CheckpointPolicy, JobSpec
-from colabrun.runner.clock import SystemClock
 from colabrun.runner.save.policy import CostMeter, adaptive_interval_s, save_due
 from colabrun.runner.save.saver import Saver
-from colabrun.runner.save.uploader import UPLOAD_CPU_SHARE
-from colabrun.runner.train.position import Position
-from colabrun.state.checkpoints import CheckpointStore
-from colabrun.state.lease import Owner, fence_of, take
 from colabrun.state.manifest import Manifest
 from colabrun.state.model import Status
-from colabrun.state.statefile import StateFile
-from colabrun.state.storage import Storage
-from colabrun.state.transitions import new_job
 from tests.helpers import assert_exactly_equal, final_payload
 from tests.rng_heavy_job import train as rng_heavy_train
 
@@ -284,44 +274,6 @@ class Weights:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.tensor = state["w"]
-
-
-@pytest.mark.slow  # a real upload, and a real second of waiting
-def test_uploads_are_paced_by_the_cpu_they_use(tmp_path: Path) -> None:
-    """After an upload that used ``c`` s of CPU the next waits ``c / UPLOAD_CPU_SHARE`` s.
-    An upload's work (copying, hashing, fsync, the state file) runs in the root storage's
-    per-call (timed) threads: measuring only the uploader thread's ``thread_time`` misses
-    it, and the pacing with it."""
-    clock = SystemClock()
-    job_dir = tmp_path / "job"
-    job_dir.mkdir()
-    statefile = StateFile(job_dir, Storage())
-    state = take(new_job(name="job", fingerprint="f", defining={}, epochs_total=1,
-                         now=clock.time()), Owner("runtime", "vm", os.getpid()),
-                 now=clock.time(), duration_s=600)
-    statefile.write(state)
-    local = CheckpointStore(tmp_path / "local", Storage(timeout_s=None))  # as JobDir makes them
-    saver = Saver(local, CheckpointStore(job_dir, Storage()), statefile, keep_last=3,
-                  fence=fence_of(state), clock=clock)
-    tracked = {"w": Weights(torch.randn(8 * 2**20))}  # 32 MiB
-    try:
-        saver.save(tracked, Position(epoch=0, batch=1, step=1), "test")
-        saver.ready()
-        cpu = time.process_time()
-        deadline = time.monotonic() + 30
-        while saver.uploaded is None and time.monotonic() < deadline:
-            time.sleep(0.01)
-        upload_cpu_s = time.process_time() - cpu
-        assert saver.uploaded is not None and saver.uploaded.step == 1
-        pace_s = upload_cpu_s / UPLOAD_CPU_SHARE
-        assert pace_s > 2.0, f"the upload used {upload_cpu_s:.3f} s of CPU"
-        saver.save(tracked, Position(epoch=0, batch=2, step=2), "test")
-        saver.ready()
-        time.sleep(1.0)  # well within the pace
-        assert saver.uploaded.step == 1, f"uploaded again before {pace_s:.1f} s passed"
-    finally:
-        saver.close()
-    assert saver.uploaded is not None and saver.uploaded.step == 2, "closing uploads at once"
 
 
 # -- one run with the adaptive cadence -----------------------------------------------------------

@@ -14,6 +14,7 @@ import pytest
 
 from colabrun.jobs.errors import StorageError
 from colabrun.runner.clock import FakeClock
+from colabrun.runner.save.pace import UploadPace
 from colabrun.runner.save.uploader import Uploader, UploadOutcome
 from colabrun.state.lease import LeaseLost
 
@@ -33,28 +34,25 @@ class Root:
         self.uploaded.append(name)
 
 
-class CpuClock:
-    """CPU seconds that grow by ``per_upload`` during each upload."""
+class FixedRest(UploadPace):
+    """A pace whose rest after every upload is ``rest``."""
 
-    def __init__(self, per_upload: float) -> None:
-        self.per_upload = per_upload
-        self.now = 0.0
-        self.reads = 0
+    def __init__(self, rest: float) -> None:
+        super().__init__()
+        self.rest = rest
 
-    def __call__(self) -> float:
-        self.reads += 1
-        if self.reads % 2 == 0:  # the read after an upload
-            self.now += self.per_upload
-        return self.now
+    def rest_s(self, upload_s: float) -> float:
+        return self.rest
 
 
-def uploader(root: Root, clock: FakeClock, *, cpu_s: float = 0.0, retry_s: float = 15.0,
-             heartbeat: Callable[[], None] | None = None) -> Uploader:
+def uploader(root: Root, clock: FakeClock, *, rest_s: float = 0.0, retry_s: float = 15.0,
+             heartbeat: Callable[[], None] | None = None,
+             pace: UploadPace | None = None) -> Uploader:
     """An uploader whose thread is not started: the test ticks it."""
     return Uploader(root.upload, on_failure=root.failures.append,
                     on_recovery=lambda: setattr(root, "recoveries", root.recoveries + 1),
-                    clock=clock, retry_s=retry_s, heartbeat=heartbeat, cpu_share=0.01,
-                    cpu_clock=CpuClock(cpu_s))
+                    clock=clock, retry_s=retry_s, heartbeat=heartbeat,
+                    pace=pace or FixedRest(rest_s))
 
 
 def test_nothing_pending_is_idle() -> None:
@@ -62,24 +60,49 @@ def test_nothing_pending_is_idle() -> None:
     assert up.tick() is UploadOutcome.IDLE and up.wait_idle(0.0)
 
 
-def test_an_upload_paces_the_next_by_its_cpu() -> None:
-    """0.2 s of CPU at a 1% share: the next upload waits 20 s, on the fake clock."""
+def test_uploads_run_back_to_back_when_they_slow_nothing() -> None:
+    """Durable first: steps as fast during an upload as without one, so the next upload
+    starts once the previous ends (after the few clean steps that keep it measured)."""
     root, clock = Root(), FakeClock()
-    up = uploader(root, clock, cpu_s=0.2)
+    up = uploader(root, clock, pace=UploadPace())
+    for _ in range(10):
+        up.observe_step(0.03, writing=False)
     up.submit("a")
-    assert up.tick() is UploadOutcome.UPLOADED and root.uploaded == ["a"]
+    assert up.tick() is UploadOutcome.UPLOADED
     up.submit("b")
-    assert up.tick() is UploadOutcome.PACED
-    clock.advance(19.9)
-    assert up.tick() is UploadOutcome.PACED and root.uploaded == ["a"]
-    clock.advance(0.2)
+    clock.advance(3 * 0.03)
     assert up.tick() is UploadOutcome.UPLOADED and root.uploaded == ["a", "b"]
-    assert up.tick() is UploadOutcome.IDLE
+
+
+def test_an_upload_that_slows_training_rests_the_next() -> None:
+    """Steps 20% slower during a 10 s upload lose 1.67 s; at a 1% budget the next upload
+    waits until 167 s after this one began, on the fake clock."""
+    root, clock = Root(), FakeClock()
+    up = uploader(root, clock, pace=UploadPace(budget=0.01))
+    for _ in range(10):
+        up.observe_step(0.1, writing=False)
+
+    def slow_upload(name: str) -> None:
+        for _ in range(83):  # 10 s of steps at 0.12 s, each observed mid-upload
+            clock.advance(0.12)
+            up.observe_step(0.12, writing=False)
+        root.uploaded.append(name)
+
+    up._upload = slow_upload
+    up.submit("a")
+    assert up.tick() is UploadOutcome.UPLOADED
+    rest = up.pace.toll_s / 0.01 - 83 * 0.12
+    assert up.pace.toll_s == pytest.approx(83 * 0.02)
+    up.submit("b")
+    clock.advance(rest - 0.5)
+    assert up.tick() is UploadOutcome.PACED
+    clock.advance(1.0)
+    assert up.tick() is UploadOutcome.UPLOADED
 
 
 def test_a_newer_submission_replaces_the_one_waiting() -> None:
     root, clock = Root(), FakeClock()
-    up = uploader(root, clock, cpu_s=1.0)
+    up = uploader(root, clock, rest_s=100.0)
     up.submit("a")
     up.tick()
     for name in ("b", "c", "d"):
@@ -91,7 +114,7 @@ def test_a_newer_submission_replaces_the_one_waiting() -> None:
 
 def test_hurrying_uploads_at_once_what_is_paced() -> None:
     root, clock = Root(), FakeClock()
-    up = uploader(root, clock, cpu_s=5.0)  # 500 s of pace
+    up = uploader(root, clock, rest_s=500.0)
     up.submit("a")
     up.tick()
     up.submit("b")
@@ -102,7 +125,7 @@ def test_hurrying_uploads_at_once_what_is_paced() -> None:
 
 def test_a_failed_upload_is_retried_unpaced_and_the_recovery_told() -> None:
     root, clock = Root(), FakeClock()
-    up = uploader(root, clock, cpu_s=1.0)
+    up = uploader(root, clock, rest_s=100.0)
     root.failing = StorageError("Drive is gone")
     up.submit("a")
     assert up.tick() is UploadOutcome.FAILED and up.failing and up.failures == 1

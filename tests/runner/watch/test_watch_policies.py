@@ -13,6 +13,7 @@ from colabrun.jobs.errors import HandleError
 from colabrun.runner.display.status import status_line
 from colabrun.runner.train.data import split_batch
 from colabrun.runner.train.live import LiveProgress
+from colabrun.runner.train.report import Durability
 from colabrun.runner.watch.control import ControlWatcher, filesystem_type, needs_polling, request
 from colabrun.runner.watch.deadline import HOUR, Deadline, budget_s
 from colabrun.runner.watch.restarts import (
@@ -78,13 +79,15 @@ def test_stall_timeout_is_learned_with_a_floor() -> None:
 
 def test_status_line_says_progress_speed_eta_and_time_left() -> None:
     progress = LiveProgress(step=100, epoch=2, epochs_total=8, batch=10, batches_in_epoch=45,
-                            phase="train", step_s=0.05, last_save_at=T0 - 90)
+                            phase="train", step_s=0.05,
+                            saved=Durability(90, 45, durable_at=T0 - 90))
     deadline = Deadline.of(started_at=T0 - HOUR, budget=12 * HOUR)
     line = status_line(progress, deadline=deadline, now=T0)
     remaining = (8 - 2) * 45 - 10
     assert line.startswith("epoch 3/8, step 100 (batch 10/45), 20.0 steps/s")
     assert f"ETA {remaining * 0.05 // 1:.0f}s" in line
-    assert "runtime left 11h00m" in line and "last checkpoint 1m ago" in line
+    assert "runtime left 11h00m" in line
+    assert line.endswith("saved step-90 (local); durable: step-45, 1m ago")
     assert "no runtime limit" in status_line(progress, deadline=Deadline(None), now=T0)
 
 

@@ -1,0 +1,83 @@
+"""When the next upload may start: durable first, paced by the slowdown uploads cause.
+
+On Colab only what reached the root survives the runtime, so the uploader sends the
+newest local checkpoint as soon as the previous upload ends (docs/concepts.md#uploads).
+It rests between uploads only as far as they measurably slow training: the steps that
+end while an upload runs are compared with the typical step of those that pay for
+nothing (no upload, no local write). On a GPU runtime, whose CPU is mostly idle, that
+slowdown is nil and uploads run back to back; on a small CPU job they cost steps, and
+the rest keeps that cost at ``budget`` of the training time. Pure: fed with
+observations, asked for a number.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections import deque
+from dataclasses import dataclass, field
+
+#: the share of training time uploads may cost when the spec sets no ``max_overhead``
+#: (half the default total of 2%: the local saves' stall and toll take the other half)
+UPLOAD_BUDGET = 0.01
+#: clean steps kept between two uploads, at least: the typical step stays measured
+PROBE_STEPS = 3
+
+
+@dataclass
+class UploadPace:
+    """The measured slowdown of training while uploading, and the rest it calls for.
+
+    Args:
+        budget: the share of training time uploads may cost.
+        window: clean steps the typical step is the median of.
+    """
+
+    budget: float = UPLOAD_BUDGET
+    window: int = 31
+    #: seconds of training uploads cost so far (their steps' excess over the typical)
+    toll_s: float = 0.0
+    #: seconds uploads ran while steps were measured
+    measured_s: float = 0.0
+    _clean: deque[float] = field(default_factory=deque)
+    _typical: float | None = None
+    _excess: float = 0.0   # of the steps since the current upload began
+    _paid: float = 0.0     # their duration
+    _last_step_s: float | None = None
+
+    def observe_step(self, step_s: float, *, uploading: bool, writing: bool = False) -> None:
+        """One step's duration; ``uploading``: an upload ran when it ended; ``writing``: a
+        local save was being written (its cost is the save's, not the upload's)."""
+        self._last_step_s = step_s
+        if writing:
+            return
+        if not uploading:
+            self._clean.append(step_s)
+            if len(self._clean) > self.window:
+                self._clean.popleft()
+            self._typical = statistics.median(self._clean)
+            return
+        if self._typical is not None and step_s <= 3 * self._typical:  # not an evaluation
+            self._excess += step_s - self._typical
+            self._paid += step_s
+
+    @property
+    def slowdown(self) -> float | None:
+        """How much longer steps took while uploading, as a fraction of the typical step
+        (``None`` before a measurement)."""
+        if self._paid <= 0.0:
+            return None
+        return max(0.0, self._excess) / max(self._paid - self._excess, 1e-9)
+
+    def rest_s(self, upload_s: float) -> float:
+        """An upload that took ``upload_s`` seconds just ended: how long until the next.
+
+        Its cost is the time its steps lost; the rest makes that ``budget`` of the time
+        from this upload's start to the next's, and leaves :data:`PROBE_STEPS` clean steps.
+        """
+        lost = max(0.0, self._excess)
+        if self._paid > 0.0:
+            self.toll_s += lost
+            self.measured_s += upload_s
+        self._excess = self._paid = 0.0
+        probe = PROBE_STEPS * self._last_step_s if self._last_step_s is not None else 0.0
+        return max(lost / self.budget - upload_s, probe)
