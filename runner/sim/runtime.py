@@ -143,6 +143,20 @@ def refusal() -> str | None:
     return None
 
 
+def _python_folders() -> list[Path]:
+    """The folders this Python imports from that lie under ``/tmp``: a clone installed in
+    editable mode there (CI's fresh clone), a virtual environment there. A real runtime has
+    its packages outside its local disk's scratch space; without these, the fresh ``/tmp``
+    would hide colabrun itself from the command."""
+    import colabrun
+
+    package = Path(colabrun.__file__).resolve().parent
+    candidates = [package.parent, *(p.resolve() for p in package.iterdir() if p.is_symlink()),
+                  Path(sys.prefix).resolve(), *(Path(entry).resolve() for entry in sys.path
+                                                if entry and Path(entry).is_dir())]
+    return [p for p in candidates if p.is_relative_to(TMP) and p != TMP]
+
+
 class Runtime:
     """A simulated Colab runtime running one command (see the module's docstring).
 
@@ -221,6 +235,7 @@ class Runtime:
             os.close(handle)
             self.log = Path(name)
             weakref.finalize(self, self.log.unlink, missing_ok=True)
+        automatic += _python_folders()
         automatic = [p for p in automatic if p != TMP and not TMP.is_relative_to(p)]
         self.shared: tuple[Path, ...] = tuple(_outermost([*requested, *automatic]))
         self._proc: subprocess.Popen[bytes] | None = None

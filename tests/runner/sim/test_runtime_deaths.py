@@ -65,7 +65,7 @@ def _reference(tmp_path: Path, **overrides: Any) -> dict[str, Any]:
 
 def test_five_deaths_each_resumed_from_the_root_end_bitwise_equal(tmp_path: Path) -> None:
     root = tmp_path / "root"
-    spec_file = write_spec_file(tmp_path / "d.json", _spec(root))
+    spec_file = write_spec_file(tmp_path / "d.json", _spec(root, epochs=60))
     rng = random.Random(19)
     for death in range(5):
         newest_before = _newest_under_root(root)
@@ -76,8 +76,8 @@ def test_five_deaths_each_resumed_from_the_root_end_bitwise_equal(tmp_path: Path
                 assert "fresh start" in out, out
             else:  # from the root's newest, never a local copy: that /tmp died
                 assert RESUMED.search(out) and RESUMED.search(out)[1] == newest_before, out
-            rt.wait_for(r"step \d+", timeout=120)
-            time.sleep(rng.uniform(0.2, 2.0))
+            rt.wait_for(r"epoch \d+/60 done", timeout=120)
+            time.sleep(rng.uniform(0.1, 1.5))
             assert rt.alive(), f"death {death} came after the job ended:\n{rt.output()}"
             rt.kill()
             assert rt.processes() == []
@@ -87,7 +87,7 @@ def test_five_deaths_each_resumed_from_the_root_end_bitwise_equal(tmp_path: Path
     state = StateFile(root / "d", Storage()).read()
     assert state is not None and state.status.value == "completed"
     assert len(state.sessions) == 6
-    assert_exactly_equal(final_payload(root / "d"), _reference(tmp_path))
+    assert_exactly_equal(final_payload(root / "d"), _reference(tmp_path, epochs=60))
 
 
 def test_a_second_runtime_is_refused_while_the_first_lives_then_takes_over(
