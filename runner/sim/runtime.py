@@ -183,7 +183,8 @@ class Runtime:
 
     def __init__(self, argv: Sequence[str], *, shared: Sequence[Path] = (),
                  cwd: Path | None = None, env: Mapping[str, str] | None = None,
-                 hostname: str | None = None, log: Path | None = None) -> None:
+                 hostname: str | None = None, log: Path | None = None,
+                 share_python: bool = True) -> None:
         """Describe a runtime; :meth:`start` starts it.
 
         Args:
@@ -195,6 +196,8 @@ class Runtime:
                 Relative paths are taken from this process's working folder; a missing
                 folder is created at :meth:`start`. ``/tmp`` itself, or a folder holding it,
                 cannot be shared: that would keep the host's ``/tmp``.
+            share_python: also share the folders this Python imports from that lie under
+                ``/tmp`` (a clone or a virtual environment there), so colabrun imports inside.
             cwd: the folder the command starts in (default: this process's); shared
                 automatically, unless it is ``/tmp`` itself (then it is the fresh one).
             env: the command's environment (default: ``os.environ`` as it is now). A
@@ -235,7 +238,8 @@ class Runtime:
             os.close(handle)
             self.log = Path(name)
             weakref.finalize(self, self.log.unlink, missing_ok=True)
-        automatic += _python_folders()
+        if share_python:
+            automatic += _python_folders()
         automatic = [p for p in automatic if p != TMP and not TMP.is_relative_to(p)]
         self.shared: tuple[Path, ...] = tuple(_outermost([*requested, *automatic]))
         self._proc: subprocess.Popen[bytes] | None = None

@@ -73,12 +73,12 @@ def test_tmp_starts_empty_and_what_is_written_there_stays_inside() -> None:
     name = f"colabrun-test-{uuid.uuid4().hex}"
     # nothing shared under /tmp: the cwd is the repository's, the log the default one
     with Runtime(["sh", "-c", f"ls -A /tmp; echo secret > /tmp/{name}; echo written; "
-                              "exec sleep 300"], cwd=Path("/")) as writer:
+                              "exec sleep 300"], cwd=Path("/"), share_python=False) as writer:
         writer.wait_for(r"^written$", timeout=5)
         assert writer.output() == "written\n"  # `ls -A /tmp` printed nothing
         assert not (Path("/tmp") / name).exists()
         with Runtime(["sh", "-c", f"ls -A /tmp; test -e /tmp/{name} || echo absent"],
-                     cwd=Path("/")) as other:
+                     cwd=Path("/"), share_python=False) as other:
             assert other.wait(5) == 0
             assert other.output() == "absent\n"
         # the runtime's /tmp is its own tmpfs, and the host sees none of its mounts
@@ -103,7 +103,7 @@ def test_a_shared_folder_under_tmp_is_the_hosts(tmp_path: Path) -> None:
     (root / "seed").write_text("seed\n")
     # the default log, and the cwd outside /tmp: only `root` is shared
     rt = Runtime(["sh", "-c", script, "sh", str(root), str(hidden)], shared=[root],
-                 cwd=Path("/"))
+                 cwd=Path("/"), share_python=False)
     assert rt.start().wait(5) == 0
     resolved = root.resolve()
     first = [resolved.relative_to("/tmp").parts[0]] if resolved.is_relative_to("/tmp") else []
@@ -116,11 +116,25 @@ def test_a_shared_folder_under_tmp_is_the_hosts(tmp_path: Path) -> None:
 def test_the_cwd_and_the_logs_folder_are_shared(tmp_path: Path) -> None:
     work = tmp_path / "work"
     work.mkdir()
-    rt = Runtime(["sh", "-c", "pwd; echo here > made"], cwd=work, log=tmp_path / "logs" / "l")
+    rt = Runtime(["sh", "-c", "pwd; echo here > made"], cwd=work, log=tmp_path / "logs" / "l",
+                 share_python=False)
     assert rt.start().wait(5) == 0
     assert rt.output() == f"{work}\n"
     assert (work / "made").read_text() == "here\n"
     assert set(rt.shared) == {work, tmp_path / "logs"}
+
+
+@needs_runtime
+def test_the_folders_python_imports_from_under_tmp_are_shared(tmp_path: Path) -> None:
+    """A clone installed in editable mode under /tmp (CI's fresh clone) stays importable."""
+    import colabrun
+
+    package = Path(colabrun.__file__).resolve().parent.parent
+    rt = Runtime(["sh", "-c", "true"], cwd=Path("/"))
+    if package.is_relative_to("/tmp"):
+        assert any(package.is_relative_to(p) for p in rt.shared), rt.shared
+    assert not any(p == Path("/tmp") for p in rt.shared)
+    assert Runtime(["sh", "-c", "true"], cwd=Path("/"), share_python=False).shared == ()
 
 
 @needs_runtime
