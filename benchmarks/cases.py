@@ -22,6 +22,7 @@ from typing import Any
 import torch
 
 from benchmarks import jobs
+from benchmarks.runtime_death import runtime_death
 from colabrun.jobs.spec import JobSpec
 from colabrun.runner.api import run as run_job
 from colabrun.runner.display.console import Console
@@ -42,12 +43,13 @@ class Config:
     mlp_layers: int = 4
     mlp_saves: int = 4
     kills: int = 8
+    runtime_deaths: int = 2  # kills per job and mode in runtime_death (each ~15 s)
     quick_mode: bool = False
 
     @classmethod
     def quick(cls) -> Config:
         return cls(reps=1, digits_epochs=3, mlp_width=512, mlp_layers=2, mlp_saves=2, kills=2,
-                   quick_mode=True)
+                   runtime_deaths=1, quick_mode=True)
 
 
 @dataclass
@@ -550,4 +552,5 @@ CASES: dict[str, Callable[[Config, Path], list[Row]]] = {
     "resume": resume,
     "work_lost": work_lost,
     "upload": upload,
+    "runtime_death": runtime_death,
 }
