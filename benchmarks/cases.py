@@ -43,7 +43,7 @@ class Config:
     mlp_layers: int = 4
     mlp_saves: int = 4
     kills: int = 8
-    runtime_deaths: int = 2  # kills per job and mode in runtime_death (each ~15 s)
+    runtime_deaths: int = 5  # kills per job and mode in runtime_death (each ~12 s)
     quick_mode: bool = False
 
     @classmethod

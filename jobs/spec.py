@@ -47,10 +47,11 @@ class CheckpointPolicy(BaseModel):
     )
     at_epoch_end: bool = Field(default=True, description="Save after every epoch.")
     max_overhead: float | None = Field(
-        default=None, gt=0, lt=1,
+        default=0.02, gt=0, lt=1,
         description="Adaptive cadence: save as often as keeps checkpointing's measured cost "
-        "(the stall plus the background work) under this fraction of training time, e.g. 0.02 "
-        "for 2%; None: off.",
+        "(the stall plus the background work, uploads included) under this fraction of "
+        "training time, each save as soon as the root can take it; None: off (the other "
+        "triggers alone).",
     )
     snapshot: Literal["auto", "copy", "fork"] = Field(
         default="auto",

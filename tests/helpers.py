@@ -19,7 +19,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def digits_spec(root: Path, *, name: str = "digits", epochs: int = 3, **overrides: Any) -> JobSpec:
-    """The built-in digits job, small: 3 epochs of 45 steps, a save every 10 steps.
+    """The built-in digits job, small: 3 epochs of 45 steps, a save every 10 steps (and at
+    each epoch's end; the adaptive cadence off, so saves fall at known steps).
 
     Unsupervised by default: a COLABRUN_KILL_AT kill then takes the whole
     runner down, as a runtime's death does (F1); supervisor tests opt in.
@@ -30,7 +31,8 @@ def digits_spec(root: Path, *, name: str = "digits", epochs: int = 3, **override
         "epochs": epochs,
         "seed": 7,
         "params": {"lr": 0.05, "batch_size": 32, "width": 8},
-        "checkpoint": {"every_steps": 10, "every_s": None, "at_epoch_end": True, "keep_last": 2},
+        "checkpoint": {"every_steps": 10, "every_s": None, "at_epoch_end": True, "keep_last": 2,
+                       "max_overhead": None},  # saves at known steps: no adaptive ones
         "root": str(root),
         "local_dir": str(root.parent / "local"),  # delete it to play a fresh runtime
         "supervise": False,

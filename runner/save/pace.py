@@ -6,8 +6,10 @@ It rests between uploads only as far as they measurably slow training: the steps
 end while an upload runs are compared with the typical step of those that pay for
 nothing (no upload, no local write). On a GPU runtime, whose CPU is mostly idle, that
 slowdown is nil and uploads run back to back; on a small CPU job they cost steps, and
-the rest keeps that cost at ``budget`` of the training time. Pure: fed with
-observations, asked for a number.
+the rest keeps that cost at ``budget`` of the training time. What one upload costs
+(:attr:`UploadPace.cost_s`) joins a local save's in the adaptive cadence, whose saves each
+upload at once (docs/concepts.md#the-adaptive-cadence). Pure: fed with observations,
+asked for a number.
 """
 
 from __future__ import annotations
@@ -17,8 +19,9 @@ from collections import deque
 from dataclasses import dataclass, field
 
 #: the share of training time uploads may cost when the spec sets no ``max_overhead``
-#: (half the default total of 2%: the local saves' stall and toll take the other half)
 UPLOAD_BUDGET = 0.01
+#: the weight of the newest upload in :attr:`UploadPace.cost_s`
+COST_ALPHA = 0.3
 #: clean steps kept between two uploads, at least: the typical step stays measured
 PROBE_STEPS = 3
 
@@ -38,6 +41,8 @@ class UploadPace:
     toll_s: float = 0.0
     #: seconds uploads ran while steps were measured
     measured_s: float = 0.0
+    #: seconds of training one upload costs (a moving average; ``None`` before one)
+    cost_s: float | None = None
     _clean: deque[float] = field(default_factory=deque)
     _typical: float | None = None
     _excess: float = 0.0   # of the steps since the current upload began
@@ -78,6 +83,8 @@ class UploadPace:
         if self._paid > 0.0:
             self.toll_s += lost
             self.measured_s += upload_s
+            self.cost_s = lost if self.cost_s is None else (
+                (1 - COST_ALPHA) * self.cost_s + COST_ALPHA * lost)
         self._excess = self._paid = 0.0
         probe = PROBE_STEPS * self._last_step_s if self._last_step_s is not None else 0.0
         return max(lost / self.budget - upload_s, probe)

@@ -17,6 +17,7 @@ def save_due(
     at_epoch_end: bool,
     save_cost_s: float | None = None,
     writer_busy: bool = False,
+    upload_ready: bool = True,
 ) -> str | None:
     """The reason a checkpoint is due now, or ``None``.
 
@@ -28,6 +29,11 @@ def save_due(
         save_cost_s: the measured cost of one save (:attr:`CostMeter.cost_s`);
             ``None`` until one was measured.
         writer_busy: whether the last save is still being written.
+        upload_ready: whether an upload of a new checkpoint would start now (the last
+            one reached the root, or failed, and the upload pace's rest is over). The
+            adaptive trigger waits for it: a save the uploader cannot take yet would be
+            replaced by a newer one before it reaches the root, so it costs training and
+            buys nothing against a runtime's death (docs/concepts.md#the-adaptive-cadence).
 
     Returns:
         ``"epoch_end"``, ``"every_steps"``, ``"every_s"``, ``"adaptive"`` or ``None``. Within an
@@ -44,7 +50,8 @@ def save_due(
         seconds_since_save >= policy.every_s
     ):
         return "every_s"
-    if policy.max_overhead is not None and steps_since_save > 0 and not writer_busy:
+    if policy.max_overhead is not None and steps_since_save > 0 and not writer_busy \
+            and upload_ready:
         if save_cost_s is None or seconds_since_save >= adaptive_interval_s(
                 policy.max_overhead, save_cost_s):
             return "adaptive"

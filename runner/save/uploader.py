@@ -89,6 +89,17 @@ class Uploader:
             self._idle.clear()
         self._wake.set()
 
+    @property
+    def ready(self) -> bool:
+        """Whether a submission now would start uploading at once: nothing in flight or
+        waiting, and the pace's rest over; also while failing (the root is away: nothing
+        to wait for) or stopped."""
+        if self.failing or self.fatal is not None:
+            return True
+        with self._lock:
+            return (self.current is None and self._pending is None
+                    and (self._hurry or self._clock.monotonic() >= self._not_before))
+
     def observe_step(self, step_s: float, *, writing: bool) -> None:
         """A training step took ``step_s``; ``writing``: a local save was being written."""
         with self._lock:

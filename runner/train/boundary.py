@@ -24,6 +24,7 @@ class Situation:
         has_unsaved_work: whether stopping now would lose anything.
         save_cost_s: the measured cost of one save, ``None`` until measured.
         writer_busy: whether the last save is still being written.
+        upload_ready: whether an upload of a new checkpoint would start now.
         checkpoint_requested: whether a save was asked for (``colabrun checkpoint``).
         stop_reason: why a stop was asked for, if one was.
         deadline: the runtime's deadline.
@@ -39,6 +40,7 @@ class Situation:
     has_unsaved_work: bool = True
     save_cost_s: float | None = None
     writer_busy: bool = False
+    upload_ready: bool = True
     checkpoint_requested: bool = False
     stop_reason: str | None = None
     deadline: Deadline = Deadline(ends_at=None)
@@ -81,7 +83,8 @@ def decide(policy: CheckpointPolicy, situation: Situation) -> Decision:
         stop = "deadline"
     reason = None if s.last_batch and policy.at_epoch_end else save_due(
         policy, steps_since_save=s.steps_since_save, seconds_since_save=s.seconds_since_save,
-        at_epoch_end=s.at_epoch_end, save_cost_s=s.save_cost_s, writer_busy=s.writer_busy)
+        at_epoch_end=s.at_epoch_end, save_cost_s=s.save_cost_s, writer_busy=s.writer_busy,
+        upload_ready=s.upload_ready)
     if reason is None and s.checkpoint_requested:
         reason = "requested"
     if reason is None and stop is not None and s.has_unsaved_work:

@@ -92,11 +92,18 @@ class Saving:
             seconds_since_save=cadence.seconds_since_save(self._clock.monotonic()),
             at_epoch_end=at_epoch_end, last_batch=last,
             has_unsaved_work=self.has_unsaved_work(resumed=resumed),
-            save_cost_s=cadence.meter.cost_s, writer_busy=self.saver.busy,
+            save_cost_s=self._save_cost_s(), writer_busy=self.saver.busy,
+            upload_ready=self.saver.upload_ready,
             checkpoint_requested=controls.checkpoint_requested,
             stop_reason=controls.stop_reason, deadline=controls.deadline,
             now=self._clock.time(), step_s=cadence.step_s,
             save_s=learned_s if learned_s is not None else self._save_s)
+
+    def _save_cost_s(self) -> float | None:
+        """What one save costs training, its upload included (``None`` until measured):
+        each adaptive save is uploaded at once, so the two share the budget."""
+        local = self.cadence.meter.cost_s
+        return None if local is None else local + self.saver.upload_cost_s
 
     def save(self, tracked: Mapping[str, Stateful], position: Position, reason: str,
              context: SaveContext) -> None:

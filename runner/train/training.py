@@ -199,8 +199,9 @@ def _saver_closed(loop: Loop, saver: Saver) -> Iterator[None]:
 
 
 def upload_budget(max_overhead: float | None) -> float:
-    """The share of training time uploads may cost: half the checkpointing budget."""
-    return UPLOAD_BUDGET if max_overhead is None else max_overhead / 2
+    """The share of training time uploads may cost: the checkpointing budget, which the
+    adaptive cadence shares between each save and its upload (their costs add up)."""
+    return UPLOAD_BUDGET if max_overhead is None else max_overhead
 
 
 def _build_saver(spec: JobSpec, ctx: SessionContext, metrics: MetricsLog) -> Saver:

@@ -34,7 +34,7 @@ def spec_for(root: Path, *, epochs: int = 3) -> JobSpec:
     return JobSpec(name="heavy", entrypoint=heavy_train, epochs=epochs, seed=3,
                    params={"lr": 0.01}, root=str(root), local_dir=str(root / "local"),
                    supervise=False, checkpoint={"every_steps": 4, "every_s": None,
-                                                "keep_last": 2})
+                                                "keep_last": 2, "max_overhead": None})
 
 
 def faulty(fs: FaultyFs) -> Storage:

@@ -141,7 +141,8 @@ def test_plan_has_no_duplicates() -> None:
 
 def policy(**fields: object) -> CheckpointPolicy:
     return CheckpointPolicy.model_validate(
-        {"every_steps": None, "every_s": None, "at_epoch_end": False, **fields})
+        {"every_steps": None, "every_s": None, "at_epoch_end": False, "max_overhead": None,
+         **fields})
 
 
 def test_nothing_configured_never_saves() -> None:

@@ -33,7 +33,8 @@ from tests.helpers import (
 NAME = "digits"
 
 #: one save per epoch keeps the one training run of this module short
-EPOCH_END_ONLY = {"every_steps": None, "every_s": None, "at_epoch_end": True, "keep_last": 2}
+EPOCH_END_ONLY = {"every_steps": None, "every_s": None, "at_epoch_end": True, "keep_last": 2,
+                  "max_overhead": None}
 
 MINIMAL_YAML = """\
 name: tiny
@@ -90,7 +91,7 @@ def test_validate_prints_the_normalised_spec_as_json(
     assert set(printed) == set(JobSpec.model_fields)
     assert printed["seed"] == 0 and printed["device"] == "auto"
     assert printed["checkpoint"] == {"every_steps": 5, "every_s": 300.0,
-                                     "at_epoch_end": True, "max_overhead": None,
+                                     "at_epoch_end": True, "max_overhead": 0.02,
                                      "snapshot": "auto", "keep_last": 3}
     assert JobSpec.model_validate(printed) == load_spec(spec_file)  # round-trips
     assert tree_snapshot(tmp_path) == before

@@ -48,3 +48,18 @@ def test_steps_paying_for_a_local_write_or_too_long_count_for_no_upload() -> Non
 
 def test_before_any_measurement_the_next_upload_is_not_held_back() -> None:
     assert UploadPace().rest_s(10.0) == 0.0
+
+
+def test_what_one_upload_costs_is_learned_for_the_adaptive_cadence() -> None:
+    pace = UploadPace()
+    assert pace.cost_s is None
+    for _ in range(10):
+        pace.observe_step(0.1, uploading=False)
+    for _ in range(10):
+        pace.observe_step(0.12, uploading=True)  # 10 steps 20 ms slower: 0.2 s lost
+    pace.rest_s(1.2)
+    assert pace.cost_s == pytest.approx(0.2)
+    for _ in range(10):
+        pace.observe_step(0.1, uploading=True)  # the next one costs nothing
+    pace.rest_s(1.0)
+    assert pace.cost_s == pytest.approx(0.7 * 0.2), "a moving average"

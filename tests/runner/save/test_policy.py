@@ -67,6 +67,26 @@ def test_adaptive_is_due_once_the_interval_has_passed() -> None:
     assert due == [None, None, None, "adaptive", "adaptive", "adaptive"]
 
 
+@pytest.mark.parametrize("cost", [None, 0.0, 1.0])
+def test_adaptive_waits_for_the_uploader_and_the_other_triggers_do_not(cost: float | None
+                                                                        ) -> None:
+    """Durable first: an adaptive save is taken when its upload can start at once, so the
+    save interval is the upload's and a runtime's death loses at most about 1.5 of it."""
+    due = {"steps_since_save": 100, "seconds_since_save": 1e6, "save_cost_s": cost}
+    assert save_due(adaptive(), at_epoch_end=False, upload_ready=False, **due) is None
+    assert save_due(adaptive(), at_epoch_end=False, upload_ready=True, **due) == "adaptive"
+    assert save_due(adaptive(every_steps=10), at_epoch_end=False, upload_ready=False,
+                    **due) == "every_steps", "what the spec asks for explicitly is kept"
+    assert save_due(adaptive(at_epoch_end=True), at_epoch_end=True, upload_ready=False,
+                    **due) == "epoch_end"
+
+
+def test_the_default_policy_is_adaptive_at_two_percent() -> None:
+    assert CheckpointPolicy().max_overhead == 0.02
+    assert save_due(CheckpointPolicy(), steps_since_save=1, seconds_since_save=0.0,
+                    at_epoch_end=False) == "adaptive", "the first save measures"
+
+
 def test_adaptive_is_due_at_once_while_the_cost_is_unmeasured() -> None:
     """The first save of a session measures the cost: taken at the first step."""
     assert save_due(adaptive(), steps_since_save=1, seconds_since_save=0.0,
@@ -281,7 +301,7 @@ class Weights:
 
 def _spec(root: Path, **checkpoint: Any) -> JobSpec:
     policy = CheckpointPolicy(**{"every_steps": None, "every_s": None, "at_epoch_end": True,
-                                 "keep_last": 2, **checkpoint})
+                                 "keep_last": 2, "max_overhead": None, **checkpoint})
     return JobSpec(name="heavy", entrypoint=rng_heavy_train, epochs=3, seed=3,
                    params={"lr": 0.01}, supervise=False, checkpoint=policy,
                    root=str(root), local_dir=str(root / "local"))

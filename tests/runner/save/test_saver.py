@@ -824,7 +824,8 @@ STEPS = 45  # tests/rng_heavy_job.py: 3 epochs of 15 batches
 
 def async_spec(root: Path, snapshot: str, **checkpoint: Any) -> JobSpec:
     policy: dict[str, Any] = {"every_steps": 4, "every_s": None, "at_epoch_end": True,
-                              "keep_last": 2, "snapshot": snapshot, **checkpoint}
+                              "keep_last": 2, "snapshot": snapshot, "max_overhead": None,
+                              **checkpoint}
     return JobSpec(name="heavy", entrypoint=rng_heavy_train, epochs=3, seed=3,
                    params={"lr": 0.01}, supervise=False, checkpoint=CheckpointPolicy(**policy),
                    root=str(root), local_dir=str(root / "local"))
@@ -1007,7 +1008,7 @@ def test_a_metric_logged_before_track_is_stamped_with_the_resumed_step(tmp_path:
 #: same files: left out to keep this under a minute)
 SWEPT = ("save.payload_writing", "save.payload_written", "save.manifest_written", "save.renamed")
 FORK_POLICY = {"every_steps": 10, "every_s": None, "at_epoch_end": True, "keep_last": 2,
-               "snapshot": "fork"}
+               "snapshot": "fork", "max_overhead": None}
 #: the thread where a local save's points reach the hook (whatever the writer's mode)
 WRITER_THREADS = ("colabrun-writer",)
 

@@ -222,3 +222,32 @@ def test_the_thread_uploads_what_is_submitted_and_stops() -> None:
         assert up.wait_idle(10.0) and root.uploaded == ["a"]
     finally:
         up.stop()
+
+
+def test_ready_for_the_next_save_only_once_the_last_upload_ended_and_rested() -> None:
+    """The adaptive cadence saves when :attr:`Uploader.ready`: a save before that would wait,
+    and be replaced by a newer one before it ever reached the root."""
+    clock, root = FakeClock(), Root()
+    up = uploader(root, clock, rest_s=5.0)
+    assert up.ready, "nothing uploaded yet: ready"
+    up.submit("a")
+    assert not up.ready, "one waiting"
+    assert up.tick() is UploadOutcome.UPLOADED and root.uploaded == ["a"]
+    assert not up.ready, "resting after it"
+    clock.advance(4.9)
+    assert not up.ready
+    clock.advance(0.1)
+    assert up.ready, "rested"
+    up.hurry()
+    up.submit("b")
+    assert up.tick() is UploadOutcome.UPLOADED
+    assert up.ready, "a session's end: no rest"
+
+
+def test_ready_while_the_root_fails_so_local_saves_go_on() -> None:
+    clock, root = FakeClock(), Root()
+    up = uploader(root, clock)
+    root.failing = StorageError("Drive is gone")
+    up.submit("a")
+    assert up.tick() is UploadOutcome.FAILED and up.failing
+    assert up.ready, "nothing to wait for while the root is away"

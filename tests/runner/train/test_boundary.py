@@ -10,7 +10,7 @@ from colabrun.jobs.spec import CheckpointPolicy
 from colabrun.runner.train.boundary import Decision, Situation, decide
 from colabrun.runner.watch.deadline import Deadline
 
-EVERY_4 = CheckpointPolicy(every_steps=4, every_s=None, at_epoch_end=True)
+EVERY_4 = CheckpointPolicy(every_steps=4, every_s=None, at_epoch_end=True, max_overhead=None)
 
 
 def situation(**fields: Any) -> Situation:
@@ -31,7 +31,8 @@ def test_the_policy_names_the_save() -> None:
 def test_after_an_epochs_last_batch_the_epoch_end_save_is_left_to_come() -> None:
     """every_steps dividing the epoch: one save at that step, the epoch end's."""
     assert decide(EVERY_4, situation(steps_since_save=4, last_batch=True)).goes_on
-    no_epoch_end = CheckpointPolicy(every_steps=4, every_s=None, at_epoch_end=False)
+    no_epoch_end = CheckpointPolicy(every_steps=4, every_s=None, at_epoch_end=False,
+                                    max_overhead=None)
     assert decide(no_epoch_end, situation(steps_since_save=4, last_batch=True)) == Decision(
         save="every_steps"), "unless no epoch-end save comes"
 

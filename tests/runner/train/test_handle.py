@@ -248,7 +248,7 @@ def test_what_saves_cost_is_read_beside_the_handle(tmp_path: Path) -> None:
         seen.append(save_telemetry(run))
 
     spec = JobSpec(name="t", entrypoint=train, epochs=2, root=str(tmp_path), supervise=False,
-                   checkpoint={"every_steps": 2, "keep_last": 10},
+                   checkpoint={"every_steps": 2, "keep_last": 10, "max_overhead": None},
                    local_dir=str(tmp_path / "local"))
     runner.run(spec)
     [telemetry] = seen

@@ -52,7 +52,8 @@ def _slow_spec(root: Path, name: str = "slow", **overrides: Any) -> JobSpec:
     fields: dict[str, Any] = {
         "name": name, "entrypoint": "tests.jobs_for_tests:slow_train", "epochs": 4, "seed": 5,
         "params": {"sleep_s": 0.05}, "root": str(root),
-        "checkpoint": {"every_steps": 4, "every_s": None, "keep_last": 2},
+        "checkpoint": {"every_steps": 4, "every_s": None, "keep_last": 2,
+                       "max_overhead": None},  # saves at known steps only
         "watchdog": {"stall_floor_s": 3.0, "stall_factor": 5.0, "heartbeat_s": 0.2},
     }
     fields.update(overrides)
