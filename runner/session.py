@@ -39,6 +39,7 @@ from colabrun.runner.watch.deadline import UNMEASURED_SAVE_S, Deadline, budget_s
 from colabrun.runner.watch.restarts import Exit
 from colabrun.runner.watch.supervisor import Supervisor
 from colabrun.runner.watch.takeover import wait_for_lease
+from colabrun.runner.watch.worker_process import WorkerProcess
 from colabrun.state.hooks import no_hook
 from colabrun.state.jobdir import JobDir
 from colabrun.state.lease import (
@@ -144,16 +145,21 @@ def run_job(
         console.info(summary_line(state, job.path))
         return _result(state, job.path, trained=False)
     _warn_if_not_durable(root, console)
-    dead = None
-    if on_disk and not takeover:  # another runtime's live-looking lease: alive, or gone?
-        dead = wait_for_lease(state, job.statefile.read, _me(), clock=clock, console=console,
-                              is_alive=pid_alive)
-    ctx = _start_session(job, spec, None if on_disk else state, takeover=takeover, dead=dead,
-                         clock=clock,
-                         console=console, live=live, view=view,
-                         search_path=tuple(Path(p) for p in search_path),
-                         upload_wait_s=upload_wait_s)
-    outcome = _train(spec, ctx, supervised=supervised, view=view)
+    # imports torch while the lease is waited for and taken (docs/colab.md#a-fresh-runtime)
+    warm = WorkerProcess.start() if supervised else None
+    try:
+        dead = None
+        if on_disk and not takeover:  # another runtime's live-looking lease: alive, or gone?
+            dead = wait_for_lease(state, job.statefile.read, _me(), clock=clock,
+                                  console=console, is_alive=pid_alive)
+        ctx = _start_session(job, spec, None if on_disk else state, takeover=takeover,
+                             dead=dead, clock=clock, console=console, live=live, view=view,
+                             search_path=tuple(Path(p) for p in search_path),
+                             upload_wait_s=upload_wait_s)
+        outcome = _train(spec, ctx, supervised=supervised, view=view, warm=warm)
+    finally:
+        if warm is not None:
+            warm.discard()
     return _finish(job, spec, ctx.fence, outcome, clock=clock, console=console)
 
 
@@ -212,13 +218,14 @@ def _start_session(job: JobDir, spec: JobSpec, initial: JobState | None, *, take
 
 
 def _train(spec: JobSpec, ctx: SessionContext, *, supervised: bool,
-           view: ProgressView) -> Outcome:
-    """Train the session: in supervised workers, or in this process."""
+           view: ProgressView, warm: WorkerProcess | None = None) -> Outcome:
+    """Train the session: in supervised workers (the first one ``warm``, started
+    ahead), or in this process."""
     if supervised:
         return Supervisor(spec, ctx.job, fence=ctx.fence, session=ctx.session,
                           clock=ctx.clock, console=ctx.console,
                           deadline=ctx.controls.deadline, search_path=ctx.search_path,
-                          view=view).run()
+                          view=view, warm=warm).run()
     try:
         return train_session(spec, ctx)
     finally:

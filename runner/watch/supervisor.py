@@ -79,12 +79,15 @@ class Supervisor:
         deadline: this runtime's deadline.
         search_path: folders the worker imports the entrypoint from.
         view: the progress bars the worker's heartbeats move.
+        warm: a worker started ahead (:meth:`WorkerProcess.start`), for the first attempt.
     """
 
     def __init__(self, spec: JobSpec, job: JobDir, *, fence: Fence, session: int,
                  clock: Clock, console: Console, deadline: Deadline,
-                 search_path: tuple[Path, ...] = (), view: ProgressView | None = None) -> None:
+                 search_path: tuple[Path, ...] = (), view: ProgressView | None = None,
+                 warm: WorkerProcess | None = None) -> None:
         self.spec = spec
+        self._warm = warm
         self.job = job
         self.fence = fence
         self.session = session
@@ -143,7 +146,7 @@ class Supervisor:
     def _attempt(self) -> Outcome:
         if self.lease.lost is not None:  # found while waiting to restart: start nothing
             return _fenced(self.lease.lost)
-        watch = _Watch(WorkerProcess.spawn(self._task()))
+        watch = _Watch(self._worker().give(self._task()))
         self.stall.restart(now=self.clock.monotonic())
         try:
             while watch.worker.is_running() and not self._act_on_lease(watch):
@@ -159,6 +162,15 @@ class Supervisor:
             pass
         watch.worker.close()
         return self._classify(watch)
+
+    def _worker(self) -> WorkerProcess:
+        """The worker started ahead, if it is still alive; else a new one."""
+        warm, self._warm = self._warm, None
+        if warm is not None and warm.is_running():
+            return warm
+        if warm is not None:
+            warm.discard()
+        return WorkerProcess.start()
 
     def _task(self) -> WorkerTask:
         return WorkerTask(spec=self.spec, root=self.job.root, fence=self.fence,

@@ -180,7 +180,10 @@ def worker_main(conn: Connection, *, parent: int) -> None:
         parent: the supervisor's pid (this process exits at once when its parent is another).
     """
     die_with_parent(parent)  # done already by WORKER_ENTRY: here for any other caller
-    task: WorkerTask = cloudpickle.loads(conn.recv_bytes())
+    try:
+        task: WorkerTask = cloudpickle.loads(conn.recv_bytes())
+    except EOFError:  # started ahead, and the session ended before training
+        os._exit(0)
     channel = Channel(conn)
     sys.stdout = sys.stderr = ForwardingStream(channel)
     progress = LiveProgress(micro_batches=task.micro_batches)

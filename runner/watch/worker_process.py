@@ -47,13 +47,15 @@ class WorkerProcess:
     def __init__(self, process: subprocess.Popen[bytes], conn: Connection) -> None:
         self.process = process
         self.conn = conn
+        #: whether it was given its task (until then it only imports, then waits)
+        self.tasked = False
 
     @classmethod
-    def spawn(cls, task: WorkerTask) -> WorkerProcess:
-        """Start a worker on ``task``.
-
-        Args:
-            task: everything the worker needs; cloudpickled across.
+    def start(cls) -> WorkerProcess:
+        """Start a worker without its task: it imports colabrun and torch (seconds), then
+        waits for :meth:`give`. A session starts one before it takes the job's lease, so a
+        fresh runtime's lease wait and state reads hide those seconds
+        (docs/colab.md#a-fresh-runtime).
 
         Returns:
             The started worker.
@@ -65,9 +67,44 @@ class WorkerProcess:
             env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
         )
         theirs.close()
-        conn = Connection(ours.detach())
-        conn.send_bytes(cloudpickle.dumps(task))
-        return cls(process, conn)
+        return cls(process, Connection(ours.detach()))
+
+    @classmethod
+    def spawn(cls, task: WorkerTask) -> WorkerProcess:
+        """Start a worker on ``task``.
+
+        Args:
+            task: everything the worker needs; cloudpickled across.
+
+        Returns:
+            The started worker.
+        """
+        return cls.start().give(task)
+
+    def give(self, task: WorkerTask) -> WorkerProcess:
+        """Send the worker its task (once); it trains from then on.
+
+        Args:
+            task: everything the worker needs; cloudpickled across.
+
+        Returns:
+            This worker. One that died meanwhile is left for its exit status to tell why.
+        """
+        self.tasked = True
+        try:
+            self.conn.send_bytes(cloudpickle.dumps(task))
+        except OSError:
+            pass
+        return self
+
+    def discard(self) -> None:
+        """Kill a worker that never got a task (the session ended before training) and
+        reap it; one that got its task belongs to the supervisor."""
+        if self.tasked:
+            return
+        self.kill()
+        self.wait()
+        self.close()
 
     @property
     def pid(self) -> int:

@@ -8,10 +8,12 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import psutil
 import pytest
 
 from colabrun import runner
 from colabrun.runner.platform import runtime_id
+from colabrun.runner.watch.worker_process import WorkerProcess
 from colabrun.state.lease import LeaseHeld
 from colabrun.state.model import Lease, Status
 from colabrun.state.statefile import StateFile
@@ -52,8 +54,8 @@ def test_a_resumed_job_writes_its_state_twice_before_the_first_step(tmp_path: Pa
     assert state.sessions[1].resumed_from is not None  # resumed, not started again
 
 
-def test_a_refused_lease_writes_nothing(tmp_path: Path) -> None:
-    root = tmp_path / "runs"
+def _held_by_a_live_process(root: Path) -> None:
+    """A completed one-epoch job whose lease a live process of this runtime holds."""
     runner.run(digits_spec(root, epochs=1))
     statefile = StateFile(root / "digits", Storage())
     state = statefile.read()
@@ -62,7 +64,33 @@ def test_a_refused_lease_writes_nothing(tmp_path: Path) -> None:
                  generation=state.generation + 1, acquired_at=state.updated_at,
                  heartbeat_at=9e12, duration_s=600, token="t")
     statefile.write(state.model_copy(update={"status": Status.RUNNING, "lease": held}))
+
+
+def test_a_refused_lease_writes_nothing(tmp_path: Path) -> None:
+    root = tmp_path / "runs"
+    _held_by_a_live_process(root)
     before = (root / "digits" / "state.json").read_bytes()
     with pytest.raises(LeaseHeld):
         runner.run(digits_spec(root, epochs=2))
     assert (root / "digits" / "state.json").read_bytes() == before
+
+
+def test_a_refused_supervised_run_leaves_no_worker_started_ahead(tmp_path: Path) -> None:
+    """A supervised session starts its worker before it takes the lease (the worker imports
+    torch meanwhile); a refusal kills and reaps it."""
+    root = tmp_path / "runs"
+    _held_by_a_live_process(root)
+    started: list[WorkerProcess] = []
+    start = WorkerProcess.start
+
+    def spy() -> WorkerProcess:
+        started.append(start())
+        return started[-1]
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(WorkerProcess, "start", staticmethod(spy))
+        with pytest.raises(LeaseHeld):
+            runner.run(digits_spec(root, epochs=2, supervise=True))
+    [worker] = started
+    assert not worker.is_running() and not worker.tasked, "killed and reaped, never tasked"
+    assert not psutil.Process().children(recursive=True)
