@@ -8,12 +8,17 @@ continues the job, and once done, trains nothing.
 from __future__ import annotations
 
 import os
+import sys
+import time
 from pathlib import Path
 
 import nbformat
 import pytest
 
-from tests.helpers import REPO
+from colabrun.runner.sim import Runtime, refusal
+from colabrun.state.checkpoints import CheckpointStore, parse_checkpoint_name
+from colabrun.state.storage import Storage
+from tests.helpers import REPO, assert_exactly_equal, final_payload
 
 NOTEBOOK = REPO / "docs" / "colab_quickstart.ipynb"
 
@@ -43,3 +48,53 @@ def test_running_the_launch_cell_twice_trains_once(
     assert out.count("fresh start") == 1, "trained once"
     assert out.count("quickstart: completed, epoch 5/5, step 80") == 2
     assert (tmp_path / "colabrun-runs" / "quickstart" / "state.json").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(refusal() is not None, reason=str(refusal()))
+def test_the_launch_cell_run_again_on_a_fresh_runtime_continues_from_drive(
+        tmp_path: Path) -> None:
+    """The Colab scenario, run by nbclient with the kernel inside a simulated runtime: the
+    first runtime dies mid-training with its disk; the same notebook, run on a fresh one,
+    waits out the dead runtime's lease, resumes from the newest checkpoint under the root
+    (the Drive stand-in, shared by both), ends bitwise equal to an uninterrupted run, and
+    shows no traceback."""
+    work = tmp_path / "work"  # the kernel's folder: the default root ./colabrun-runs is here
+    kills = tmp_path / "kills.log"
+    with _notebook_runtime(tmp_path, work, "first", COLABRUN_KILL_AT="step:50",
+                           COLABRUN_KILL_LOG=str(kills)) as first:
+        deadline = time.monotonic() + 180
+        while not (kills.exists() and kills.read_text()):  # the worker died at step 50
+            assert first.alive() and time.monotonic() < deadline, first.output()
+            time.sleep(0.01)
+        first.kill()  # the runtime dies with it, its local disk too
+    job = work / "colabrun-runs" / "quickstart"
+    newest = max(CheckpointStore(job, Storage()).list_names(),
+                 key=lambda n: parse_checkpoint_name(n) or (0, 0, 0))
+    assert (parse_checkpoint_name(newest) or (80, 0, 0))[0] < 80, "it died before the end"
+    with _notebook_runtime(tmp_path, work, "second") as second:
+        assert second.wait(timeout=300) == 0, second.output()
+        shown = second.output()
+    assert f"resuming from {newest}" in shown, shown
+    assert "took job 'quickstart' over" in shown and "fresh start" not in shown
+    assert "quickstart: completed, epoch 5/5, step 80" in shown
+    executed = nbformat.read(tmp_path / "second.ipynb", as_version=4)
+    outputs = [o for c in executed.cells if c.cell_type == "code" for o in c.outputs]
+    assert all(o.output_type != "error" for o in outputs)
+    assert "Traceback" not in shown, shown
+
+    reference = tmp_path / "reference"  # the same cell, never interrupted
+    with _notebook_runtime(tmp_path, reference, "reference") as ref:
+        assert ref.wait(timeout=300) == 0, ref.output()
+    assert_exactly_equal(final_payload(job),
+                         final_payload(reference / "colabrun-runs" / "quickstart"))
+
+
+def _notebook_runtime(tmp_path: Path, work: Path, name: str, **env: str) -> Runtime:
+    work.mkdir(parents=True, exist_ok=True)
+    argv = [sys.executable, "-m", "tests.notebook_runner", str(NOTEBOOK),
+            str(tmp_path / f"{name}.ipynb"), str(work)]
+    environment = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO), **env}
+    environment.pop("TMPDIR", None)  # staging on the runtime's own disk
+    return Runtime(argv, shared=[tmp_path], cwd=REPO, log=tmp_path / f"{name}.log",
+                   env=environment)
