@@ -27,6 +27,8 @@ class Uploaded:
     save_s: float
     #: the state file as the record left it
     state: JobState
+    #: the checkpoints its record rotated out (their folders are deleted next)
+    rotated: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -79,23 +81,26 @@ class Publisher:
         save_s = local_s + self.clock.monotonic() - started
         observed = {"save_s": save_s} if step_s is None else {"save_s": save_s, "step_s": step_s}
         now = self.clock.time()
-        state = self.statefile.update(lambda s: learn_timing(
-            record_checkpoint(heartbeat(s, self.fence, now=now), record, now=now),
-            now=now, **observed))
-        return Uploaded(record, save_s, state)
+        doomed: list[str] = []
 
-    def rotate(self, state: JobState, *, newest: str) -> None:
-        """Forget, then delete, the root's checkpoints beyond ``keep_last`` (never ``newest``).
+        def change(s: JobState) -> JobState:
+            s = learn_timing(record_checkpoint(heartbeat(s, self.fence, now=now), record,
+                                               now=now), now=now, **observed)
+            doomed[:] = plan_rotation(s.checkpoints, keep_last=self.keep_last,
+                                      newest_verified=record.name)
+            return forget_checkpoints(s, doomed, now=now)
+
+        # one round trip (on Drive each is a lock, a read, a write, an fsync and a rename):
+        # the new record, and the records rotated out, whose folders are deleted after
+        state = self.statefile.update(change)
+        return Uploaded(record, save_s, state, tuple(doomed))
+
+    def rotate(self, uploaded: Uploaded) -> None:
+        """Delete the folders of the checkpoints the upload's record rotated out (never
+        the newest): forgotten first, so a crash meanwhile leaves folders nobody names.
 
         Raises:
-            LeaseLost: another runner took the job over.
             ColabrunError, OSError: the root failed.
         """
-        doomed = plan_rotation(state.checkpoints, keep_last=self.keep_last, newest_verified=newest)
-        if not doomed:
-            return
-        now = self.clock.time()
-        self.statefile.update(
-            lambda s: forget_checkpoints(heartbeat(s, self.fence, now=now), doomed, now=now))
-        for name in doomed:
+        for name in uploaded.rotated:
             self.store.discard(name)

@@ -288,7 +288,7 @@ class Saver:
         self.uploaded_at = self.clock.time()
         if self._on_uploaded is not None:
             self._on_uploaded(uploaded.record)
-        self._publisher.rotate(uploaded.state, newest=uploaded.record.name)
+        self._publisher.rotate(uploaded)
         self.console.flush_log()  # the job log rides along with uploads (best effort)
 
     def upload_later(self, name: str) -> None:

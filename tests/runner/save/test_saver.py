@@ -31,7 +31,7 @@ from colabrun.jobs.errors import CheckpointError, TrainingError
 from colabrun.jobs.spec import CheckpointPolicy, JobSpec
 from colabrun.runner.clock import FakeClock, SystemClock
 from colabrun.runner.display.console import Console
-from colabrun.runner.faults import InjectedFault, RaiseAt
+from colabrun.runner.faults import CountPoints, InjectedFault, RaiseAt
 from colabrun.runner.save.capture import SaveContext
 from colabrun.runner.save.saver import Saver
 from colabrun.runner.save.snapshot import (
@@ -670,6 +670,30 @@ def test_a_save_snapshots_the_objects_and_records_where_and_why(tmp_path: Path) 
     payload = root.load_payload(receipt.name)
     assert torch.equal(payload["tracked"]["model"]["weight"], before)
     assert torch.equal(payload["rng"]["torch"], context.state["rng"]["torch"])
+
+
+def test_each_upload_records_and_rotates_in_one_state_write(tmp_path: Path) -> None:
+    statefile, fence = _owned_job(tmp_path)
+    counter = CountPoints()
+    statefile = StateFile(tmp_path / "job", Storage(), on_point=counter)
+    local = CheckpointStore(tmp_path / "local", Storage(timeout_s=None))
+    root = CheckpointStore(tmp_path / "job", Storage())
+    saver = Saver(local, root, statefile, keep_last=1, fence=fence, clock=SystemClock(),
+                  stamp={"seed": 7, "spec_fingerprint": "f"})
+    model = torch.nn.Linear(2, 2)
+    names = []
+    try:
+        for step in (10, 20, 30):
+            names.append(saver.save({"model": model}, Position(epoch=0, batch=step, step=step),
+                                    "every_steps").name)
+            assert saver.finish(30) and saver.is_durable
+    finally:
+        saver.close()
+    # on Drive each state write is a round trip: the rotation rides on the upload's record
+    assert counter.counts.get("state.replaced") == 3
+    state = statefile.read()
+    assert state is not None and [c.name for c in state.checkpoints] == names[-1:]
+    assert root.list_names() == names[-1:], "the rotated folders are deleted"
 
 
 @pytest.mark.parametrize(
