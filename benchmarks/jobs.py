@@ -135,8 +135,11 @@ def big_mlp(run: Any) -> dict[str, Any]:
     generator = torch.Generator().manual_seed(0)
     batches = [torch.randn(8, width, generator=generator) for _ in range(
         int(run.params.get("steps", 12)))]
+    plain_save = _plain_saver(run.params, model, optimizer)
+    every = int(run.params.get("plain_every", 0))
     step_s: list[float] = []
     memory_before = 0
+    loop_started = time.perf_counter()
     for _ in run.epochs():
         for x in run.batches(batches):
             _first_step_file(run.params)
@@ -145,14 +148,44 @@ def big_mlp(run: Any) -> dict[str, Any]:
             model(x).square().mean().backward()
             optimizer.step()
             run.step()
+            if plain_save is not None and run.global_step % every == 0:
+                plain_save(run.global_step)
             step_s.append(time.perf_counter() - started)
             if len(step_s) == 1:  # the training state is all allocated; no save yet
                 memory_before = pss(os.getpid())
+    loop_s = time.perf_counter() - loop_started
     telemetry = _telemetry(run)
     write = telemetry.last_write if telemetry is not None else None
     return {"step_s": step_s, "stalls": list(telemetry.stalls) if telemetry is not None else [],
             "memory_before_first_save": memory_before, "trained_until": time.monotonic(),
-            "last_write": vars(write) if write is not None else None}
+            "last_write": vars(write) if write is not None else None, "loop_s": loop_s}
+
+
+def _plain_saver(params: dict[str, Any], model: nn.Module, optimizer: torch.optim.Optimizer
+                 ) -> Any:
+    """For the big-save reference runs of a bare loop: a synchronous save every
+    ``plain_every`` steps into ``plain_dir``, by ``plain_with``: ``torch`` (``torch.save``
+    of model and optimizer, then fsync) or ``accelerate`` (``Accelerator.save_state``,
+    as its docs show; only where accelerate is installed)."""
+    how, folder = params.get("plain_with"), params.get("plain_dir")
+    if how is None or folder is None:
+        return None
+    if how == "torch":
+        def save(step: int) -> None:
+            with open(os.path.join(folder, "state.pt"), "wb") as f:
+                torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                            "step": step}, f)
+                f.flush()
+                os.fsync(f.fileno())
+        return save
+    from accelerate import Accelerator  # an optional peer, for this reference only
+
+    accelerator = Accelerator(cpu=True)
+    accelerator.prepare(model, optimizer)  # on one CPU process: registers them, wraps nothing
+
+    def save_state(step: int) -> None:
+        accelerator.save_state(os.path.join(folder, "accelerate"))
+    return save_state
 
 
 def pss(pid: int) -> int:

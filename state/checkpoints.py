@@ -152,12 +152,20 @@ class CheckpointStore:
 
         return self._commit(step, generation, write)
 
-    def upload_from(self, source: CheckpointStore, name: str) -> Manifest:
+    def upload_from(self, source: CheckpointStore, name: str, *, verify_source: bool = True
+                    ) -> Manifest:
         """Copy a committed checkpoint of ``source`` here, with the same commit protocol.
 
         Each file is copied into a temporary folder while the source is verified
         against its manifest, then fsynced; the manifest goes last, then the
         rename. The copy may get another name if that one is taken here.
+
+        Args:
+            verify_source: check the source against its manifest while copying. A
+                checkpoint this process wrote moments ago was hashed as it was written
+                and is still in the page cache: checking it again reads and hashes
+                every byte once more (half a second of CPU per GB), to learn nothing.
+                One left by an earlier process (or boot) is always checked.
 
         Raises:
             CheckpointError: the source does not verify.
@@ -167,7 +175,7 @@ class CheckpointStore:
 
         def write(tmp: Path, final: str) -> Manifest:
             for file in original.files:
-                self._copy_file(source, name, file, tmp)
+                self._copy_file(source, name, file, tmp, verify=verify_source)
             return original.model_copy(update={"name": final})
 
         return self._commit(original.step, original.generation, write)
@@ -207,26 +215,32 @@ class CheckpointStore:
                             sha256=written.sha256, piece_bytes=HASH_PIECE_BYTES,
                             pieces=written.pieces)
 
-    def _copy_file(self, source: CheckpointStore, name: str, file: ManifestFile, tmp: Path
-                   ) -> None:
-        """Copy one file in the kernel while the source is verified against its manifest
-        on the other CPUs. Both read the same pages of a file written moments ago,
-        which a local commit never changes: the copy's bytes are the verified ones.
-        (A copy that still differs, say a mount that loses data, fails the
-        verification that comes before a resume, as any damaged checkpoint does.)"""
+    def _copy_file(self, source: CheckpointStore, name: str, file: ManifestFile, tmp: Path,
+                   *, verify: bool) -> None:
+        """Copy one file in the kernel, while (``verify``) the source is verified against
+        its manifest on the other CPUs. Both read the same pages of a file written
+        moments ago, which a local commit never changes: the copy's bytes are the
+        verified ones. (A copy that still differs, say a mount that loses data, fails
+        the verification that comes before a resume, as any damaged checkpoint does.)"""
         target = tmp / file.path
 
-        with ThreadPoolExecutor(1, thread_name_prefix="colabrun-verify") as pool:
-            checked = pool.submit(source._verify_file, name, file)
-            try:
-                copied = self.storage.copy_file(
-                    source.dir / name / file.path, target, expected_bytes=file.size_bytes,
-                    on_first_write=lambda: self.on_point("save.payload_writing"),
-                    src_fs=source.storage.fs)  # the root's faults stay off the local disk
-            finally:
-                source_error = checked.exception()
-        if source_error is not None:  # the source is at fault, not this store
-            raise source_error
+        def copy() -> int:
+            return self.storage.copy_file(
+                source.dir / name / file.path, target, expected_bytes=file.size_bytes,
+                on_first_write=lambda: self.on_point("save.payload_writing"),
+                src_fs=source.storage.fs)  # the root's faults stay off the local disk
+
+        if not verify:
+            copied = copy()
+        else:
+            with ThreadPoolExecutor(1, thread_name_prefix="colabrun-verify") as pool:
+                checked = pool.submit(source._verify_file, name, file)
+                try:
+                    copied = copy()
+                finally:
+                    source_error = checked.exception()
+            if source_error is not None:  # the source is at fault, not this store
+                raise source_error
         on_disk = self.storage.size_of(target)
         if copied != file.size_bytes or on_disk != file.size_bytes:
             raise StorageError(

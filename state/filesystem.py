@@ -121,6 +121,20 @@ class OsFs:
         return copy_by_writes(src, dst, offset, count)
 
 
+def read_ahead(source: IO[bytes]) -> None:
+    """Ask the kernel to read all of ``source`` into the page cache, in the background.
+
+    A kernel copy reads its source one chunk at a time; where the source has left the
+    cache (a big checkpoint, memory reclaimed), reading ahead in parallel made the copy
+    of a 0.8 GB file twice as fast (benchmarks/README.md, the ``upload`` case). Best
+    effort: a file with no descriptor, or a platform without ``posix_fadvise``, skips it.
+    """
+    try:
+        os.posix_fadvise(source.fileno(), 0, 0, os.POSIX_FADV_WILLNEED)
+    except (AttributeError, OSError, ValueError):
+        pass
+
+
 def copy_whole(fs: Fs, source: IO[bytes], target: IO[bytes],
                on_first_write: Callable[[], None] | None = None) -> int:
     """Copy all of ``source`` to ``target`` with ``fs.copy_range`` (in the kernel where

@@ -24,6 +24,7 @@ from colabrun.state.filesystem import (
     append_to,
     copy_whole,
     listdir_or_empty,
+    read_ahead,
     read_all,
     rmdir_if_present,
     size_or_none,
@@ -144,6 +145,7 @@ class Storage:
         def attempt() -> int:
             with (src_fs or self.fs).open(src, "rb") as source, \
                     self.fs.open(dst, "wb") as target:
+                read_ahead(source)
                 copied = copy_whole(self.fs, source, target, on_first_write)
                 self._settle(target)
             return copied

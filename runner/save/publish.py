@@ -53,13 +53,16 @@ class Publisher:
     keep_last: int
     metrics: MetricsLog | None = None
 
-    def upload(self, name: str, *, local_s: float, step_s: float | None) -> Uploaded:
+    def upload(self, name: str, *, local_s: float, step_s: float | None,
+               fresh: bool = False) -> Uploaded:
         """Copy local checkpoint ``name`` to the root and record it, with what it taught.
 
         Args:
             name: the local checkpoint.
             local_s: how long its local write took.
             step_s: the last step's duration, if measured.
+            fresh: this process's writer committed it (and hashed it as it wrote it):
+                the copy does not read it twice to check it again.
 
         Returns:
             Its record, its save duration, the updated state.
@@ -77,7 +80,7 @@ class Publisher:
         if self.metrics is not None:
             self.metrics.sync()  # a failure fails this upload: it is retried whole
         started = self.clock.monotonic()
-        record = self.store.upload_from(self.local, name).record()
+        record = self.store.upload_from(self.local, name, verify_source=not fresh).record()
         save_s = local_s + self.clock.monotonic() - started
         observed = {"save_s": save_s} if step_s is None else {"save_s": save_s, "step_s": step_s}
         now = self.clock.time()

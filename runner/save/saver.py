@@ -282,7 +282,7 @@ class Saver:
 
     def _upload(self, name: str) -> None:
         uploaded = self._publisher.upload(name, local_s=self._local_s.get(name, 0.0),
-                                          step_s=self._step_s)
+                                          step_s=self._step_s, fresh=name in self._local_s)
         self._last_beat = self.clock.monotonic()
         self.save_s, self.uploaded = uploaded.save_s, uploaded.record
         self.uploaded_at = self.clock.time()

@@ -484,6 +484,27 @@ def test_an_upload_verifies_its_source_and_commits_nothing_from_a_damaged_one(
     assert root.list_names() == committed
 
 
+def test_an_upload_of_a_checkpoint_written_moments_ago_does_not_hash_it_again(
+    store: CheckpointStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    name = commit(store, 20).name
+    checked: list[str] = []
+    verify_file = CheckpointStore._verify_file
+
+    def counting(self: CheckpointStore, *args: Any, **kwargs: Any) -> Any:
+        checked.append(self.dir.name)
+        return verify_file(self, *args, **kwargs)
+
+    monkeypatch.setattr(CheckpointStore, "_verify_file", counting)
+    root = CheckpointStore(tmp_path / "root", storage_with())
+    copied = root.upload_from(store, name, verify_source=False)
+    assert checked == []
+    assert root.verify(copied.name).files == store.verify(name).files
+    checked.clear()
+    root.upload_from(store, name)  # by default, the source is checked as it is copied
+    assert checked == [store.dir.name]
+
+
 def test_an_upload_reads_its_source_through_the_local_filesystem(
     store: CheckpointStore, tmp_path: Path
 ) -> None:

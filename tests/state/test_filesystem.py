@@ -17,6 +17,7 @@ from colabrun.state.filesystem import (
     copy_by_writes,
     copy_whole,
     listdir_or_empty,
+    read_ahead,
     read_all,
     rmdir_if_present,
     size_or_none,
@@ -92,3 +93,17 @@ def test_copy_by_writes_reads_at_an_offset_and_stops_at_the_end(tmp_path: Path) 
         assert copy_by_writes(src, out, 10, 3) == 0
         assert src.tell() == 0  # pread: the position is left alone
     assert out.getvalue() == b"456"
+
+
+def test_read_ahead_asks_for_the_whole_file_and_skips_what_has_no_descriptor(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    asked: list[tuple[int, int, int]] = []
+    monkeypatch.setattr(os, "posix_fadvise", lambda fd, at, n, advice: asked.append(
+        (at, n, advice)), raising=False)
+    path = tmp_path / "f"
+    path.write_bytes(b"x" * 10)
+    with path.open("rb") as f:
+        read_ahead(f)
+    assert asked == [(0, 0, os.POSIX_FADV_WILLNEED)]
+    read_ahead(io.BytesIO(b"in memory"))  # no descriptor: skipped, no error

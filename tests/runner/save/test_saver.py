@@ -696,6 +696,36 @@ def test_each_upload_records_and_rotates_in_one_state_write(tmp_path: Path) -> N
     assert root.list_names() == names[-1:], "the rotated folders are deleted"
 
 
+def test_only_a_checkpoint_left_by_an_earlier_process_is_verified_as_it_uploads(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    uploads: list[tuple[str, bool]] = []
+    upload_from = CheckpointStore.upload_from
+
+    def spy(self: CheckpointStore, source: CheckpointStore, name: str, *,
+            verify_source: bool = True) -> Manifest:
+        uploads.append((name, verify_source))
+        return upload_from(self, source, name, verify_source=verify_source)
+
+    monkeypatch.setattr(CheckpointStore, "upload_from", spy)
+    statefile, fence = _owned_job(tmp_path)
+    local = CheckpointStore(tmp_path / "local", Storage(timeout_s=None))
+    leftover = local.commit({"tracked": {}}, step=5, epoch=0, batch=5, generation=0,
+                           created_at=0.0, meta={}).name  # an earlier process's, not uploaded
+    root = CheckpointStore(tmp_path / "job", Storage())
+    saver = Saver(local, root, statefile, keep_last=3, fence=fence, clock=SystemClock(),
+                  stamp={"seed": 7, "spec_fingerprint": "f"})
+    try:
+        saver.upload_later(leftover)
+        assert saver.finish(30)
+        fresh = saver.save({"model": torch.nn.Linear(2, 2)},
+                           Position(epoch=1, batch=0, step=9), "every_steps").name
+        assert saver.finish(30) and saver.is_durable
+    finally:
+        saver.close()
+    assert uploads == [(leftover, True), (fresh, False)]
+
+
 @pytest.mark.parametrize(
     ("snapshot", "shared", "cuda", "nbytes", "expected"),
     [
