@@ -136,9 +136,11 @@ def _in_process(spec: JobSpec, root: Path) -> Any:
 # -- 1. step time against a bare loop ------------------------------------------------
 
 DIGITS = "benchmarks.jobs:digits"
-# every 25 steps and nothing else (epoch-end saves would be another trigger, with its cost)
-EVERY_25 = {"every_steps": 25, "every_s": None, "at_epoch_end": False}
-NO_CHECKPOINTS = {"every_s": None, "at_epoch_end": False}  # a control: the loop's own cost
+# every 25 steps and nothing else (epoch-end and adaptive saves would be other triggers,
+# with their costs; the adaptive cadence is on by default)
+EVERY_25 = {"every_steps": 25, "every_s": None, "at_epoch_end": False, "max_overhead": None}
+# a control, the loop's own cost: no trigger at all
+NO_CHECKPOINTS = {"every_s": None, "at_epoch_end": False, "max_overhead": None}
 # the adaptive policy alone: epoch-end saves are another trigger, with their own cost
 ADAPTIVE = {"max_overhead": 0.02, "every_s": None, "at_epoch_end": False}
 
@@ -322,7 +324,8 @@ def stall(config: Config, scratch: Path) -> list[Row]:
     steps = every * config.mlp_saves  # the last save at the last step: no final save
     peaks: dict[str, float] = {}
     for mode in ("none", "fork", "copy"):
-        policy: dict[str, Any] = {"every_s": None, "at_epoch_end": False, "keep_last": 2}
+        policy: dict[str, Any] = {"every_s": None, "at_epoch_end": False, "keep_last": 2,
+                                  "max_overhead": None}  # saves at known steps, or none
         if mode != "none":
             policy.update(every_steps=every, snapshot=mode)
         spec = _spec(f"stall-{mode}", MLP, 1, params=_mlp_params(config, steps=steps),
@@ -443,7 +446,8 @@ def _resume_case(config: Config, scratch: Path, label: str, entrypoint: str,
                  params: dict[str, Any], epochs: int, pairs: int) -> list[Row]:
     root = scratch / f"root-{label}"
     marker = scratch / f"first-{label}"
-    base = {"checkpoint": {"every_steps": 2, "every_s": None, "at_epoch_end": False}}
+    base = {"checkpoint": {"every_steps": 2, "every_s": None, "at_epoch_end": False,
+                           "max_overhead": None}}
     # a checkpoint to resume from: train a few steps, completed
     prepared = _spec(f"resume-{label.replace(' ', '-')}", entrypoint, epochs, params=params, **base)
     _in_process(prepared, root)
