@@ -46,5 +46,6 @@ def test_quick_run_prints_a_table_and_writes_json(
     assert every_25["ratio"] == pytest.approx(
         sorted(every_25["detail"]["paired_ratios"])[1])  # the median of the 3 repetitions
     assert 0 < every_25["detail"]["metered_overhead"] < 1  # its saves' share of the run time
-    assert names["copy to root (commit protocol)"]["value"] > 0
+    assert names["copy to root, just written"]["value"] > 0
+    assert names["copy to root, left by an earlier process"]["detail"]["source_checked"] is True
     assert report["machine"]["torch"] and report["config"]["quick_mode"] is True
