@@ -171,7 +171,8 @@ def test_batches_of_a_sequence_are_sliced() -> None:
 def test_an_epoch_end_is_saved_once(tmp_path: Path) -> None:
     """every_steps dividing the epoch: the periodic save yields to the epoch-end one."""
     spec = JobSpec(name="t", entrypoint=_train_tracking(["model", "optimizer"]), epochs=2,
-                   root=str(tmp_path), checkpoint={"every_steps": 2, "keep_last": 10, "max_overhead": None},
+                   root=str(tmp_path),
+                   checkpoint={"every_steps": 2, "keep_last": 10, "max_overhead": None},
                    supervise=False, local_dir=str(tmp_path / "local"))
     saves: list[str] = []
     spec = spec.model_copy(update={"name": "t2"})
