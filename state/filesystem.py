@@ -72,7 +72,8 @@ class OsFs:
     """The real filesystem."""
 
     def open(self, path: Path, mode: str) -> IO[bytes]:
-        return open(path, mode)  # noqa: SIM115 - the caller closes it
+        # appends unbuffered: :func:`append_to` must know what reached the file
+        return open(path, mode, buffering=0 if "a" in mode else -1)  # noqa: SIM115
 
     def fsync(self, file: IO[bytes]) -> None:
         file.flush()
@@ -166,9 +167,27 @@ def read_all(fs: Fs, path: Path) -> bytes:
 
 
 def append_to(fs: Fs, path: Path, data: bytes) -> None:
-    """Append ``data`` to ``path`` (created if missing)."""
+    """Append ``data`` to ``path`` (created if missing), whole or not at all.
+
+    An append that fails part-way (``ENOSPC`` on a full Drive, a lost mount) cuts the
+    file back to its size before it, so that the retry adds the record whole instead of
+    gluing it to a torn one. Where even the cut fails, the original error is raised.
+    """
     with fs.open(path, "ab") as f:
-        f.write(data)
+        start = f.seek(0, os.SEEK_END)
+        rest = memoryview(data)
+        try:
+            while rest:
+                written = f.write(rest)  # unbuffered: a write may take part of it
+                if not written:
+                    raise OSError(errno.EIO, f"{path}: a write made no progress")
+                rest = rest[written:]
+        except BaseException:
+            try:
+                f.truncate(start)
+            except OSError:
+                pass
+            raise
 
 
 def listdir_or_empty(fs: Fs, path: Path) -> list[str]:

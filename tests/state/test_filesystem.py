@@ -3,10 +3,11 @@ and how a whole copy is cut into calls."""
 
 from __future__ import annotations
 
+import errno
 import io
 import os
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import pytest
 
@@ -107,3 +108,48 @@ def test_read_ahead_asks_for_the_whole_file_and_skips_what_has_no_descriptor(
         read_ahead(f)
     assert asked == [(0, 0, os.POSIX_FADV_WILLNEED)]
     read_ahead(io.BytesIO(b"in memory"))  # no descriptor: skipped, no error
+
+
+class _FullAfterHalf(OsFs):
+    """A disk that fills up part-way through the next append: half the bytes land, then
+    ``ENOSPC``, as a Drive mount that ran out of quota mid-record."""
+
+    def __init__(self) -> None:
+        self.full = True
+
+    def open(self, path: Path, mode: str) -> IO[bytes]:
+        file = super().open(path, mode)
+        fs = self
+
+        class Filling(io.RawIOBase):
+            def write(self, data: Any) -> int:
+                if not fs.full:
+                    return file.write(data)
+                fs.full = False  # freed before the retry
+                half = bytes(data[: len(data) // 2])
+                file.write(half)
+                raise OSError(errno.ENOSPC, "No space left on device")
+
+            def seek(self, offset: int, whence: int = 0) -> int:
+                return file.seek(offset, whence)
+
+            def truncate(self, size: int | None = None) -> int:
+                return file.truncate(size)
+
+            def close(self) -> None:
+                file.close()
+                super().close()
+
+        return Filling()  # type: ignore[return-value]
+
+
+def test_an_append_that_fails_part_way_leaves_the_file_as_it_was(tmp_path: Path) -> None:
+    path = tmp_path / "metrics.jsonl"
+    path.write_bytes(b'{"step": 1}\n')
+    fs = _FullAfterHalf()
+    record = b'{"step": 2, "loss": 0.5, "time": 179.25}\n'
+    with pytest.raises(OSError, match="No space left"):
+        append_to(fs, path, record)
+    assert path.read_bytes() == b'{"step": 1}\n', "no torn record"
+    append_to(fs, path, record)  # the retry, once space is back
+    assert path.read_bytes() == b'{"step": 1}\n' + record
