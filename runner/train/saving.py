@@ -72,8 +72,10 @@ class Saving:
         return step_s
 
     def has_unsaved_work(self, *, resumed: bool) -> bool:
-        """Whether stopping now would lose steps (or a fresh run's first checkpoint)."""
-        return self.cadence.steps_since_save > 0 or (self.saver.last is None and not resumed)
+        """Whether stopping now would lose steps (or a fresh run's first checkpoint). A save
+        still being written counts: its commit is waited for, never taken again."""
+        return self.cadence.steps_since_save > 0 or (
+            self.saver.newest_name is None and not resumed)
 
     def decide(self, *, at_epoch_end: bool, last: bool, resumed: bool) -> Decision:
         """What to do at this boundary (refreshing the lease first).

@@ -25,7 +25,7 @@ from colabrun.runner.train.saving import SaveTelemetry
 from colabrun.state.model import Status
 from colabrun.state.statefile import StateFile
 from colabrun.state.storage import Storage
-from tests.helpers import assert_exactly_equal, final_payload
+from tests.helpers import assert_exactly_equal, digits_spec, final_payload
 from tests.rng_heavy_job import train as rng_heavy_train
 
 STEPS_PER_EPOCH = 15  # 120 samples, batch 8
@@ -166,6 +166,18 @@ def test_batches_refuse_a_custom_sampler() -> None:
 
 def test_batches_of_a_sequence_are_sliced() -> None:
     assert list(remaining_batches(["a", "b", "c"], seed=0, epoch=0, skip=2)) == ["c"]
+
+
+def test_a_one_epoch_job_is_saved_once_at_its_end(tmp_path: Path) -> None:
+    """The epoch-end save is still being written when training ends: the session's
+    final save waits for it instead of saving the same step again (``...-r1``)."""
+    root = tmp_path / "runs"
+    spec = digits_spec(root, epochs=1, checkpoint={
+        "every_steps": None, "every_s": None, "at_epoch_end": True, "max_overhead": None})
+    result = runner.run(spec)
+    assert result.status is Status.COMPLETED and result.global_step == 45
+    names = sorted(p.name for p in (root / "digits" / "checkpoints").glob("step-*"))
+    assert names == ["step-000000045-g0001"]
 
 
 def test_an_epoch_end_is_saved_once(tmp_path: Path) -> None:
