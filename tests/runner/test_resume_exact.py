@@ -91,7 +91,16 @@ def test_kill_before_any_checkpoint_starts_fresh(tmp_path: Path, reference: dict
 
 
 def _newest_checkpoint(job_dir: Path) -> Path:
-    return sorted((job_dir / "checkpoints").glob("step-*"))[-1]
+    """The newest checkpoint ``state.json`` records; a newer folder the kill left unrecorded
+    (between an upload's rename and its record) is removed, so that the damaged one is
+    the one a resume would choose."""
+    state = StateFile(job_dir, Storage()).read()
+    assert state is not None and state.checkpoints, "the kill comes after a recorded save"
+    newest = max(record.name for record in state.checkpoints)
+    for folder in (job_dir / "checkpoints").glob("step-*"):
+        if folder.name > newest:
+            shutil.rmtree(folder)
+    return job_dir / "checkpoints" / newest
 
 
 def _truncate_half(folder: Path) -> None:
