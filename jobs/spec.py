@@ -154,7 +154,8 @@ class JobSpec(BaseModel):
         "(default: the platform's).",
     )
     deadline_margin_s: float = Field(
-        default=120.0, ge=0, description="Extra seconds kept free before the cutoff."
+        default=120.0, ge=0, description="Extra seconds kept free before the cutoff (at most "
+        "a tenth of the budget, so a short budget_s still trains)."
     )
     supervise: bool = Field(
         default=True,

@@ -206,7 +206,7 @@ def _start_session(job: JobDir, spec: JobSpec, initial: JobState | None, *, take
                             console=console, deadline_at=deadline.ends_at)
     fence = fence_of(state)
     _clear_leftovers(job)
-    _warn_if_budget_spent(deadline, clock, console)
+    _warn_if_budget_spent(spec, deadline, clock, console)
     return SessionContext(
         job=job, fence=fence, session=len(state.sessions) - 1, clock=clock,
         console=console, on_point=job.statefile.on_point,
@@ -357,12 +357,21 @@ def _check_picklable(spec: JobSpec) -> None:
         ) from exc
 
 
-def _warn_if_budget_spent(deadline: Deadline, clock: Clock, console: Console) -> None:
+def _warn_if_budget_spent(spec: JobSpec, deadline: Deadline, clock: Clock,
+                          console: Console) -> None:
     left = deadline.time_left(clock.time())
-    if left is not None and left <= deadline.needed_s(step_s=None, save_s=None):
-        console.warn(f"this runtime's budget looks spent already ({left:.0f} s left by the "
-                     "platform's limit counted from the runtime's start); the job will stop "
-                     "at its first step. If that is wrong, set budget_s or platform: local")
+    needed = deadline.needed_s(step_s=None, save_s=None)
+    if left is None or left > needed:
+        return
+    if spec.budget_s is not None:
+        console.warn(f"this runtime's budget looks spent already: {left:.0f} s left of the "
+                     f"spec's budget_s ({spec.budget_s:g} s, counted from the runtime's start), "
+                     f"and the final save keeps {needed:.0f} s free; the job will stop at its "
+                     "first step. Raise budget_s, or lower deadline_margin_s")
+        return
+    console.warn(f"this runtime's budget looks spent already ({left:.0f} s left by the "
+                 "platform's limit counted from the runtime's start); the job will stop "
+                 "at its first step. If that is wrong, set budget_s or platform: local")
 
 
 def _warn_if_not_durable(root: Path, console: Console) -> None:

@@ -26,6 +26,9 @@ SAFETY_FACTOR = 1.5
 MARGIN_S = 120.0
 #: assumed for a save never measured yet (seconds)
 UNMEASURED_SAVE_S = 60.0
+#: the margin, and the save assumed before one is measured, are each at most this share
+#: of the budget: a short budget (``budget_s: 25``) still trains, a 12-hour one is unchanged
+BUDGET_SHARE = 0.1
 
 
 def budget_s(platform: str, *, spec_budget_s: float | None) -> float | None:
@@ -47,9 +50,17 @@ class Deadline:
     @classmethod
     def of(cls, *, started_at: float, budget: float | None, margin_s: float = MARGIN_S,
            assumed_save_s: float = UNMEASURED_SAVE_S) -> Deadline:
-        """The deadline of a runtime started at ``started_at`` with ``budget`` seconds."""
-        return cls(ends_at=None if budget is None else started_at + budget, margin_s=margin_s,
-                   assumed_save_s=assumed_save_s)
+        """The deadline of a runtime started at ``started_at`` with ``budget`` seconds.
+
+        The margin and the save assumed before one is measured are each capped at
+        :data:`BUDGET_SHARE` of the budget: the defaults are sized for hours, and would
+        leave a budget of a minute nothing to train with.
+        """
+        if budget is None:
+            return cls(ends_at=None, margin_s=margin_s, assumed_save_s=assumed_save_s)
+        cap = BUDGET_SHARE * budget
+        return cls(ends_at=started_at + budget, margin_s=min(margin_s, cap),
+                   assumed_save_s=min(assumed_save_s, cap))
 
     def time_left(self, now: float) -> float | None:
         """Seconds until the cutoff, or ``None`` without one."""

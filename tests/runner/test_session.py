@@ -5,6 +5,7 @@ the session; one that records where training resumes from."""
 
 from __future__ import annotations
 
+import io
 import os
 from pathlib import Path
 
@@ -12,7 +13,11 @@ import psutil
 import pytest
 
 from colabrun import runner
+from colabrun.runner.clock import FakeClock
+from colabrun.runner.display.console import Console
 from colabrun.runner.platform import runtime_id
+from colabrun.runner.session import _warn_if_budget_spent
+from colabrun.runner.watch.deadline import Deadline
 from colabrun.runner.watch.worker_process import WorkerProcess
 from colabrun.state.lease import LeaseHeld
 from colabrun.state.model import Lease, Status
@@ -94,3 +99,29 @@ def test_a_refused_supervised_run_leaves_no_worker_started_ahead(tmp_path: Path)
     [worker] = started
     assert not worker.is_running() and not worker.tasked, "killed and reaped, never tasked"
     assert not psutil.Process().children(recursive=True)
+
+
+@pytest.mark.slow
+def test_a_fresh_job_with_a_short_budget_trains_then_stops_durable(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """budget_s: 8 with the default margin (120 s) and no save measured yet: the margin and
+    the assumed save shrink to a tenth of the budget, so the job trains, then stops at
+    the deadline with its checkpoint under the root (it trained 0 steps before)."""
+    root = tmp_path / "runs"
+    result = runner.run(digits_spec(root, epochs=10_000, platform="local", budget_s=8.0))
+    assert result.status is Status.STOPPED and result.global_step > 0
+    state = StateFile(root / "digits", Storage()).read()
+    assert state is not None and state.checkpoints[-1].step == result.global_step
+    assert "budget looks spent" not in capsys.readouterr().err
+
+
+def test_a_spent_budget_set_in_the_spec_is_named_with_what_to_change(tmp_path: Path) -> None:
+    clock = FakeClock(start=1000.0)
+    deadline = Deadline.of(started_at=clock.time() - 20, budget=25.0, margin_s=120.0)
+    out = io.StringIO()
+    _warn_if_budget_spent(digits_spec(tmp_path, budget_s=25.0), deadline, clock,
+                          Console(out=out))
+    assert "of the spec's budget_s (25 s" in out.getvalue()
+    assert "Raise budget_s, or lower deadline_margin_s" in out.getvalue()
+    assert "set budget_s or platform" not in out.getvalue()

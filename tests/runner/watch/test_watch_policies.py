@@ -52,6 +52,16 @@ def test_an_unmeasured_save_is_assumed_slow_and_no_budget_never_stops() -> None:
                                                                      save_s=1)
 
 
+def test_a_short_budget_caps_the_margin_and_the_assumed_save_at_a_tenth_of_it() -> None:
+    short = Deadline.of(started_at=T0, budget=25.0, margin_s=120.0, assumed_save_s=60.0)
+    assert (short.margin_s, short.assumed_save_s) == (2.5, 2.5)
+    needed = (0.0 + 2.5) * 1.5 + 2.5
+    assert not short.must_save_now(T0 + 25 - needed - 0.01, step_s=None, save_s=None)
+    assert short.must_save_now(T0 + 25 - needed, step_s=None, save_s=None)
+    long = Deadline.of(started_at=T0, budget=12 * HOUR, margin_s=120.0, assumed_save_s=60.0)
+    assert (long.margin_s, long.assumed_save_s) == (120.0, 60.0), "hours: as configured"
+
+
 def test_restarts_are_capped_by_attempts_without_progress() -> None:
     crash = Attempt(Exit.CRASHED, progressed=False)
     progress = Attempt(Exit.CRASHED, progressed=True)
