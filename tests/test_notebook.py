@@ -61,10 +61,12 @@ def test_the_launch_cell_run_again_on_a_fresh_runtime_continues_from_drive(
     shows no traceback."""
     work = tmp_path / "work"  # the kernel's folder: the default root ./colabrun-runs is here
     kills = tmp_path / "kills.log"
-    with _notebook_runtime(tmp_path, work, "first", COLABRUN_KILL_AT="step:50",
+    # the worker dies right after its first upload is recorded (its session's start is the
+    # 1st state write), so a checkpoint is under the root however loaded the machine is
+    with _notebook_runtime(tmp_path, work, "first", COLABRUN_KILL_AT="state.replaced:2",
                            COLABRUN_KILL_LOG=str(kills)) as first:
         deadline = time.monotonic() + 180
-        while not (kills.exists() and kills.read_text()):  # the worker died at step 50
+        while not (kills.exists() and kills.read_text()):  # the worker died
             assert first.alive() and time.monotonic() < deadline, first.output()
             time.sleep(0.01)
         first.kill()  # the runtime dies with it, its local disk too

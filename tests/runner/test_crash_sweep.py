@@ -20,6 +20,7 @@ from colabrun.jobs.errors import CheckpointError
 from colabrun.runner.faults import ALL_POINTS, CountPoints
 from colabrun.state.checkpoints import parse_checkpoint_name
 from colabrun.state.jobdir import JobDir
+from colabrun.state.model import Status
 from colabrun.state.statefile import StateFile
 from colabrun.state.storage import Storage
 from tests.helpers import assert_exactly_equal, digits_spec, final_payload, run_cli, write_spec_file
@@ -81,7 +82,11 @@ def test_kill_at_point_then_resume(
     newest = _newest_verifying(root)
     resumed = run_cli("resume", NAME, "--root", str(root), cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
-    if newest is None:
+    if state.status is Status.COMPLETED:
+        # a loaded machine coalesces uploads, so a run may write state fewer times than
+        # the reference: the mid-run count can be the last write, which records the end
+        assert "completed" in resumed.stdout and "resuming from" not in resumed.stdout
+    elif newest is None:
         assert "no checkpoint yet, fresh start" in resumed.stdout
     else:
         assert f"resuming from {newest} " in resumed.stdout, "the newest committed one"
