@@ -257,13 +257,6 @@ def _timed(fn: Callable[[], Any], reps: int) -> list[float]:
     return out
 
 
-def _sync_save(state: Any, path: Path) -> None:
-    with open(path, "wb") as f:
-        torch.save(state, f)
-        f.flush()
-        os.fsync(f.fileno())
-
-
 class MemorySampler:
     """Samples this process's memory, plus its children's, every few milliseconds.
 
@@ -305,7 +298,7 @@ def _references(config: Config, scratch: Path) -> tuple[int, list[float], list[f
     state = _mlp_state(config)
     tensors = _tensors(state)
     scratch.mkdir(parents=True, exist_ok=True)
-    sync = _timed(lambda: _sync_save(state, scratch / "sync.pt"), config.reps)
+    sync = _timed(lambda: jobs.sync_save(state, scratch / "sync.pt"), config.reps)
     clone = _timed(lambda: [t.clone() for t in tensors], config.reps)
     (scratch / "sync.pt").unlink()
     return sum(t.numel() * t.element_size() for t in tensors), sync, clone

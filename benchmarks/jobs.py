@@ -161,6 +161,14 @@ def big_mlp(run: Any) -> dict[str, Any]:
             "last_write": vars(write) if write is not None else None, "loop_s": loop_s}
 
 
+def sync_save(state: Any, path: str | os.PathLike[str]) -> None:
+    """The plain reference save: ``torch.save``, then fsync."""
+    with open(path, "wb") as f:
+        torch.save(state, f)
+        f.flush()
+        os.fsync(f.fileno())
+
+
 def _plain_saver(params: dict[str, Any], model: nn.Module, optimizer: torch.optim.Optimizer
                  ) -> Any:
     """For the big-save reference runs of a bare loop: a synchronous save every
@@ -172,11 +180,8 @@ def _plain_saver(params: dict[str, Any], model: nn.Module, optimizer: torch.opti
         return None
     if how == "torch":
         def save(step: int) -> None:
-            with open(os.path.join(folder, "state.pt"), "wb") as f:
-                torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                            "step": step}, f)
-                f.flush()
-                os.fsync(f.fileno())
+            sync_save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                       "step": step}, os.path.join(folder, "state.pt"))
         return save
     from accelerate import Accelerator  # an optional peer, for this reference only
 

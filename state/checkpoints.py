@@ -156,9 +156,9 @@ class CheckpointStore:
                     ) -> Manifest:
         """Copy a committed checkpoint of ``source`` here, with the same commit protocol.
 
-        Each file is copied into a temporary folder while the source is verified
-        against its manifest, then fsynced; the manifest goes last, then the
-        rename. The copy may get another name if that one is taken here.
+        Each file is copied into a temporary folder (the source checked against its
+        manifest meanwhile, unless ``verify_source`` is off), then fsynced; the manifest
+        goes last, then the rename. The copy may get another name if that one is taken.
 
         Args:
             verify_source: check the source against its manifest while copying. A

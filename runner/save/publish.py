@@ -28,7 +28,7 @@ class Uploaded:
     #: the state file as the record left it
     state: JobState
     #: the checkpoints its record rotated out (their folders are deleted next)
-    rotated: tuple[str, ...] = ()
+    rotated: tuple[str, ...]
 
 
 @dataclass(frozen=True)
