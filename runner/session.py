@@ -33,6 +33,7 @@ from colabrun.runner.platform import (
     runtime_id,
     runtime_started_at,
 )
+from colabrun.runner.preflight import check_folders
 from colabrun.runner.train.live import Controls, LiveProgress
 from colabrun.runner.train.training import Outcome, SessionContext, train_session
 from colabrun.runner.watch.deadline import UNMEASURED_SAVE_S, Deadline, budget_s
@@ -57,6 +58,7 @@ from colabrun.state.lease import (
 from colabrun.state.model import JobState, Lease, Status
 from colabrun.state.storage import Storage
 from colabrun.state.transitions import (
+    abandon_session,
     begin_session,
     end_session,
     new_job,
@@ -140,11 +142,24 @@ def run_job(
     job = _job_dir(spec, root, storage, on_point=on_point, supervised=supervised, live=live)
     state, on_disk = _open_state(job, spec, force=force, clock=clock, console=console)
     if state.is_done_for(spec.epochs):
-        if not on_disk:  # rebuilt from its checkpoints: keep what was learned
-            job.statefile.write(state)
-        console.info(summary_line(state, job.path))
-        return _result(state, job.path, trained=False)
+        return _already_done(job, spec, state, on_disk=on_disk, console=console)
+    _say_if_epochs_lowered(spec, state, console)
     _warn_if_not_durable(root, console)
+    return _run_session(job, spec, state, on_disk=on_disk, supervised=supervised,
+                        takeover=takeover, clock=clock, console=console, live=live, view=view,
+                        search_path=tuple(Path(p) for p in search_path),
+                        upload_wait_s=upload_wait_s)
+
+
+def _run_session(job: JobDir, spec: JobSpec, state: JobState, *, on_disk: bool,
+                 supervised: bool, takeover: bool, clock: Clock, console: Console,
+                 live: LiveProgress, view: ProgressView, search_path: tuple[Path, ...],
+                 upload_wait_s: float) -> RunResult:
+    """Take the job (waiting out a dead runtime's lease), train one session, record its end.
+
+    A failure of colabrun's own (a folder that cannot be written, a lost mount) after the
+    lease was taken puts the job back as it was: no lease held, not ``running``.
+    """
     # imports torch while the lease is waited for and taken (docs/colab.md#a-fresh-runtime)
     warm = WorkerProcess.start() if supervised else None
     try:
@@ -152,15 +167,46 @@ def run_job(
         if on_disk and not takeover:  # another runtime's live-looking lease: alive, or gone?
             dead = wait_for_lease(state, job.statefile.read, _me(), clock=clock,
                                   console=console, is_alive=pid_alive)
-        ctx = _start_session(job, spec, None if on_disk else state, takeover=takeover,
-                             dead=dead, clock=clock, console=console, live=live, view=view,
-                             search_path=tuple(Path(p) for p in search_path),
-                             upload_wait_s=upload_wait_s)
-        outcome = _train(spec, ctx, supervised=supervised, view=view, warm=warm)
+        deadline = _deadline(spec, clock)
+        taken: list[Fence] = []  # set once the lease is in the state being written
+        try:
+            begun = _take_and_begin(job, spec, _me(), None if on_disk else state,
+                                    takeover=takeover, dead=dead, clock=clock,
+                                    console=console, deadline_at=deadline.ends_at, taken=taken)
+            ctx = _start_session(job, spec, begun, deadline, clock=clock, console=console,
+                                 live=live, view=view, search_path=search_path,
+                                 upload_wait_s=upload_wait_s)
+            outcome = _train(spec, ctx, supervised=supervised, view=view, warm=warm)
+        except BaseException as exc:
+            if taken:
+                _abandon(job, taken[0], state.status, exc, clock=clock, console=console)
+            raise
     finally:
         if warm is not None:
             warm.discard()
     return _finish(job, spec, ctx.fence, outcome, clock=clock, console=console)
+
+
+def _already_done(job: JobDir, spec: JobSpec, state: JobState, *, on_disk: bool,
+                  console: Console) -> RunResult:
+    """A completed job asked for no more epochs: say so, train nothing."""
+    if not on_disk:  # rebuilt from its checkpoints: keep what was learned
+        job.statefile.write(state)
+    _say_if_epochs_lowered(spec, state, console)
+    console.info(summary_line(state, job.path))
+    return _result(state, job.path, trained=False)
+
+
+def _say_if_epochs_lowered(spec: JobSpec, state: JobState, console: Console) -> None:
+    done = state.progress.epochs_done
+    if spec.epochs < done:
+        console.info(f"job {spec.name!r} has trained {done} epochs already; the spec's "
+                     f"epochs: {spec.epochs} asks for fewer, and a job never trains backwards: "
+                     f"it keeps its epoch-{done} model (to train {spec.epochs} epochs from "
+                     "scratch, use a new job name)")
+    elif spec.epochs < state.progress.epochs_total:
+        console.info(f"job {spec.name!r}: epochs lowered from {state.progress.epochs_total} "
+                     f"to {spec.epochs} ({done} done)")
 
 
 def _display(progress: bool | None, console: Console | None, storage: Storage
@@ -191,24 +237,14 @@ def _me() -> Owner:
     return Owner(runtime_id=runtime_id(), host=socket.gethostname(), pid=os.getpid())
 
 
-def _start_session(job: JobDir, spec: JobSpec, initial: JobState | None, *, takeover: bool,
-                   dead: Lease | None, clock: Clock, console: Console, live: LiveProgress,
-                   view: ProgressView, search_path: tuple[Path, ...],
-                   upload_wait_s: float) -> SessionContext:
-    """Take the lease, open the session, and say what its training needs.
-
-    ``initial`` is the state of a job with no ``state.json`` yet, written with the lease;
-    ``dead``, a lease watched until it proved dead (taken over although it looks live).
-    """
-    me = _me()
-    deadline = _deadline(spec, clock)
-    state = _take_and_begin(job, spec, me, initial, takeover=takeover, dead=dead, clock=clock,
-                            console=console, deadline_at=deadline.ends_at)
-    fence = fence_of(state)
+def _start_session(job: JobDir, spec: JobSpec, state: JobState, deadline: Deadline, *,
+                   clock: Clock, console: Console, live: LiveProgress, view: ProgressView,
+                   search_path: tuple[Path, ...], upload_wait_s: float) -> SessionContext:
+    """Clear what a dead session left, and say what the session's training needs."""
     _clear_leftovers(job)
     _warn_if_budget_spent(spec, deadline, clock, console)
     return SessionContext(
-        job=job, fence=fence, session=len(state.sessions) - 1, clock=clock,
+        job=job, fence=fence_of(state), session=len(state.sessions) - 1, clock=clock,
         console=console, on_point=job.statefile.on_point,
         controls=Controls(deadline), progress=live,
         search_path=search_path, heartbeat_s=spec.lease_s / 4,
@@ -237,11 +273,11 @@ def _open_state(
 ) -> tuple[JobState, bool]:
     """The job's state, checked against the spec, and whether it is on disk yet.
 
-    A job's first state is built here but written only with its first lease, in one
-    transaction (:func:`_take_and_begin`): on Drive each write is a round trip.
+    Nothing is written before the spec and the folders are checked. A job's first state
+    is built here but written only with its first lease, in one transaction
+    (:func:`_take_and_begin`): on Drive each write is a round trip.
     """
-    job.storage.makedirs(job.path)
-    console.attach_log(job.path)
+    check_folders(spec, job.root, job.storage)  # first: a root under a file fails its reads
     state = job.statefile.read()
     on_disk = state is not None
     if state is None:
@@ -255,6 +291,11 @@ def _open_state(
             f"({details}); use a new job name, or pass --force (force=True) to continue "
             "its checkpoints with the new values"
         )
+    latest = state.latest_checkpoint
+    if latest is not None:  # room for one more checkpoint of that size
+        check_folders(spec, job.root, job.storage, checkpoint_bytes=latest.size_bytes)
+    job.storage.makedirs(job.path)  # the first write of this run
+    console.attach_log(job.path)
     return state, on_disk
 
 
@@ -281,9 +322,12 @@ def _initial_state(job: JobDir, spec: JobSpec, *, clock: Clock, console: Console
 
 def _take_and_begin(job: JobDir, spec: JobSpec, me: Owner, initial: JobState | None, *,
                     takeover: bool, dead: Lease | None, clock: Clock, console: Console,
-                    deadline_at: float | None) -> JobState:
+                    deadline_at: float | None, taken: list[Fence]) -> JobState:
     """One write of ``state.json``: take the lease (or raise :class:`LeaseHeld`), adopt
-    the spec, open the session; a new job's state is created by the same write."""
+    the spec, open the session; a new job's state is created by the same write.
+
+    ``taken`` receives the new lease's fence before the write: a write that fails after
+    its rename still left the lease there, to be given back."""
     seen: list[tuple[Verdict, JobState]] = []
 
     def change(s: JobState) -> JobState:
@@ -296,6 +340,7 @@ def _take_and_begin(job: JobDir, spec: JobSpec, me: Owner, initial: JobState | N
             raise LeaseHeld(held_message(s, s.lease, now=now))
         seen.append((verdict, s))
         s = take(s, me, now=now, duration_s=spec.lease_s)
+        taken[:] = [fence_of(s)]
         if s.defining != spec.defining_fields():
             s = set_fingerprint(s, spec.fingerprint(), spec.defining_fields(), now=now)
         return begin_session(set_epochs_total(s, spec.epochs, now=now),
@@ -418,6 +463,27 @@ def _end(job: JobDir, fence: Fence, status: Status, reason: str, clock: Clock) -
         return release(ended, fence, now=clock.time())
 
     return job.statefile.update(change)
+
+
+def _abandon(job: JobDir, fence: Fence, before: Status, error: BaseException, *,
+             clock: Clock, console: Console) -> None:
+    """Put back a job whose session failed in colabrun's own code (or was interrupted)
+    before it could record its end: lease released, status as before the session."""
+    reason = f"did not run: {type(error).__name__}: {error}".splitlines()[0]
+
+    def change(s: JobState) -> JobState:
+        if not holds(s, fence):  # fenced: the job is someone else's now
+            return s
+        undone = abandon_session(s, before=before, reason=reason, now=clock.time())
+        return release(undone, fence, now=clock.time())
+
+    try:
+        current = job.statefile.read()
+        if current is not None and holds(current, fence):  # else: nothing of ours to undo
+            job.statefile.update(change)
+    except Exception as exc:  # the error being raised says more
+        console.warn(f"could not record that this run ended ({type(exc).__name__}: {exc}); "
+                     "the next run takes the job over once its lease expires")
 
 
 def _result(state: JobState, job_dir: Path, *, trained: bool, value: Any = None) -> RunResult:

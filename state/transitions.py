@@ -90,6 +90,23 @@ def end_session(state: JobState, status: Status, *, reason: str, now: float) -> 
     return move(state, status, now=now, reason=stored_reason)
 
 
+def abandon_session(state: JobState, *, before: Status, reason: str, now: float) -> JobState:
+    """Close a session that failed before it could end itself (colabrun's own error, an
+    interrupt) and put the job back: ``before``, its status when the session began.
+
+    The one move back to ``pending`` (a new job whose first session never trained). A job
+    that was ``running`` or ``completed`` then (its runner died; it was asked for more
+    epochs), or whose session recorded a checkpoint, becomes ``stopped``: it resumes like
+    any other.
+    """
+    state = _close_open_session(state, reason=reason, now=now)
+    last = state.sessions[-1] if state.sessions else None
+    progressed = last is not None and last.end_step != last.start_step
+    kept = before in (Status.PENDING, Status.STOPPED, Status.FAILED) and not progressed
+    status = before if kept else Status.STOPPED
+    return state.model_copy(update={"status": status, "reason": reason, "updated_at": now})
+
+
 def _close_open_session(state: JobState, *, reason: str, now: float) -> JobState:
     if not state.sessions or state.sessions[-1].ended_at is not None:
         return state

@@ -242,9 +242,62 @@ def unwritable_root(tmp_path: Path) -> Iterator[Path]:
 def test_root_that_is_not_writable(tmp_path: Path, unwritable_root: Path) -> None:
     spec = _json_spec(tmp_path, unwritable_root)
     line = _refused(tmp_path, spec, unwritable_root, exit_code=5)
-    assert f"cannot mkdir {unwritable_root / NAME}" in line
-    assert ("not writable; choose another root with --root" in line
-            or "check the path and its permissions" in line)
+    assert f"cannot start job {NAME!r}: the root {unwritable_root} cannot take its files" in line
+    assert (f"{unwritable_root.parent} is not writable" in line
+            or f"{unwritable_root.parent} is a file, not a folder" in line), line
+    assert "choose another root (--root" in line
+
+
+def test_local_dir_under_a_file(tmp_path: Path) -> None:
+    (tmp_path / "a-file").write_text("not a folder\n")
+    local = tmp_path / "a-file" / "local"
+    spec = _json_spec(tmp_path, tmp_path / "runs", local_dir=str(local))
+    line = _refused(tmp_path, spec, tmp_path / "runs", exit_code=2)
+    assert f"cannot start job {NAME!r}: local_dir {str(local)!r} cannot stage its checkpoints" \
+        in line
+    assert f"{tmp_path / 'a-file'} is a file, not a folder" in line
+    assert "set local_dir to a writable folder" in line
+
+
+@pytest.fixture
+def read_only_folder(tmp_path: Path) -> Iterator[Path]:
+    """A folder on a read-only filesystem (a small tmpfs mounted ``ro``: root ignores
+    mode bits, not a read-only mount); skipped where mounting is refused."""
+    folder = tmp_path / "read-only"
+    folder.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(folder)],
+                             capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a read-only tmpfs here: {mounted.stderr.strip()}")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", str(folder)], check=False)
+
+
+def test_local_dir_on_a_read_only_disk(tmp_path: Path, read_only_folder: Path) -> None:
+    local = read_only_folder / "local"
+    spec = _json_spec(tmp_path, tmp_path / "runs", local_dir=str(local))
+    line = _refused(tmp_path, spec, tmp_path / "runs", exit_code=2)
+    assert f"local_dir {str(local)!r} cannot stage its checkpoints" in line
+    assert f"{read_only_folder} is not writable" in line
+    assert "training function" not in line  # colabrun's own check, not the user's code
+
+
+def test_a_full_root_is_refused_before_anything_is_written(tmp_path: Path) -> None:
+    full = tmp_path / "full"
+    full.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(full)],
+                             capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here: {mounted.stderr.strip()}")
+    try:
+        root = full / "runs"
+        line = _refused(tmp_path, _json_spec(tmp_path, root), root, exit_code=5)
+    finally:
+        subprocess.run(["umount", str(full)], check=False)
+    assert f"the root {root} cannot take its files: {full} has" in line
+    assert "free, and a checkpoint needs 1.0 MB" in line
 
 
 def test_missing_spec_file(tmp_path: Path) -> None:

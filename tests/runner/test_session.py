@@ -15,6 +15,7 @@ import pytest
 from colabrun import runner
 from colabrun.runner.clock import FakeClock
 from colabrun.runner.display.console import Console
+from colabrun.runner.faults import InjectedFault, RaiseAt
 from colabrun.runner.platform import runtime_id
 from colabrun.runner.session import _warn_if_budget_spent
 from colabrun.runner.watch.deadline import Deadline
@@ -125,3 +126,45 @@ def test_a_spent_budget_set_in_the_spec_is_named_with_what_to_change(tmp_path: P
     assert "of the spec's budget_s (25 s" in out.getvalue()
     assert "Raise budget_s, or lower deadline_margin_s" in out.getvalue()
     assert "set budget_s or platform" not in out.getvalue()
+
+
+def test_lowering_epochs_below_what_a_completed_job_trained_says_so(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = tmp_path / "runs"
+    runner.run(digits_spec(root, epochs=2))
+    state_before = (root / "digits" / "state.json").read_bytes()
+    capsys.readouterr()
+    result = runner.run(digits_spec(root, epochs=1))
+    assert (result.exit_code, result.trained, result.epochs_done) == (0, False, 2)
+    out = capsys.readouterr().out
+    assert ("job 'digits' has trained 2 epochs already; the spec's epochs: 1 asks for fewer, "
+            "and a job never trains backwards: it keeps its epoch-2 model") in out
+    assert (root / "digits" / "state.json").read_bytes() == state_before
+
+
+def test_a_start_that_fails_after_taking_the_lease_puts_the_job_back(tmp_path: Path) -> None:
+    """The write that takes the lease and opens the session fails after its rename (the
+    state on the root holds the lease): the job is left as before, not ``running``."""
+    root = tmp_path / "runs"
+    with pytest.raises(InjectedFault):
+        runner.run(digits_spec(root, epochs=1), on_point=RaiseAt("state.replaced"))
+    state = StateFile(root / "digits", Storage()).read()
+    assert state is not None
+    assert (state.status, state.lease) == (Status.PENDING, None)
+    assert state.sessions[-1].end_reason == "did not run: InjectedFault: injected"
+
+    result = runner.run(digits_spec(root, epochs=1))  # at once: no lease to wait out
+    assert result.status is Status.COMPLETED and result.global_step == 45
+
+
+def test_a_failed_start_of_more_epochs_leaves_a_completed_job_resumable(tmp_path: Path) -> None:
+    root = tmp_path / "runs"
+    runner.run(digits_spec(root, epochs=1))
+    with pytest.raises(InjectedFault):
+        runner.run(digits_spec(root, epochs=2), on_point=RaiseAt("state.replaced"))
+    state = StateFile(root / "digits", Storage()).read()
+    assert state is not None
+    assert (state.status, state.lease) == (Status.STOPPED, None)  # not "completed": not done
+    result = runner.run(digits_spec(root, epochs=2))
+    assert result.status is Status.COMPLETED and result.global_step == 90

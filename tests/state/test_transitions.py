@@ -13,6 +13,7 @@ from colabrun.state.transitions import (
     LEGAL_MOVES,
     TIMING_SMOOTHING,
     IllegalTransition,
+    abandon_session,
     begin_session,
     end_session,
     forget_checkpoints,
@@ -158,6 +159,30 @@ def test_end_session_stopped_or_failed_keeps_reason(status: Status) -> None:
 def test_end_session_of_pending_job_cannot_complete() -> None:
     with pytest.raises(IllegalTransition):
         end_session(fresh(), C, reason="never ran", now=1.0)
+
+
+@pytest.mark.parametrize("before", [P, S, F])
+def test_abandon_session_puts_a_job_back_as_it_was(before: Status) -> None:
+    state = begun(fresh(), now=150.0).model_copy(update={"status": R})
+    undone = abandon_session(state, before=before, reason="did not run: OSError: x", now=160.0)
+    assert undone.status is before  # pending included: the one move back to it
+    assert undone.reason == "did not run: OSError: x"
+    (session,) = undone.sessions
+    assert (session.ended_at, session.end_reason) == (160.0, "did not run: OSError: x")
+
+
+@pytest.mark.parametrize("before", [R, C])
+def test_abandon_session_of_a_job_running_or_completed_before_leaves_it_stopped(
+        before: Status) -> None:
+    # running: its runner died; completed: asked for more epochs, it must not look done
+    undone = abandon_session(begun(fresh(), now=150.0), before=before, reason="r", now=160.0)
+    assert undone.status is S
+
+
+def test_abandon_session_after_a_checkpoint_leaves_the_job_stopped() -> None:
+    state = record_checkpoint(begun(fresh(), now=150.0), record(10), now=155.0)
+    undone = abandon_session(state, before=P, reason="r", now=160.0)
+    assert undone.status is S and undone.progress.global_step == 10
 
 
 def test_record_checkpoint_keeps_records_sorted_and_progress_follows_the_newest() -> None:
