@@ -221,8 +221,9 @@ def _tally(path: Path) -> int:
 
 def _compare(report: ChaosReport, reference: Path, chaos: Path) -> None:
     report.first_tensor = first_difference(_final(reference), _final(chaos))
-    report.first_step = first_metric_difference(read_metrics(reference / "metrics.jsonl"),
-                                                read_metrics(chaos / "metrics.jsonl"))
+    report.first_step = first_metric_difference(
+        read_metrics(reference / "metrics.jsonl", warn=_warn),
+        read_metrics(chaos / "metrics.jsonl", warn=_warn))
     report.exact = report.first_tensor is None and report.first_step is None
 
 
@@ -265,6 +266,10 @@ def first_metric_difference(a: list[dict[str, Any]], b: list[dict[str, Any]]) ->
     differing = [step for (step, key) in ta.keys() | tb.keys()
                  if ta.get((step, key)) != tb.get((step, key))]
     return min(differing) if differing else None
+
+
+def _warn(message: str) -> None:
+    print(f"colabrun: WARNING: {message}", file=sys.stderr, flush=True)
 
 
 def _print(out: Any, line: str) -> None:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import importlib
 import io
 import math
+import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -298,7 +299,9 @@ def plot_job(name: str, *, root: str | Path | None = None, out: str | Path | Non
     if state is None:
         raise JobNotFound(f"no job {name!r} under {resolved}; `colabrun list --root "
                           f"{resolved}` shows the jobs there")
-    data = plot_data(state, read_metrics(job.path / METRICS_NAME), metrics=metrics)
+    records = read_metrics(job.path / METRICS_NAME, warn=lambda message: print(
+        f"colabrun: WARNING: {message}", file=sys.stderr))
+    data = plot_data(state, records, metrics=metrics)
     target = Path(out).expanduser() if out else job.path / REPORTS_DIR / PLOT_NAME
     return draw(data, target, storage=job.storage)
 

@@ -14,7 +14,8 @@ from __future__ import annotations
 import json
 import os
 import threading
-from collections.abc import Mapping
+import warnings
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -91,18 +92,34 @@ class MetricsLog:
 BOOKKEEPING = frozenset({"step", "epoch", "session", "time"})
 
 
-def read_metrics(path: Path) -> list[dict[str, Any]]:
+def read_metrics(path: Path, *, warn: Callable[[str], None] | None = None
+                 ) -> list[dict[str, Any]]:
     """The records of a metrics log in step order, redone steps counted once.
 
-    Torn lines (a crash mid-append) are skipped.
+    A line that does not parse (a record torn by a crash mid-append, on a storage that
+    does not truncate it back) is skipped, and said: ``warn`` receives one line, else a
+    :class:`TornRecords` warning is issued.
     """
     if not path.exists():
         return []
     latest: dict[tuple[int, frozenset[str]], dict[str, Any]] = {}
-    for line in path.read_text(encoding="utf-8").splitlines():
+    torn: list[int] = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
         try:
             record = json.loads(line)
         except json.JSONDecodeError:
+            torn.append(number)
             continue
         latest[(int(record.get("step", 0)), frozenset(record) - BOOKKEEPING)] = record
+    if torn:
+        said = (f"{path}: skipped {len(torn)} torn line(s) (line {', '.join(map(str, torn))}): "
+                "a record cut short when a run died mid-write; the records around it are whole")
+        if warn is not None:
+            warn(said)
+        else:
+            warnings.warn(said, TornRecords, stacklevel=2)
     return [latest[key] for key in sorted(latest, key=lambda k: (k[0], sorted(k[1])))]
+
+
+class TornRecords(UserWarning):
+    """A metrics log held lines that do not parse; they were skipped."""

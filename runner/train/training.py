@@ -28,6 +28,7 @@ from colabrun.runner.train.handle import Run
 from colabrun.runner.train.live import Controls, LiveProgress, StopTraining, Wiring
 from colabrun.runner.train.loop import Loop
 from colabrun.runner.train.metrics import MetricsLog
+from colabrun.runner.train.origin import origin_of
 from colabrun.runner.train.resume import Found, PendingResume, ResumePoint, find_resume_point
 from colabrun.runner.train.rng import seed_everything
 from colabrun.runner.watch.interrupts import Interrupts
@@ -103,8 +104,17 @@ def _train_session(spec: JobSpec, ctx: SessionContext) -> Outcome:
         return Outcome(Exit.FAILED, str(exc), error=exc, exit_code=exc.exit_code)
     except Exception as exc:
         ctx.console.info("".join(traceback.format_exception(exc)).rstrip())
-        return Outcome(Exit.FAILED, f"the training function raised {type(exc).__name__}: {exc}",
-                       error=exc, exit_code=1)
+        return Outcome(Exit.FAILED, _raised(exc), error=exc, exit_code=1)
+
+
+def _raised(exc: Exception) -> str:
+    """What raised ``exc``: the training function, or colabrun's own code (named)."""
+    own = origin_of(exc)
+    if own is None:
+        return f"the training function raised {type(exc).__name__}: {exc}"
+    where = f"{Path(own.filename).name}:{own.lineno}, in {own.name}"
+    return (f"colabrun's own code raised {type(exc).__name__}: {exc} ({where}), not the "
+            "training function; check the folder or setting it names")
 
 
 def _train(spec: JobSpec, ctx: SessionContext) -> Outcome:

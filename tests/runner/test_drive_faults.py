@@ -9,7 +9,9 @@ verify, and the final weights equal an uninterrupted run's.
 from __future__ import annotations
 
 import errno
+import json
 import shutil
+import subprocess
 import threading
 import time
 from pathlib import Path
@@ -227,3 +229,49 @@ def test_a_clean_stop_waits_for_the_final_upload(tmp_path: Path) -> None:
     assert state is not None and state.latest_checkpoint is not None
     assert state.latest_checkpoint.step == 22, "the stop's own checkpoint is under the root"
     assert_invariants(tmp_path / "heavy")
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Any:
+    """A real 4 MB tmpfs: filled, every write there fails part-way with ENOSPC, as on a full
+    Drive; skipped where mounting is refused."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(disk)],
+                             capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here: {mounted.stderr.strip()}")
+    try:
+        yield disk
+    finally:
+        subprocess.run(["umount", str(disk)], check=False)
+
+
+def _fill(disk: Path) -> None:
+    """Write until the disk is full to the byte."""
+    with open(disk / "filler", "wb", buffering=0) as f:
+        for size in (1 << 16, 1 << 10, 64, 1):
+            try:
+                while True:
+                    f.write(b"\0" * size)
+            except OSError as exc:
+                assert exc.errno == errno.ENOSPC
+
+
+def test_a_root_filled_then_freed_mid_run_keeps_every_metrics_record_whole(
+    tmp_path: Path, small_disk: Path, reference: dict[str, Any],
+    capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = small_disk / "runs"
+    spec = spec_for(root).model_copy(update={"local_dir": str(tmp_path / "local")})
+    hook = at_step({8: lambda: _fill(small_disk),
+                    30: lambda: (small_disk / "filler").unlink()})
+    result = runner.run(spec, on_point=hook, storage=faulty(FaultyFs()))
+    out = capsys.readouterr().out
+    assert "cannot append" in out and "No space left on device" in out  # the disk was met
+    assert result.status is Status.COMPLETED
+    lines = (root / "heavy" / "metrics.jsonl").read_text().splitlines()
+    records = [json.loads(line) for line in lines]  # every line parses: none torn
+    assert {r["step"] for r in records if "loss" in r} == set(range(1, STEPS + 1))
+    assert_invariants(root / "heavy")
+    assert_exactly_equal(final_payload(root / "heavy"), reference)

@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from colabrun.runner.train.metrics import MetricsLog, read_metrics
+import pytest
+
+from colabrun.runner.train.metrics import MetricsLog, TornRecords, read_metrics
 from colabrun.state.storage import Storage
 
 
@@ -22,7 +24,12 @@ def test_redone_steps_replace_the_lost_sessions_records(tmp_path: Path) -> None:
     log.sync()
     with open(tmp_path / "metrics.jsonl", "a") as f:
         f.write('{"step": 4, "loss"')  # torn by a kill
-    records = read_metrics(tmp_path / "metrics.jsonl")
+    said: list[str] = []
+    records = read_metrics(tmp_path / "metrics.jsonl", warn=said.append)
+    assert said == [f"{tmp_path / 'metrics.jsonl'}: skipped 1 torn line(s) (line 6): a record "
+                    "cut short when a run died mid-write; the records around it are whole"]
+    with pytest.warns(TornRecords, match="skipped 1 torn line"):
+        assert read_metrics(tmp_path / "metrics.jsonl") == records
     assert [(r["step"], r["session"], r.get("loss", r.get("val"))) for r in records] == [
         (1, 0, 1.0), (2, 0, 2.0), (3, 1, 30.0), (3, 0, 0.5)]
     assert all(json.dumps(r) for r in records)
