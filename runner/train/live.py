@@ -11,10 +11,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from colabrun.runner.train.report import Durability
 from colabrun.runner.watch.deadline import Deadline
 from colabrun.state.hooks import no_hook
+
+if TYPE_CHECKING:  # it imports torch; the supervisor reads this module without it
+    from colabrun.runner.train.save_guess import SaveGuess
 
 
 class StopTraining(BaseException):
@@ -82,6 +86,7 @@ class Wiring:
         progress: where the loop is, for the heartbeat thread.
         micro_batches: pieces ``run.split`` cuts each batch into (raised after a CUDA OOM).
         save_s: the learned duration of one save, for the deadline until measured.
+        save_guess: without ``save_s``, a guess from the state's size and the root's speed.
     """
 
     session: int = 0
@@ -92,3 +97,4 @@ class Wiring:
     progress: LiveProgress = field(default_factory=LiveProgress)
     micro_batches: int = 1
     save_s: float | None = None
+    save_guess: SaveGuess | None = None

@@ -59,7 +59,8 @@ class Loop:
         self._wiring = wiring = wiring or Wiring()
         self.progress = wiring.progress
         self._saving = Saving(saver, clock=clock, policy=spec.checkpoint,
-                              controls=wiring.controls, save_s=wiring.save_s)
+                              controls=wiring.controls, save_s=wiring.save_s,
+                              guess=wiring.save_guess)
         self.micro_batches = wiring.micro_batches
         self._pending = resume if isinstance(resume, PendingResume) else None
         self._restorer = Restorer()
@@ -225,7 +226,7 @@ class Loop:
 
     def _boundary(self, *, where: str, at_epoch_end: bool = False, last: bool = False) -> None:
         """Save when due or asked; stop when asked. ``last``: after an epoch's last batch."""
-        decision = self._saving.decide(at_epoch_end=at_epoch_end, last=last,
+        decision = self._saving.decide(self._tracked, at_epoch_end=at_epoch_end, last=last,
                                        resumed=self._resumed)
         controls = self._wiring.controls
         if decision.stop is not None:

@@ -19,6 +19,7 @@ from colabrun.runner.train.boundary import Decision, Situation, decide
 from colabrun.runner.train.cadence import SaveCadence
 from colabrun.runner.train.live import Controls
 from colabrun.runner.train.position import Position
+from colabrun.runner.train.save_guess import SaveGuess
 
 
 @dataclass(frozen=True)
@@ -46,15 +47,18 @@ class Saving:
         policy: the spec's checkpoint policy.
         controls: stop/checkpoint requests and the deadline.
         save_s: the learned duration of one save, for the deadline until measured.
+        guess: a new job's guess of one save, from its size and the root's speed.
     """
 
     def __init__(self, saver: Saver, *, clock: Clock, policy: CheckpointPolicy,
-                 controls: Controls, save_s: float | None = None) -> None:
+                 controls: Controls, save_s: float | None = None,
+                 guess: SaveGuess | None = None) -> None:
         self.saver = saver
         self._clock = clock
         self._policy = policy
         self._controls = controls
         self._save_s = save_s
+        self._guess = guess
         self.cadence = SaveCadence(now=clock.monotonic())
 
     @property
@@ -77,18 +81,27 @@ class Saving:
         return self.cadence.steps_since_save > 0 or (
             self.saver.newest_name is None and not resumed)
 
-    def decide(self, *, at_epoch_end: bool, last: bool, resumed: bool) -> Decision:
+    def decide(self, tracked: Mapping[str, Stateful], *, at_epoch_end: bool, last: bool,
+               resumed: bool) -> Decision:
         """What to do at this boundary (refreshing the lease first).
 
         Raises:
             LeaseLost: another runner took the job over.
         """
         self.saver.refresh_lease()
-        return decide(self._policy, self._situation(at_epoch_end, last, resumed))
+        return decide(self._policy, self._situation(tracked, at_epoch_end, last, resumed))
 
-    def _situation(self, at_epoch_end: bool, last: bool, resumed: bool) -> Situation:
+    def expected_save_s(self, tracked: Mapping[str, Stateful]) -> float | None:
+        """One save's duration: measured this session, else learned before, else guessed."""
+        for known in (self.saver.save_s, self._save_s):
+            if known is not None:
+                return known
+        return None if self._guess is None else self._guess.seconds(tracked,
+                                                                    self.cadence.step_s)
+
+    def _situation(self, tracked: Mapping[str, Stateful], at_epoch_end: bool, last: bool,
+                   resumed: bool) -> Situation:
         cadence, controls = self.cadence, self._controls
-        learned_s = self.saver.save_s
         return Situation(
             steps_since_save=cadence.steps_since_save,
             seconds_since_save=cadence.seconds_since_save(self._clock.monotonic()),
@@ -99,7 +112,7 @@ class Saving:
             checkpoint_requested=controls.checkpoint_requested,
             stop_reason=controls.stop_reason, deadline=controls.deadline,
             now=self._clock.time(), step_s=cadence.step_s,
-            save_s=learned_s if learned_s is not None else self._save_s)
+            save_s=self.expected_save_s(tracked))
 
     def _save_cost_s(self) -> float | None:
         """What one save costs training, its upload included (``None`` until measured):

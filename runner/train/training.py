@@ -31,6 +31,7 @@ from colabrun.runner.train.metrics import MetricsLog
 from colabrun.runner.train.origin import origin_of
 from colabrun.runner.train.resume import Found, PendingResume, ResumePoint, find_resume_point
 from colabrun.runner.train.rng import seed_everything
+from colabrun.runner.train.save_guess import PROBE_FOLDER, SaveGuess, WriteProbe
 from colabrun.runner.watch.interrupts import Interrupts
 from colabrun.runner.watch.restarts import Exit
 from colabrun.state.jobdir import JobDir
@@ -236,9 +237,20 @@ def _build_loop(spec: JobSpec, ctx: SessionContext, state: JobState, saver: Save
                 metrics: MetricsLog, resume: PendingResume, device: torch.device) -> Loop:
     wiring = Wiring(session=ctx.session, on_point=ctx.on_point, on_epoch_end=ctx.console.info,
                     on_progress=ctx.on_progress, controls=ctx.controls, progress=ctx.progress,
-                    micro_batches=ctx.micro_batches, save_s=state.timings.save_s)
+                    micro_batches=ctx.micro_batches, save_s=state.timings.save_s,
+                    save_guess=_save_guess(ctx, state))
     return Loop(spec=spec, device=device, saver=saver, metrics=metrics, clock=ctx.clock,
                 resume=resume, wiring=wiring)
+
+
+def _save_guess(ctx: SessionContext, state: JobState) -> SaveGuess | None:
+    """For a job that never measured a save, on a runtime with a budget: the root's write
+    speed, measured now in the background."""
+    deadline = ctx.controls.deadline
+    if state.timings.save_s is not None or deadline is None or deadline.ends_at is None:
+        return None
+    probe = WriteProbe(ctx.job.storage, ctx.job.store.dir / PROBE_FOLDER, ctx.clock).start()
+    return SaveGuess(probe, deadline, ctx.clock, ctx.console.warn)
 
 
 def announce(console: Console, spec: JobSpec, state: JobState, resume: ResumePoint | None
