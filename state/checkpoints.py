@@ -9,7 +9,8 @@ Layout under the job folder::
       .tmp-step-...-1a2b3c/      a save in progress; readers ignore it
 
 A save (:meth:`CheckpointStore.commit`) writes the payload into a fresh
-temporary folder, fsyncs it while hashing it, checks its size on disk, writes
+temporary folder, fsyncs it while hashing it, checks its size on disk
+(:mod:`colabrun.state.checkpoint_files`), writes
 the manifest (sizes and digests of every file, :mod:`colabrun.state.manifest`),
 fsyncs, and renames the folder into place. Readers trust only folders with a
 manifest whose files verify; a torn, truncated, zero-byte or missing one is
@@ -23,12 +24,12 @@ import errno
 import re
 import uuid
 from collections.abc import Callable, Collection, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from colabrun.jobs.errors import CheckpointError, StorageError
+from colabrun.state.checkpoint_files import copy_file, write_payload
 from colabrun.state.digests import HASH_PIECE_BYTES
 from colabrun.state.hooks import Hook, no_hook
 from colabrun.state.manifest import (
@@ -38,7 +39,7 @@ from colabrun.state.manifest import (
     ManifestFile,
     parse_manifest,
 )
-from colabrun.state.payload import load_errors_told, load_tensors, save_tensors
+from colabrun.state.payload import load_errors_told, load_tensors
 from colabrun.state.storage import Storage
 from colabrun.state.verified import PieceMismatch, SizeMismatch
 
@@ -146,9 +147,11 @@ class CheckpointStore:
         """
 
         def write(tmp: Path, name: str) -> Manifest:
+            file = write_payload(self.storage, tmp, payload, expected_bytes=expected_bytes,
+                                 on_first_write=self._writing, piece_bytes=HASH_PIECE_BYTES)
             return Manifest(name=name, step=step, epoch=epoch, batch=batch,
                             generation=generation, created_at=created_at, meta=dict(meta),
-                            files=(self._write_payload(tmp, payload, expected_bytes),))
+                            files=(file,))
 
         return self._commit(step, generation, write)
 
@@ -175,7 +178,10 @@ class CheckpointStore:
 
         def write(tmp: Path, final: str) -> Manifest:
             for file in original.files:
-                self._copy_file(source, name, file, tmp, verify=verify_source)
+                verify = partial(source._verify_file, name, file) if verify_source else None
+                copy_file(self.storage, source.dir / name / file.path, tmp / file.path, file,
+                          name=name, src_fs=source.storage.fs, verify=verify,
+                          on_first_write=self._writing)
             return original.model_copy(update={"name": final})
 
         return self._commit(original.step, original.generation, write)
@@ -199,54 +205,9 @@ class CheckpointStore:
         self.on_point("save.renamed")
         return manifest
 
-    def _write_payload(self, tmp: Path, payload: Mapping[str, Any], expected_bytes: int
-                       ) -> ManifestFile:
-        """``torch.save`` the payload into ``tmp``, hashed in pieces; its manifest entry."""
-        path = tmp / PAYLOAD_NAME
-        written = self.storage.write_stream(
-            path, partial(save_tensors, payload), expected_bytes=expected_bytes,
-            on_first_write=lambda: self.on_point("save.payload_writing"),
-            piece_bytes=HASH_PIECE_BYTES)
-        on_disk = self.storage.size_of(path)
-        if on_disk != written.size_bytes:
-            raise StorageError(f"{path}: wrote {written.size_bytes} bytes but {on_disk} are on "
-                               "disk; the storage lost data (is the disk full?)")
-        return ManifestFile(path=PAYLOAD_NAME, size_bytes=written.size_bytes,
-                            sha256=written.sha256, piece_bytes=HASH_PIECE_BYTES,
-                            pieces=written.pieces)
-
-    def _copy_file(self, source: CheckpointStore, name: str, file: ManifestFile, tmp: Path,
-                   *, verify: bool) -> None:
-        """Copy one file in the kernel, while (``verify``) the source is verified against
-        its manifest on the other CPUs. Both read the same pages of a file written
-        moments ago, which a local commit never changes: the copy's bytes are the
-        verified ones. (A copy that still differs, say a mount that loses data, fails
-        the verification that comes before a resume, as any damaged checkpoint does.)"""
-        target = tmp / file.path
-
-        def copy() -> int:
-            return self.storage.copy_file(
-                source.dir / name / file.path, target, expected_bytes=file.size_bytes,
-                on_first_write=lambda: self.on_point("save.payload_writing"),
-                src_fs=source.storage.fs)  # the root's faults stay off the local disk
-
-        if not verify:
-            copied = copy()
-        else:
-            with ThreadPoolExecutor(1, thread_name_prefix="colabrun-verify") as pool:
-                checked = pool.submit(source._verify_file, name, file)
-                try:
-                    copied = copy()
-                finally:
-                    source_error = checked.exception()
-            if source_error is not None:  # the source is at fault, not this store
-                raise source_error
-        on_disk = self.storage.size_of(target)
-        if copied != file.size_bytes or on_disk != file.size_bytes:
-            raise StorageError(
-                f"{target}: the copy does not match checkpoint {name} "
-                f"({on_disk} bytes on disk, {file.size_bytes} expected); the storage lost data"
-            )
+    def _writing(self) -> None:
+        """The first bytes of a checkpoint's file reached its temporary folder."""
+        self.on_point("save.payload_writing")
 
     # -- reading ------------------------------------------------------------------
 

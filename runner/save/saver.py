@@ -7,7 +7,8 @@ staging folder (survives a worker crash on this runtime); training waits only fo
 the snapshot. The :class:`~colabrun.runner.save.uploader.Uploader` then publishes
 the newest local checkpoint (:mod:`colabrun.runner.save.publish`). If the root fails
 or hangs (a lost Drive mount, F9), training goes on with local checkpoints, the user
-is told plainly that progress is not durable, and the upload is retried.
+is told plainly that progress is not durable (:mod:`colabrun.runner.save.notices`), and
+the upload is retried.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from colabrun.runner.save.capture import (
     checkpoint_meta,
     take_snapshot,
 )
+from colabrun.runner.save.notices import RootNotices
 from colabrun.runner.save.pace import UPLOAD_BUDGET, UploadPace
 from colabrun.runner.save.publish import Publisher
 from colabrun.runner.save.snapshot import HostBuffers
@@ -35,7 +37,7 @@ from colabrun.runner.save.writer import Writer
 from colabrun.runner.train.metrics import MetricsLog
 from colabrun.runner.train.position import Position
 from colabrun.runner.train.report import Durability
-from colabrun.runner.watch.lease_keeper import LeaseKeeper, LeaseReport, Refresh
+from colabrun.runner.watch.lease_keeper import LeaseKeeper
 from colabrun.state.checkpoints import CheckpointStore, checkpoint_name
 from colabrun.state.lease import Fence
 from colabrun.state.manifest import Manifest
@@ -50,6 +52,18 @@ COMMITTED_POINT = "save.committed"
 LOCAL_WRITE_S, LOCAL_BYTES_PER_S = 120.0, 2e6
 #: a save of the tracked objects alone
 NO_CONTEXT = SaveContext()
+
+
+def save_task(snapshot: Snapshot, position: Position, *, generation: int, created_at: float,
+              meta: Mapping[str, Any], before_commit: Callable[[], None],
+              buffers: HostBuffers) -> SaveTask:
+    """What the writer commits: ``snapshot``, taken at ``position``, with its manifest's
+    entries; ``before_commit`` runs before it may commit (see :class:`SaveTask`)."""
+    return SaveTask(
+        snapshot.payload, step=position.step, epoch=position.epoch, batch=position.batch,
+        generation=generation, created_at=created_at, meta=meta,
+        expected_bytes=snapshot.nbytes, ready=snapshot.ready, before_commit=before_commit,
+        buffers=buffers, gradients_of=snapshot.gradients_of)
 
 
 class Saver:
@@ -116,13 +130,13 @@ class Saver:
         self.writer = Writer(local, on_committed=self._committed, keep=KEEP_LOCAL,
                              protected=lambda: self.uploader.current, clock=clock)
         self._last_beat = clock.monotonic()
-        self._lease_warned = False
+        self._notices = RootNotices(self.console, local_dir=local.dir, root_dir=store.dir)
         # refreshed on the uploader's thread, paced by refresh_lease: never between
         # batches on the training thread (docs/concepts.md#the-lease)
         self.lease = LeaseKeeper(statefile, fence, interval_s=heartbeat_s, clock=clock,
-                                 on_problem=self._on_lease_problem)
+                                 on_problem=self._notices.lease_problem)
         self._publisher = Publisher(local, store, statefile, fence, clock, keep_last, metrics)
-        self.uploader = Uploader(self._upload, on_failure=self._on_failure,
+        self.uploader = Uploader(self._upload, on_failure=self._notices.upload_failed,
                                  on_recovery=self._on_recovery, clock=clock, retry_s=retry_s,
                                  heartbeat=self.lease.refresh,
                                  pace=UploadPace(budget=upload_budget))
@@ -211,18 +225,11 @@ class Saver:
         self._submitted_step = position.step
         self._write_limit_s = LOCAL_WRITE_S + snapshot.nbytes / LOCAL_BYTES_PER_S
         meta = checkpoint_meta(tracked, reason, context, stamp=self._stamp)
-        task = self._task(snapshot, position, meta=meta)
+        task = save_task(snapshot, position, generation=self.fence.generation,
+                         created_at=self.clock.time(), meta=meta,
+                         before_commit=self._keep_metrics, buffers=self._buffers)
         started_writer = self.writer.submit(task, mode=snapshot.mode)
         return SaveReceipt(self._submitted, self.clock.monotonic() - started, started_writer)
-
-    def _task(self, snapshot: Snapshot, position: Position, *, meta: Mapping[str, Any]
-              ) -> SaveTask:
-        return SaveTask(
-            snapshot.payload, step=position.step, epoch=position.epoch, batch=position.batch,
-            generation=self.fence.generation, created_at=self.clock.time(), meta=meta,
-            expected_bytes=snapshot.nbytes, ready=snapshot.ready,
-            before_commit=self._keep_metrics, buffers=self._buffers,
-            gradients_of=snapshot.gradients_of)
 
     def _keep_metrics(self) -> None:
         """The steps a checkpoint covers are logged (locally) before it commits."""
@@ -273,11 +280,6 @@ class Saver:
         self._last_beat = self.clock.monotonic()
         self.uploader.beat()  # on the uploader's thread: a hung root must not stall the loop
 
-    def _on_lease_problem(self, report: LeaseReport) -> None:
-        if report.outcome is Refresh.STORAGE_FAILED and not self._lease_warned:
-            self.console.warn(f"cannot refresh the lease ({report.error}); training goes on")
-            self._lease_warned = True
-
     # -- the uploader's side -------------------------------------------------------
 
     def _upload(self, name: str) -> None:
@@ -295,17 +297,9 @@ class Saver:
         """Queue a local checkpoint the root does not have (a resume from a local copy)."""
         self.uploader.submit(name)
 
-    def _on_failure(self, error: BaseException) -> None:
-        if self.uploader.failures > 1:  # said once per outage; the recovery is said too
-            return
-        self.console.warn(
-            f"could not upload to {self.store.dir}: {error}. Training goes on with "
-            f"local checkpoints in {self.local.dir}, but progress is NOT durable until the "
-            "storage is back (on Colab: check that Drive is mounted); retrying")
-
     def _on_recovery(self) -> None:
-        self.console.info(f"the storage is back: {self.uploaded.name if self.uploaded else ''} "
-                          f"uploaded to {self.store.dir}")
+        """From the uploader's thread: an upload succeeded after failures."""
+        self._notices.storage_back(self.uploaded)
 
     def _raise_fatal(self) -> None:
         if self.uploader.fatal is not None:
