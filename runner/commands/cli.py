@@ -9,6 +9,7 @@ entrypoint, unknown job) · 3 stopped before the end, run again to continue ·
 from __future__ import annotations
 
 import argparse
+import difflib
 import json
 import sys
 import tempfile
@@ -31,8 +32,10 @@ from colabrun.state.storage import Storage
 
 TAKEOVER_HELP = ("take the job over although its lease looks live (only when you know the "
                  "runtime holding it is gone)")
-ROOT_HELP = ("folder holding the jobs (default: the spec's, else Drive's MyDrive/colabrun on "
-             "Colab, else ./colabrun-runs)")
+ROOT_HELP = ("folder holding the jobs (default: Drive's MyDrive/colabrun on Colab, else "
+             "./colabrun-runs)")
+SPEC_ROOT_HELP = ("folder holding the jobs (default: the spec's root, else Drive's "
+                  "MyDrive/colabrun on Colab, else ./colabrun-runs)")
 NO_PROGRESS_HELP = "no progress bars: one plain line per epoch (the default off a terminal)"
 
 
@@ -40,8 +43,14 @@ NO_PROGRESS_HELP = "no progress bars: one plain line per epoch (the default off 
 class AddCommand(Protocol):
     """Adds one subcommand (with ``--root`` unless ``root=False``) and returns its parser."""
 
-    def __call__(self, name: str, help_text: str, *,
-                 root: bool = True) -> argparse.ArgumentParser: ...
+    def __call__(self, name: str, help_text: str, *, root: bool = True,
+                 root_help: str = ROOT_HELP) -> argparse.ArgumentParser: ...
+
+
+class UsageError(ColabrunError, ValueError):
+    """A command line that names no valid command or misses a needed argument."""
+
+    exit_code = 2
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -52,12 +61,14 @@ def build_parser() -> argparse.ArgumentParser:
     """
     parser = argparse.ArgumentParser(
         prog="colabrun", description="Resilient PyTorch training on runtimes that die.")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    parser.add_argument("--version", action="version", version=f"colabrun {version()}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    def add(name: str, help_text: str, *, root: bool = True) -> argparse.ArgumentParser:
+    def add(name: str, help_text: str, *, root: bool = True,
+            root_help: str = ROOT_HELP) -> argparse.ArgumentParser:
         command = sub.add_parser(name, help=help_text, description=help_text)
         if root:
-            command.add_argument("--root", help=ROOT_HELP)
+            command.add_argument("--root", help=root_help)
         return command
 
     _add_training_commands(add)
@@ -71,7 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _add_training_commands(add: AddCommand) -> None:
     """``run`` and ``resume``."""
-    p = add("run", "start or continue the job a spec file declares")
+    p = add("run", "start or continue the job a spec file declares", root_help=SPEC_ROOT_HELP)
     p.add_argument("spec", help="spec file (.yaml, .yml, .toml, .json or .py)")
     p.add_argument("--force", action="store_true",
                    help="continue even if the entrypoint, params or seed changed since the job "
@@ -128,8 +139,9 @@ def _add_report_commands(add: AddCommand) -> None:
     p = add("plot", "draw the job's metrics against step, across all its sessions, as a PNG")
     p.add_argument("name")
     p.add_argument("--out", help="the PNG to write (default: <job>/reports/metrics.png)")
-    p.add_argument("--metric", action="extend", nargs="+", metavar="M",
-                   help="plot only these metrics (default: all)")
+    p.add_argument("--metric", action="extend", type=lambda text: text.split(","),
+                   metavar="M[,M...]", help="plot only these metrics (default: all); repeat "
+                   "it or separate names with commas")
     p = add("logs", "print the job's log")
     p.add_argument("name")
     p.add_argument("--follow", "-f", action="store_true",
@@ -143,7 +155,16 @@ def _add_report_commands(add: AddCommand) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit code."""
-    args = build_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    unknown = _unknown_command(argv)
+    if unknown is not None:
+        print(f"colabrun: error: {unknown}", file=sys.stderr)
+        return 2
+    args = parser.parse_args(argv)
+    if args.command is None:  # a bare `colabrun`
+        parser.print_help()
+        return 0
     try:
         return int(COMMANDS[args.command](args))
     except BrokenPipeError:  # `colabrun schema | head`: the reader left, not an error
@@ -158,7 +179,33 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
+def version() -> str:
+    """The installed colabrun's version."""
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as installed
+
+    try:
+        return installed("colabrun")
+    except PackageNotFoundError:  # a source tree that was never installed
+        return "unknown (not installed)"
+
+
+def _unknown_command(argv: Sequence[str]) -> str | None:
+    """What to say of a first word that names no command, with the nearest ones."""
+    first = next((a for a in argv if not a.startswith("-")), None)
+    if first is None or first in COMMANDS or argv.index(first) != 0:
+        return None
+    near = difflib.get_close_matches(first, COMMANDS, n=2)
+    hint = (f"did you mean {' or '.join(repr(n) for n in near)}?" if near
+            else "`colabrun --help` lists the commands")
+    return f"unknown command {first!r}; {hint}"
+
+
 def _run(args: argparse.Namespace) -> int:
+    spec = Path(args.spec)
+    if not spec.suffix and not spec.exists():  # `colabrun run NAME`: a job, not a spec
+        raise UsageError(f"{args.spec!r} is not a spec file (.yaml, .toml, .json or .py); to "
+                         f"continue the job of that name, run `colabrun resume {args.spec}`")
     return run(args.spec, root=args.root, force=args.force, takeover=args.takeover,
                progress=False if args.no_progress else None).exit_code
 
@@ -185,6 +232,9 @@ def _schema(args: argparse.Namespace) -> int:
 def _status(args: argparse.Namespace) -> int:
     root = resolve_root(args.root)
     storage = Storage()
+    if args.verify and args.name is None:
+        raise UsageError("--verify checks one job's checkpoints (it reads them all): name the "
+                         "job, `colabrun status NAME --verify`")
     if args.name is None:
         jobs = read_states(root, storage)
         if args.json:
@@ -266,7 +316,13 @@ def _chaos(args: argparse.Namespace) -> int:
 
 
 def _not_found(name: str, root: Path) -> JobNotFound:
-    return JobNotFound(f"no job {name!r} under {root}; `colabrun list --root {root}` "
+    try:
+        names = [p.name for p in root.iterdir() if p.is_dir()]
+    except OSError:
+        names = []
+    near = difflib.get_close_matches(name, names, n=1)
+    hint = f"did you mean {near[0]!r}? " if near else ""
+    return JobNotFound(f"no job {name!r} under {root}; {hint}`colabrun list --root {root}` "
                        "shows the jobs there")
 
 
@@ -288,6 +344,9 @@ def _request(args: argparse.Namespace) -> int:
 
 
 def _plot(args: argparse.Namespace) -> int:
+    if args.out and Path(args.out).suffix.lower() != ".png":
+        raise UsageError(f"--out {args.out}: the plot is a PNG image; name the file "
+                         f"{Path(args.out).with_suffix('.png').name}")
     path = plot_job(args.name, root=args.root, out=args.out, metrics=args.metric)
     print(f"wrote {path}")
     return 0

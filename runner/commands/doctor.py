@@ -27,6 +27,7 @@ from typing import Any, Literal
 import torch
 
 from colabrun.jobs.errors import StorageError
+from colabrun.runner.commands.cli import version
 from colabrun.runner.commands.report import human_age, human_bytes
 from colabrun.runner.platform import COLAB_DRIVE, detect_platform, runtime_started_at
 from colabrun.runner.watch.control import filesystem_type, needs_polling
@@ -95,6 +96,7 @@ class Facts:
     platform: str
     python: str
     torch: str
+    colabrun: str = "?"
     cuda: str | None = None
     gpus: tuple[Gpu, ...] = ()
     gpu_problem: str | None = None
@@ -222,8 +224,8 @@ def check_root(facts: Facts) -> list[Check]:
 def check_versions(facts: Facts) -> list[Check]:
     """Python, torch and CUDA versions (a fresh runtime may bring new ones)."""
     cuda = f"{facts.cuda} (torch's build)" if facts.cuda else "none (CPU-only torch build)"
-    return [Check("INFO", "Python", facts.python), Check("INFO", "torch", facts.torch),
-            Check("INFO", "CUDA", cuda)]
+    return [Check("INFO", "colabrun", facts.colabrun), Check("INFO", "Python", facts.python),
+            Check("INFO", "torch", facts.torch), Check("INFO", "CUDA", cuda)]
 
 
 def check_time_left(facts: Facts) -> Check:
@@ -298,6 +300,7 @@ def gather_facts(*, now: float | None = None, storage: Storage | None = None,
     mounted, drive, drive_problem = _drive(probe, drive_path)
     return Facts(
         platform=place, python=pyplatform.python_version(), torch=torch.__version__,
+        colabrun=version(),
         cuda=torch.version.cuda, gpus=gpus, gpu_problem=gpu_problem, ram_bytes=_ram_bytes(),
         disks=_disks(probe, [Path(tempfile.gettempdir()), *_cwd()]),
         drive_mounted=mounted, drive=drive, drive_problem=drive_problem,

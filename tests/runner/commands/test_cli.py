@@ -348,3 +348,76 @@ def test_resume_without_a_checkpoint_says_fresh_start(
     assert "no checkpoint yet, fresh start" in out
     state = _state(root, "early")
     assert state.status is Status.COMPLETED and state.progress.global_step == 45
+
+
+# -- conventions: help, version, near misses ---------------------------------------------
+
+
+def test_a_bare_colabrun_shows_its_help(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main([]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage: colabrun") and "resume" in out and "doctor" in out
+
+
+def test_version_is_the_installed_one(capsys: pytest.CaptureFixture[str]) -> None:
+    from importlib.metadata import version
+
+    with pytest.raises(SystemExit) as exited:
+        main(["--version"])
+    assert exited.value.code == 0
+    assert capsys.readouterr().out.strip() == f"colabrun {version('colabrun')}"
+
+
+def test_a_mistyped_command_names_the_nearest(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["stauts"]) == 2
+    (line,) = _error_lines(capsys.readouterr().err)
+    assert line == "colabrun: error: unknown command 'stauts'; did you mean 'status'?"
+    assert main(["xyzzy"]) == 2
+    assert "`colabrun --help` lists the commands" in capsys.readouterr().err
+
+
+def test_a_mistyped_job_name_names_the_nearest(
+    finished_job: tuple[Path, JobSpec], capsys: pytest.CaptureFixture[str]
+) -> None:
+    root, _ = finished_job
+    assert main(["status", "digitz", "--root", str(root)]) == 2
+    (line,) = _error_lines(capsys.readouterr().err)
+    assert f"no job 'digitz' under {root}; did you mean 'digits'?" in line
+
+
+def test_run_of_a_job_name_points_to_resume(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert main(["run", "digits", "--root", str(tmp_path / "runs")]) == 2
+    (line,) = _error_lines(capsys.readouterr().err)
+    assert "'digits' is not a spec file" in line and "`colabrun resume digits`" in line
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_status_verify_needs_a_job_name(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["status", "--verify", "--root", str(tmp_path)]) == 2
+    (line,) = _error_lines(capsys.readouterr().err)
+    assert "--verify checks one job's checkpoints" in line and "status NAME --verify" in line
+
+
+def test_plot_metric_takes_one_value_and_the_name_stays(
+    finished_job: tuple[Path, JobSpec], capsys: pytest.CaptureFixture[str]
+) -> None:
+    root, _ = finished_job
+    assert main(["plot", "--metric", "loss", "digits", "--root", str(root),
+                 "--out", "x.jpg"]) == 2  # parsed: the name was not swallowed
+    (line,) = _error_lines(capsys.readouterr().err)
+    assert line == ("colabrun: error: --out x.jpg: the plot is a PNG image; name the file "
+                    "x.png")
+
+
+def test_root_help_mentions_the_spec_only_where_one_is_read(
+    capsys: pytest.CaptureFixture[str]
+) -> None:
+    for command, says_spec in (("run", True), ("resume", False), ("status", False)):
+        with pytest.raises(SystemExit):
+            main([command, "--help"])
+        assert ("the spec's root" in " ".join(capsys.readouterr().out.split())) is says_spec
