@@ -14,7 +14,7 @@ import json
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Protocol
 
@@ -28,6 +28,7 @@ from colabrun.runner.commands.plots import plot_job
 from colabrun.runner.commands.report import read_states, status_detail, status_table
 from colabrun.runner.watch.control import request
 from colabrun.state.jobdir import JobDir
+from colabrun.state.model import Status
 from colabrun.state.storage import Storage
 
 TAKEOVER_HELP = ("take the job over although its lease looks live (only when you know the "
@@ -145,7 +146,8 @@ def _add_report_commands(add: AddCommand) -> None:
     p = add("logs", "print the job's log")
     p.add_argument("name")
     p.add_argument("--follow", "-f", action="store_true",
-                   help="keep printing lines as they are appended, until Ctrl-C")
+                   help="keep printing lines as they are appended, until the job ends (a pending "
+                   "job is waited for) or Ctrl-C")
     p.add_argument("--timeout", type=float, metavar="S",
                    help="with --follow: stop after S seconds")
     p = add("doctor", "check this runtime: GPU, RAM, disk, Drive, the jobs' root, versions, "
@@ -360,10 +362,31 @@ def _logs(args: argparse.Namespace) -> int:
         print(line, flush=True)
 
     if args.follow:
-        follow(path, write=write, storage=job.storage, timeout_s=args.timeout)
+        follow(path, write=write, storage=job.storage, timeout_s=args.timeout,
+               stop=_ended(job))
     elif print_log(path, write=write, storage=job.storage) == 0:
         print(f"colabrun: job {args.name!r} has no log lines yet ({path})", file=sys.stderr)
     return 0
+
+
+def _ended(job: JobDir) -> Callable[[], bool]:
+    """Whether the followed job has ended: it ran during the follow and runs no more, or it
+    had ended (completed, stopped, failed) before; a pending job is waited for."""
+    seen_running = False
+
+    def ended() -> bool:
+        nonlocal seen_running
+        try:
+            state = job.statefile.read()
+        except ColabrunError:  # a state mid-write, or corrupt: look again later
+            return False
+        status = state.status if state is not None else Status.PENDING
+        if status is Status.RUNNING:
+            seen_running = True
+            return False
+        return seen_running or status is not Status.PENDING
+
+    return ended
 
 
 def _doctor(args: argparse.Namespace) -> int:

@@ -35,6 +35,9 @@ from colabrun.state.storage import Storage
 #: most bytes read per wake-up; a larger backlog is read over several
 CHUNK_BYTES = 1 << 20
 
+#: after the followed job ended, how long its last lines are waited for (seconds)
+END_GRACE_S = 1.0
+
 FollowEnd = Literal["interrupted", "stopped", "timeout"]
 
 
@@ -241,7 +244,13 @@ def follow(
             lines, cursor = read_new(path, cursor, storage)
             for line in lines:
                 write(line)
-            if stop():
+            if stop():  # and the lines the job writes right after its state: its summary
+                grace_ends = clock() + END_GRACE_S
+                while (left := grace_ends - clock()) > 0:
+                    watcher.wait(left)
+                    lines, cursor = read_new(path, cursor, storage)
+                    for line in lines:
+                        write(line)
                 return "stopped"
             left = None if ends_at is None else ends_at - clock()
             if left is not None and left <= 0:

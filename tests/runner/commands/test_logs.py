@@ -22,7 +22,10 @@ from colabrun.runner.commands.logs import (
     restart_if_shrunk,
     take_lines,
 )
+from colabrun.state.model import Status
+from colabrun.state.statefile import StateFile
 from colabrun.state.storage import Storage
+from colabrun.state.transitions import new_job
 
 LINES = [f"2026-01-01 00:00:{i:02d} colabrun: line {i}" for i in range(20)]
 #: the longest a follower may wait without an event: far past the test's
@@ -202,3 +205,53 @@ def test_logs_command(job_dir: Path, capsys: pytest.CaptureFixture[str]) -> None
     assert capsys.readouterr().out.splitlines() == LINES[:3]
     assert main(["logs", "nope", "--root", root]) == 2
     assert "no job 'nope'" in capsys.readouterr().err
+
+
+def _set_status(job_dir: Path, status: Status) -> None:
+    state = new_job(name="job", fingerprint="f", defining={}, epochs_total=1, now=1.0)
+    StateFile(job_dir, Storage()).write(state.model_copy(update={"status": status}))
+
+
+def test_follow_ends_when_the_job_does(job_dir: Path, capsys: pytest.CaptureFixture[str]
+                                       ) -> None:
+    root = str(job_dir.parent)
+    path = log_path(job_dir)
+    path.parent.mkdir()
+    path.write_text(LINES[0] + "\n")
+    _set_status(job_dir, Status.RUNNING)
+
+    def the_job() -> None:
+        time.sleep(0.3)
+        with open(path, "a") as f:
+            f.write(LINES[1] + "\n")
+        _set_status(job_dir, Status.COMPLETED)
+        with open(path, "a") as f:  # its last line, written after its state
+            f.write(LINES[2] + "\n")
+
+    thread = threading.Thread(target=the_job)
+    thread.start()
+    started = time.monotonic()
+    assert main(["logs", "job", "--root", root, "--follow", "--timeout", "60"]) == 0
+    thread.join()
+    assert time.monotonic() - started < 30  # ended with the job, not at the timeout
+    assert capsys.readouterr().out.splitlines() == LINES[:3]
+
+
+@pytest.mark.parametrize("status", [Status.COMPLETED, Status.STOPPED, Status.FAILED])
+def test_follow_of_a_job_that_had_ended_prints_and_returns(
+        job_dir: Path, status: Status, capsys: pytest.CaptureFixture[str]) -> None:
+    path = log_path(job_dir)
+    path.parent.mkdir()
+    path.write_text(LINES[0] + "\n")
+    _set_status(job_dir, status)
+    assert main(["logs", "job", "--root", str(job_dir.parent), "--follow",
+                 "--timeout", "60"]) == 0
+    assert capsys.readouterr().out.splitlines() == LINES[:1]
+
+
+def test_follow_of_a_pending_job_waits_for_it(job_dir: Path) -> None:
+    _set_status(job_dir, Status.PENDING)
+    started = time.monotonic()
+    assert main(["logs", "job", "--root", str(job_dir.parent), "--follow",
+                 "--timeout", "0.5"]) == 0
+    assert time.monotonic() - started >= 0.5  # waited: a pending job may start any moment
