@@ -246,8 +246,8 @@ def follow(
                 write(line)
             if stop():  # and the lines the job writes right after its state: its summary
                 grace_ends = clock() + END_GRACE_S
-                while (left := grace_ends - clock()) > 0:
-                    watcher.wait(left)
+                while (grace_left := grace_ends - clock()) > 0:
+                    watcher.wait(grace_left)
                     lines, cursor = read_new(path, cursor, storage)
                     for line in lines:
                         write(line)

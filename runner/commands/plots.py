@@ -27,11 +27,11 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, TypeGuard
 
-from colabrun.jobs.errors import ColabrunError, JobNotFound
+from colabrun.jobs.errors import ColabrunError, JobNotFound, StateCorrupt
 from colabrun.runner.api import resolve_root
 from colabrun.runner.train.metrics import BOOKKEEPING, METRICS_NAME, read_metrics
 from colabrun.state.jobdir import JobDir
-from colabrun.state.model import JobState
+from colabrun.state.model import JobState, Session
 from colabrun.state.storage import Storage
 
 REPORTS_DIR = "reports"
@@ -100,24 +100,27 @@ class PlotData:
     resumes: tuple[ResumeMarker, ...]
 
 
-def plot_data(state: JobState, records: Sequence[Mapping[str, Any]], *,
+def plot_data(state: JobState | str, records: Sequence[Mapping[str, Any]], *,
               metrics: Sequence[str] | None = None) -> PlotData:
     """What to draw for a job: per metric, a segment per session.
 
     Args:
-        state: the job's state (sessions, their devices and resume points).
+        state: the job's state (sessions, their devices and resume points), or only its
+            name when ``state.json`` cannot be read: the metrics alone are drawn.
         records: the metrics log as :func:`colabrun.runner.train.metrics.read_metrics` returns it.
         metrics: the metric names to plot (default: all, in order of first appearance).
 
     Raises:
         NothingToPlot: there are no metrics, or one of ``metrics`` was never logged.
     """
-    names = _choose_metrics(state.name, records, metrics)
-    sessions = _session_styles(state, records)
+    job = state if isinstance(state, str) else state.name
+    names = _choose_metrics(job, records, metrics)
+    sessions = _session_styles(() if isinstance(state, str) else state.sessions, records)
     resumes = tuple(ResumeMarker(s.index, s.start_step, s.resumed_from)
                     for s in sessions if s.resumed_from is not None)
     panels = tuple(_panel(name, records, resumes) for name in names)
-    title = (f"{state.name}: {state.status.value}, step {state.progress.global_step}, "
+    title = (f"{job}: metrics.jsonl alone (state.json unreadable)" if isinstance(state, str)
+             else f"{job}: {state.status.value}, step {state.progress.global_step}, "
              f"{len(state.sessions)} session{'s' if len(state.sessions) != 1 else ''}")
     boundaries = tuple(s.start_step for s in sessions if s.index > 0)
     return PlotData(title=title, panels=panels, sessions=sessions, boundaries=boundaries,
@@ -142,10 +145,10 @@ def _choose_metrics(job: str, records: Sequence[Mapping[str, Any]],
     return list(dict.fromkeys(wanted)) if wanted else logged
 
 
-def _session_styles(state: JobState, records: Sequence[Mapping[str, Any]]
+def _session_styles(sessions: Sequence[Session], records: Sequence[Mapping[str, Any]]
                     ) -> tuple[SessionStyle, ...]:
     """The state's sessions, plus any the log names that the state lost (a rebuilt state)."""
-    known = {s.index: s for s in state.sessions}
+    known = {s.index: s for s in sessions}
     indexes = sorted(set(known) | {int(r["session"]) for r in records if "session" in r})
     styles = []
     for index in indexes:
@@ -295,7 +298,13 @@ def plot_job(name: str, *, root: str | Path | None = None, out: str | Path | Non
     """
     resolved = resolve_root(root)
     job = JobDir(resolved, name, storage=storage)
-    state = job.statefile.read()
+    state: JobState | str | None
+    try:
+        state = job.statefile.read()
+    except StateCorrupt as exc:  # the metrics are intact: draw them without the sessions
+        print(f"colabrun: WARNING: {exc}; plotting metrics.jsonl without the sessions",
+              file=sys.stderr)
+        state = name
     if state is None:
         raise JobNotFound(f"no job {name!r} under {resolved}; `colabrun list --root "
                           f"{resolved}` shows the jobs there")

@@ -170,6 +170,20 @@ def test_out_and_metric_options(job: tuple[Path, Path], tmp_path: Path) -> None:
     assert both.stat().st_size > one  # a second panel drawn
 
 
+def test_a_corrupt_state_still_plots_the_intact_metrics(
+        job: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    root, job_dir = job
+    (job_dir / "state.json").write_bytes(b'{"schema_version": 1, "name": "thr')  # torn
+    out = tmp_path / "metrics.png"
+    assert main(["plot", NAME, "--root", str(root), "--out", str(out)]) == 0
+    assert out.read_bytes().startswith(PNG_SIGNATURE)
+    assert "state.json is corrupt" in capsys.readouterr().err
+    data = plot_data(NAME, read_metrics(job_dir / METRICS_NAME))
+    assert data.title == "three: metrics.jsonl alone (state.json unreadable)"
+    assert [s.index for s in data.sessions] == [0, 1, 2]  # from the records themselves
+    assert data.resumes == ()
+
+
 def test_unknown_job_and_unknown_metric_exit_2(job: tuple[Path, Path],
                                                capsys: pytest.CaptureFixture[str]) -> None:
     root, _ = job
