@@ -27,6 +27,17 @@ def human_age(seconds: float) -> str:
     return f"{seconds // 86400}d{seconds % 86400 // 3600}h"
 
 
+def human_seconds(seconds: float) -> str:
+    """``12.3 s``, ``1.23 s``, ``17.0 ms``, ``85 µs``: three figures, whatever the scale."""
+    if seconds >= 10:
+        return f"{seconds:.1f} s"
+    if seconds >= 1:
+        return f"{seconds:.2f} s"
+    if seconds >= 0.001:
+        return f"{seconds * 1e3:.1f} ms"
+    return f"{seconds * 1e6:.0f} µs"
+
+
 def human_bytes(size: int) -> str:
     """``812 B``, ``3.1 MB``, ``1.2 GB``."""
     value = float(size)
@@ -122,7 +133,8 @@ def status_detail(state: JobState, *, job_dir: Path, now: float, description: st
     if not state.checkpoints:
         lines.append("  none yet")
     t = state.timings
-    timings = ", ".join(f"{k[:-2]} {v:.3f}s" for k, v in t.model_dump().items() if v is not None)
+    timings = ", ".join(f"{k[:-2]} {human_seconds(v)}" for k, v in t.model_dump().items()
+                        if v is not None)
     lines.append(f"timings    {timings or 'none learned yet'}")
     return "\n".join(lines)
 

@@ -18,6 +18,7 @@ import torch
 
 from colabrun.jobs.entrypoint import resolve_entrypoint
 from colabrun.jobs.errors import ColabrunError
+from colabrun.jobs.imports import import_hint, working_folders
 from colabrun.jobs.spec import JobSpec
 from colabrun.runner.clock import Clock
 from colabrun.runner.display.console import Console
@@ -105,14 +106,17 @@ def _train_session(spec: JobSpec, ctx: SessionContext) -> Outcome:
         return Outcome(Exit.FAILED, str(exc), error=exc, exit_code=exc.exit_code)
     except Exception as exc:
         ctx.console.info("".join(traceback.format_exception(exc)).rstrip())
-        return Outcome(Exit.FAILED, _raised(exc), error=exc, exit_code=1)
+        return Outcome(Exit.FAILED, _raised(exc, ctx.search_path), error=exc, exit_code=1)
 
 
-def _raised(exc: Exception) -> str:
-    """What raised ``exc``: the training function, or colabrun's own code (named)."""
+def _raised(exc: Exception, search_path: tuple[Path, ...]) -> str:
+    """What raised ``exc``: the training function (with what to do about an import that
+    failed in it: docs/troubleshooting.md, "Import errors"), or colabrun's own code (named)."""
     own = origin_of(exc)
     if own is None:
-        return f"the training function raised {type(exc).__name__}: {exc}"
+        hint = import_hint(exc, folders=working_folders(search_path))
+        return f"the training function raised {type(exc).__name__}: {exc}" + (
+            f"; {hint}" if hint else "")
     where = f"{Path(own.filename).name}:{own.lineno}, in {own.name}"
     return (f"colabrun's own code raised {type(exc).__name__}: {exc} ({where}), not the "
             "training function; check the folder or setting it names")
@@ -261,8 +265,18 @@ def announce(console: Console, spec: JobSpec, state: JobState, resume: ResumePoi
         console.info(f"job {spec.name!r}: no checkpoint yet, fresh start "
                      f"(session {session}, {spec.epochs} epochs)")
         return
-    console.info(f"job {spec.name!r}: resuming from {resume.name} (epoch {resume.epochs_done}, "
-                 f"batch {resume.batch}, step {resume.step}; session {session})")
+    console.info(f"job {spec.name!r}: resuming from {resume.name} (step {resume.step}, "
+                 f"{where_in_epochs(resume.epochs_done, resume.batch, spec.epochs)}; "
+                 f"session {session})")
+
+
+def where_in_epochs(epochs_done: int, batch: int, epochs: int) -> str:
+    """Where a resume starts, counted as the epoch lines count (from 1). Pure."""
+    if epochs_done >= epochs:
+        return f"after epoch {epochs_done}/{epochs}"
+    if batch == 0:
+        return f"start of epoch {epochs_done + 1}/{epochs}"
+    return f"epoch {epochs_done + 1}/{epochs} from batch {batch}"
 
 
 @contextmanager

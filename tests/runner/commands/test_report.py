@@ -4,10 +4,22 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from colabrun.runner.commands.report import TABLE_WIDTH, status_detail, status_table, time_left
+from colabrun.runner.commands.report import (
+    TABLE_WIDTH,
+    human_seconds,
+    status_detail,
+    status_table,
+    time_left,
+)
 from colabrun.state.lease import Owner, take
 from colabrun.state.model import CheckpointRecord, JobState
-from colabrun.state.transitions import begin_session, end_session, new_job, record_checkpoint
+from colabrun.state.transitions import (
+    begin_session,
+    end_session,
+    learn_timing,
+    new_job,
+    record_checkpoint,
+)
 
 NOW = 1_700_100_000.0
 
@@ -48,3 +60,14 @@ def test_the_detail_names_lease_sessions_and_checkpoint_checks() -> None:
     assert "#1 " in text and "cuda" in text and "fresh start" in text
     assert "step-000123456-g0001  epoch 199 batch 12  812.0 MB  2m ago  verified" in text
     assert "about      a test job" in text
+
+
+def test_durations_keep_three_figures_at_every_scale() -> None:
+    assert [human_seconds(s) for s in (42.0, 1.234, 0.017, 0.000085, 0.0)] == [
+        "42.0 s", "1.23 s", "17.0 ms", "85 µs", "0 µs"]
+
+
+def test_learned_timings_of_a_fast_step_are_not_zero() -> None:
+    state = learn_timing(job("fast"), now=NOW, step_s=0.00042, save_s=0.046)
+    detail = status_detail(state, job_dir=Path("/r/fast"), now=NOW)
+    assert "timings    step 420 µs, save 46.0 ms" in detail

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from colabrun.runner.train.position import Position
 from colabrun.runner.train.report import Durability, EpochMeans, epoch_line
+from colabrun.runner.train.training import where_in_epochs
 
 
 def test_the_means_are_the_epochs_and_start_over() -> None:
@@ -28,3 +29,9 @@ def test_what_is_saved_says_what_a_dead_runtime_would_keep() -> None:
     assert Durability(460, 440, 97.0).describe(now=100.0) == \
         "saved step-460 (local); durable: step-440, 3s ago"
     assert Durability(460, 460, 97.0).describe(now=100.0) == "saved step-460 (durable)"
+
+
+def test_a_resume_is_placed_in_epochs_counted_as_the_epoch_lines_count() -> None:
+    assert where_in_epochs(0, 20, 2) == "epoch 1/2 from batch 20"
+    assert where_in_epochs(1, 0, 2) == "start of epoch 2/2"
+    assert where_in_epochs(2, 0, 2) == "after epoch 2/2"  # all trained, the end not recorded
