@@ -8,12 +8,12 @@ docs/contributing.md for the map.
 from typing import TYPE_CHECKING, Any
 
 from colabrun.jobs import JobSpec, load_spec
-from colabrun.runner import resume, run
+from colabrun.runner import load, metrics, resume, run, status
 
 if TYPE_CHECKING:
     from colabrun.runner.session import RunResult
 
-__all__ = ["JobSpec", "RunResult", "load_spec", "resume", "run"]
+__all__ = ["JobSpec", "RunResult", "load", "load_spec", "metrics", "resume", "run", "status"]
 
 
 def __getattr__(name: str) -> Any:

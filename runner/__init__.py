@@ -2,13 +2,14 @@
 
 from typing import TYPE_CHECKING, Any
 
-from colabrun.runner.api import resume, run
+from colabrun.runner.api import load, metrics, resume, run, status
 from colabrun.runner.clock import Clock, FakeClock, SystemClock
 
 if TYPE_CHECKING:
     from colabrun.runner.session import RunResult
 
-__all__ = ["Clock", "FakeClock", "RunResult", "SystemClock", "resume", "run"]
+__all__ = ["Clock", "FakeClock", "RunResult", "SystemClock", "load", "metrics", "resume", "run",
+           "status"]
 
 
 def __getattr__(name: str) -> Any:

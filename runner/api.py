@@ -3,6 +3,7 @@
     from colabrun import runner
     result = runner.run("jobs/examples/digits.yaml")        # or a JobSpec
     result = runner.run(JobSpec(name="mnist", entrypoint=train, epochs=5))
+    runner.load("mnist", into={"model": model})                  # the trained weights
 
 Re-running the cell continues the job; once complete, it returns at once.
 """
@@ -16,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from colabrun.jobs.loading import load_spec, validate_spec
 from colabrun.jobs.spec import JobSpec
 from colabrun.runner.platform import default_root
+from colabrun.state.model import JobState
 
 if TYPE_CHECKING:  # the session imports torch: `colabrun stop` and `status` start without it
     from colabrun.runner.session import RunResult
@@ -72,3 +74,51 @@ def resume(name: str, *, root: str | Path | None = None, **options: Any) -> RunR
     from colabrun.runner.session import resume_job
 
     return resume_job(name, root=resolve_root(root), search_path=[Path.cwd()], **options)
+
+
+def load(name: str, *, root: str | Path | None = None, step: int | None = None,
+         into: Mapping[str, Any] | None = None, map_location: str = "cpu") -> dict[str, Any]:
+    """The trained state of job ``name``, from its newest checkpoint that verifies (or the
+    one at ``step``), read from the root alone.
+
+    Args:
+        name: the job.
+        root: the folder holding the jobs (default: the platform's).
+        step: a checkpoint's step instead of the newest (``colabrun status NAME`` lists them).
+        into: objects to load it into, by the names the job tracked them under:
+            ``into={"model": model}`` calls ``model.load_state_dict(...)``.
+        map_location: where the tensors go (``"cuda"`` to load straight onto the GPU).
+
+    Returns:
+        ``{name: state_dict}`` of every tracked object (``run.track(model=...)``).
+
+    Raises:
+        JobNotFound: no such job. CheckpointError: no checkpoint (at ``step``) that verifies.
+        KeyError: an object of ``into`` was never tracked.
+    """
+    from colabrun.runner.results import load_into, load_tracked, open_job
+
+    _, tracked = load_tracked(open_job(name, resolve_root(root)), step=step,
+                              map_location=map_location)
+    if into is not None:
+        load_into(into, tracked)
+    return tracked
+
+
+def metrics(name: str, *, root: str | Path | None = None, frame: bool | None = None) -> Any:
+    """Job ``name``'s metrics, every session's, in step order (redone steps counted once).
+
+    Returns:
+        A pandas DataFrame when pandas is installed (or ``frame=True``), else a list of
+        dicts (``frame=False``): one per ``run.step(...)`` / ``run.log(...)`` record.
+    """
+    from colabrun.runner.results import as_frame, metric_records, open_job
+
+    return as_frame(metric_records(open_job(name, resolve_root(root))), frame=frame)
+
+
+def status(name: str, *, root: str | Path | None = None) -> JobState:
+    """Job ``name``'s state (``state.json``): status, progress, sessions, checkpoints."""
+    from colabrun.runner.results import job_state, open_job
+
+    return job_state(open_job(name, resolve_root(root)))

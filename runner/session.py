@@ -34,6 +34,7 @@ from colabrun.runner.platform import (
     runtime_started_at,
 )
 from colabrun.runner.preflight import check_folders
+from colabrun.runner.results import storable_result
 from colabrun.runner.train.live import Controls, LiveProgress
 from colabrun.runner.train.training import Outcome, SessionContext, train_session
 from colabrun.runner.watch.deadline import UNMEASURED_SAVE_S, Deadline, budget_s
@@ -194,7 +195,7 @@ def _already_done(job: JobDir, spec: JobSpec, state: JobState, *, on_disk: bool,
         job.statefile.write(state)
     _say_if_epochs_lowered(spec, state, console)
     console.info(summary_line(state, job.path))
-    return _result(state, job.path, trained=False)
+    return _result(state, job.path, trained=False, value=state.result)
 
 
 def _say_if_epochs_lowered(spec: JobSpec, state: JobState, console: Console) -> None:
@@ -432,7 +433,12 @@ def _finish(job: JobDir, spec: JobSpec, fence: Fence, outcome: Outcome, *, clock
         assert outcome.error is not None
         raise outcome.error
     status = STATUS_OF.get(outcome.exit, Status.FAILED)
-    state = _end(job, fence, status, outcome.detail, clock)
+    result, not_kept = storable_result(outcome.value)
+    if not_kept and status is Status.COMPLETED:
+        console.info(f"the training function's return value is not kept in state.json: "
+                     f"{not_kept}; return JSON (numbers, strings, lists, dicts) to get it again "
+                     "from a re-run")
+    state = _end(job, fence, status, outcome.detail, clock, result=result)
     if status is Status.STOPPED:
         latest = state.latest_checkpoint
         durable = (f"durable under the root: {latest.name}" if latest
@@ -453,13 +459,14 @@ def _finish(job: JobDir, spec: JobSpec, fence: Fence, outcome: Outcome, *, clock
     return _result(state, job.path, trained=True, value=outcome.value)
 
 
-def _end(job: JobDir, fence: Fence, status: Status, reason: str, clock: Clock) -> JobState:
+def _end(job: JobDir, fence: Fence, status: Status, reason: str, clock: Clock, *,
+         result: Any = None) -> JobState:
     """Close the session and release the lease, unless another runner took over."""
 
     def change(s: JobState) -> JobState:
         if not holds(s, fence):  # fenced: the job is someone else's now
             return s
-        ended = end_session(s, status, reason=reason, now=clock.time())
+        ended = end_session(s, status, reason=reason, now=clock.time(), result=result)
         return release(ended, fence, now=clock.time())
 
     return job.statefile.update(change)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from enum import Enum
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, JsonValue
 
 SCHEMA_VERSION = 1
 
@@ -109,6 +109,8 @@ class JobState(_Frozen):
     timings: Timings = Timings()
     lease: Lease | None = None
     reason: str | None = Field(default=None, description="Why the job stopped or failed.")
+    result: JsonValue = Field(default=None, description="What the training function returned, "
+                              "when JSON (kept when the job completed; returned by a re-run).")
 
     @property
     def latest_checkpoint(self) -> CheckpointRecord | None:

@@ -83,11 +83,14 @@ def begin_session(
     return state.model_copy(update={"sessions": (*state.sessions, session)})
 
 
-def end_session(state: JobState, status: Status, *, reason: str, now: float) -> JobState:
-    """Close the open session and move the job to ``status`` with ``reason``."""
+def end_session(state: JobState, status: Status, *, reason: str, now: float,
+                result: Any = None) -> JobState:
+    """Close the open session and move the job to ``status`` with ``reason``; a completed
+    job keeps ``result`` (its training function's return value, as JSON)."""
     state = _close_open_session(state, reason=reason, now=now)
     stored_reason = None if status is Status.COMPLETED else reason
-    return move(state, status, now=now, reason=stored_reason)
+    moved = move(state, status, now=now, reason=stored_reason)
+    return moved.model_copy(update={"result": result}) if status is Status.COMPLETED else moved
 
 
 def abandon_session(state: JobState, *, before: Status, reason: str, now: float) -> JobState:

@@ -143,6 +143,14 @@ def _add_report_commands(add: AddCommand) -> None:
     p.add_argument("--metric", action="extend", type=lambda text: text.split(","),
                    metavar="M[,M...]", help="plot only these metrics (default: all); repeat "
                    "it or separate names with commas")
+    p = add("export", "write a job's trained model (a state_dict torch.load(weights_only=True) "
+            "reads) and/or its metrics as CSV")
+    p.add_argument("name", help="the job's name")
+    p.add_argument("--out", metavar="FILE.pt", help="write the model's state_dict here")
+    p.add_argument("--object", default="model",
+                   help="which tracked object to write (default: model; run.track(name=...))")
+    p.add_argument("--step", type=int, help="the checkpoint at this step (default: the newest)")
+    p.add_argument("--metrics", metavar="FILE.csv", help="write every metrics record here")
     p = add("logs", "print the job's log")
     p.add_argument("name")
     p.add_argument("--follow", "-f", action="store_true",
@@ -354,6 +362,33 @@ def _plot(args: argparse.Namespace) -> int:
     return 0
 
 
+def _export(args: argparse.Namespace) -> int:
+    if not args.out and not args.metrics:
+        raise UsageError("export writes --out FILE.pt (the model) and/or --metrics FILE.csv; "
+                         f"e.g. `colabrun export {args.name} --out model.pt`")
+    from colabrun.runner.results import (  # torch: only export needs it
+        export_state_dict,
+        load_tracked,
+        metric_records,
+        write_metrics_csv,
+    )
+
+    job = _existing_job(args)
+    if args.out:
+        record, tracked = load_tracked(job, step=args.step)
+        try:
+            out = export_state_dict(tracked, args.object, Path(args.out))
+        except KeyError as exc:
+            raise UsageError(f"job {args.name!r}: {exc.args[0]}") from exc
+        print(f"wrote {out}: {args.object!r} of {record.name} (epoch {record.epoch}, step "
+              f"{record.step}); load it with torch.load({str(out)!r}, weights_only=True)")
+    if args.metrics:
+        records = metric_records(job)
+        out = write_metrics_csv(records, Path(args.metrics))
+        print(f"wrote {out}: {len(records)} metrics records")
+    return 0
+
+
 def _logs(args: argparse.Namespace) -> int:
     job = _existing_job(args)
     path = log_path(job.path)
@@ -401,7 +436,8 @@ def _doctor(args: argparse.Namespace) -> int:
 COMMANDS = {
     "run": _run, "resume": _resume, "validate": _validate, "schema": _schema,
     "status": _status, "list": _list, "repair": _repair, "stop": _request, "chaos": _chaos,
-    "checkpoint": _request, "plot": _plot, "logs": _logs, "doctor": _doctor,
+    "checkpoint": _request, "plot": _plot, "export": _export, "logs": _logs,
+    "doctor": _doctor,
 }
 
 
