@@ -8,7 +8,7 @@ carries the process exit code the CLI uses for it (see docs/cli.md)::
     ColabrunError                         exit 1
     ├── SpecError(ValueError)             exit 2   bad spec file or field
     │   └── SpecMismatch                  exit 2   spec changed what defines the job
-    ├── EntrypointError(ImportError)      exit 2   entrypoint does not import / not callable
+    ├── EntrypointError(ImportError)      exit 2   entrypoint does not import / take the handle
     ├── JobNotFound(LookupError)          exit 2   no such job under the root
     ├── StorageError(OSError)             exit 5   the root cannot be read or written
     │   └── StorageTimeout(TimeoutError)  exit 5   a storage call hung past its timeout
@@ -54,7 +54,8 @@ class SpecMismatch(SpecError):
 
 
 class EntrypointError(ColabrunError, ImportError):
-    """The spec's entrypoint cannot be imported or is not callable."""
+    """The spec's entrypoint cannot be imported (here, or in the worker), is not callable, or
+    cannot be called with the run handle."""
 
     exit_code = 2
 

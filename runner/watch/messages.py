@@ -3,7 +3,8 @@
 Frozen dataclasses, pickled by :meth:`multiprocessing.connection.Connection.send`
 (docs/concepts.md#supervisor-and-worker). The worker sends :class:`Output` (a line it
 printed), :class:`Beat` (its progress, every ``watchdog.heartbeat_s``) and, last,
-:class:`Ended`; the supervisor sends :class:`StopRequest` and :class:`CheckpointRequest`.
+:class:`Ended`, or :class:`NotStarted` when it could not begin; the supervisor sends
+:class:`StopRequest` and :class:`CheckpointRequest`.
 Our own types cross as themselves; the two things the user's code produced (the training
 function's return value, an exception it raised) cross as cloudpickled blobs
 (:class:`Pickled`, :class:`~colabrun.runner.watch.remote_error.ErrorReport`), so one that
@@ -112,7 +113,44 @@ class Ended:
     error: ErrorReport | None = None
 
 
-WorkerMessage = Output | Beat | Ended
+#: the exit status of a worker that sent :class:`NotStarted`
+NOT_STARTED_EXIT = 122
+#: the tag of a :class:`NotStarted` sent as a plain tuple (:meth:`NotStarted.wire`)
+NOT_STARTED = "colabrun: the worker did not start"
+
+
+@dataclass(frozen=True)
+class NotStarted:
+    """The worker could not begin: importing colabrun, or loading its task (the training
+    function and the modules it uses), raised. Not a crash: a new worker fails the same way.
+
+    A worker that cannot import colabrun cannot build this class either: it sends
+    :meth:`wire`'s plain tuple, which :meth:`from_wire` reads.
+    """
+
+    detail: str          # what failed: one line
+    hint: str = ""       # how to fix it, as far as the worker can tell
+    traceback: str = ""
+    missing: str = ""    # the module a ModuleNotFoundError names, if one does
+
+    def wire(self) -> tuple[str, str, str, str, str]:
+        """This message as builtins only."""
+        return (NOT_STARTED, self.detail, self.hint, self.traceback, self.missing)
+
+    @classmethod
+    def from_wire(cls, message: object) -> NotStarted | None:
+        """The message :meth:`wire` made, or ``None`` for anything else.
+
+        Args:
+            message: what came over the socket.
+        """
+        if (isinstance(message, tuple) and len(message) == 5 and message[0] == NOT_STARTED
+                and all(isinstance(part, str) for part in message)):
+            return cls(*message[1:])
+        return None
+
+
+WorkerMessage = Output | Beat | Ended | NotStarted
 
 
 # -- supervisor -> worker ----------------------------------------------------------------

@@ -4,7 +4,9 @@ What cannot be handled from inside the worker is handled here
 (docs/concepts.md#supervisor-and-worker):
 a crash or a SIGKILL from the kernel's OOM killer (F6), a hang that holds the
 GIL (F17), a CUDA OOM (F7), the runtime's deadline, interrupts (F5), control
-requests, and the lease's heartbeat. Decisions are pure: restarts in
+requests, and the lease's heartbeat. A worker that could not begin (its imports failed:
+:class:`~colabrun.runner.watch.messages.NotStarted`) is no crash: the job fails at once,
+with the worker's traceback and what to do. Decisions are pure: restarts in
 :mod:`~colabrun.runner.watch.restarts`, hangs in :mod:`~colabrun.runner.watch.stall`;
 the lease is kept by :class:`~colabrun.runner.watch.lease_keeper.LeaseKeeper`'s thread.
 This module only watches, signals and waits.
@@ -19,6 +21,8 @@ from pathlib import Path
 
 from tenacity import Retrying, retry_if_result
 
+from colabrun.jobs.errors import EntrypointError
+from colabrun.jobs.imports import imported_here_hint
 from colabrun.jobs.spec import JobSpec
 from colabrun.runner.clock import Clock
 from colabrun.runner.display.console import Console
@@ -34,6 +38,7 @@ from colabrun.runner.watch.messages import (
     Ended,
     Kill,
     KillReason,
+    NotStarted,
     Output,
     StopRequest,
 )
@@ -62,6 +67,7 @@ class _Watch:
 
     worker: WorkerProcess
     ended: Ended | None = None
+    not_started: NotStarted | None = None
     stop_sent: bool = False
     kill: Kill | None = None
 
@@ -164,9 +170,10 @@ class Supervisor:
         return self._classify(watch)
 
     def _worker(self) -> WorkerProcess:
-        """The worker started ahead, if it is still alive; else a new one."""
+        """The worker started ahead, if it is still alive (or it said why it could not
+        start: a new one would fail the same way); else a new one."""
         warm, self._warm = self._warm, None
-        if warm is not None and warm.is_running():
+        if warm is not None and (warm.is_running() or warm.did_not_start):
             return warm
         if warm is not None:
             warm.discard()
@@ -188,6 +195,8 @@ class Supervisor:
                              batch=message.batch, batches_in_epoch=message.batches_in_epoch)
         elif isinstance(message, Ended):
             watch.ended = message
+        elif isinstance(message, NotStarted):
+            watch.not_started = message
         return message is not None
 
     # -- watching ---------------------------------------------------------------------
@@ -251,6 +260,8 @@ class Supervisor:
         reason = kill.reason if kill is not None else None
         if reason is KillReason.FENCED and self.lease.lost is not None:
             return _fenced(self.lease.lost)
+        if watch.not_started is not None:
+            return self._not_started(watch.not_started)
         if watch.ended is not None:
             return self._ended(watch.ended)
         if reason is KillReason.INTERRUPTED_TWICE:
@@ -269,6 +280,17 @@ class Supervisor:
                        value=ended.value.load() if ended.value is not None else None,
                        error=restore_error(ended.error) if ended.error is not None else None,
                        exit_code=ended.exit_code)
+
+    def _not_started(self, failure: NotStarted) -> Outcome:
+        """The worker could not begin: its traceback goes to the console and the job log,
+        and the job fails, without a restart (issue 18: each one failed the same way)."""
+        if failure.traceback:
+            self.console.info(failure.traceback.rstrip())
+        hint = (imported_here_hint(failure.missing) or failure.hint
+                or "its traceback is above, and in log/colabrun.log")
+        detail = f"{failure.detail}; {hint}"
+        error = EntrypointError(f"job {self.spec.name!r}: {detail}")
+        return Outcome(Exit.FAILED, detail, error=error, exit_code=error.exit_code)
 
     def _on_oom(self, outcome: Outcome) -> Outcome:
         if not self.spec.watchdog.oom_halve_batch:

@@ -7,7 +7,9 @@ user's ``__main__``), in its own session so that Ctrl-C reaches only the supervi
 talks to the supervisor over the socket FD in the messages of
 :mod:`~colabrun.runner.watch.messages` and receives its task cloudpickled, so a
 training function defined in a notebook cell works too; what the training raised goes
-back as itself where it pickles (:mod:`~colabrun.runner.watch.remote_error`).
+back as itself where it pickles (:mod:`~colabrun.runner.watch.remote_error`). A task that
+does not load (a module the training function uses does not import here) is no crash: the
+worker says why in a :class:`NotStarted` and exits.
 It dies with its parent (Linux ``PR_SET_PDEATHSIG``, asked for by its entry before any
 import, and a parent check every heartbeat), reports progress from a heartbeat thread,
 forwards everything it prints through the pipe (a notebook shows only what the kernel
@@ -23,6 +25,8 @@ import os
 import signal
 import sys
 import threading
+import traceback
+from collections.abc import Sequence
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -30,6 +34,7 @@ from typing import TextIO, cast
 
 import cloudpickle
 
+from colabrun.jobs.imports import import_hint, working_folders
 from colabrun.jobs.spec import JobSpec
 from colabrun.runner.clock import Clock, SystemClock
 from colabrun.runner.display.console import Console
@@ -40,9 +45,11 @@ from colabrun.runner.train.live import Controls, LiveProgress
 from colabrun.runner.train.training import SessionContext, train_session
 from colabrun.runner.watch.deadline import Deadline
 from colabrun.runner.watch.messages import (
+    NOT_STARTED_EXIT,
     Beat,
     CheckpointRequest,
     Ended,
+    NotStarted,
     Output,
     Pickled,
     StopRequest,
@@ -52,6 +59,7 @@ from colabrun.runner.watch.messages import (
 )
 from colabrun.runner.watch.remote_error import report_error
 from colabrun.runner.watch.restarts import Exit
+from colabrun.runner.watch.worker_path import training_path
 from colabrun.state.hooks import no_hook
 from colabrun.state.jobdir import JobDir
 from colabrun.state.lease import Fence
@@ -172,18 +180,23 @@ class Heartbeat:
             self.controls.request_checkpoint()
 
 
-def worker_main(conn: Connection, *, parent: int) -> None:
+def worker_main(conn: Connection, *, parent: int, path: Sequence[str] = ()) -> None:
     """Entry point of the worker process.
 
     Args:
         conn: its end of the socket to the supervisor.
         parent: the supervisor's pid (this process exits at once when its parent is another).
+        path: the supervisor's ``sys.path``, the user's code is loaded with
+            (:func:`~colabrun.runner.watch.worker_path.training_path`).
     """
     die_with_parent(parent)  # done already by WORKER_ENTRY: here for any other caller
+    if path:
+        sys.path[:] = training_path(path, sys.path)
     try:
-        task: WorkerTask = cloudpickle.loads(conn.recv_bytes())
+        blob = conn.recv_bytes()
     except EOFError:  # started ahead, and the session ended before training
         os._exit(0)
+    task = _load_task(conn, blob)
     channel = Channel(conn)
     sys.stdout = sys.stderr = ForwardingStream(channel)
     progress = LiveProgress(micro_batches=task.micro_batches)
@@ -213,3 +226,18 @@ def worker_main(conn: Connection, *, parent: int) -> None:
                        error=None if outcome.error is None else report_error(outcome.error)))
     conn.close()
     os._exit(EXIT_CODES[outcome.exit])  # skip atexit: nothing of ours is left to flush
+
+
+def _load_task(conn: Connection, blob: bytes) -> WorkerTask:
+    """The task; if it does not load, tell the supervisor why, and exit."""
+    try:
+        task: WorkerTask = cloudpickle.loads(blob)
+    except Exception as exc:  # a module the training function uses does not import here
+        conn.send(NotStarted(
+            f"the worker cannot load the training function ({type(exc).__name__}: {exc})",
+            hint=import_hint(exc, folders=working_folders()),
+            traceback="".join(traceback.format_exception(exc)),
+            missing=exc.name if isinstance(exc, ModuleNotFoundError) and exc.name else ""))
+        conn.close()
+        os._exit(NOT_STARTED_EXIT)
+    return task

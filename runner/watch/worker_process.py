@@ -4,8 +4,11 @@ The worker is a fresh interpreter (``subprocess``, never ``fork``), in its own s
 that a terminal's Ctrl-C reaches only the supervisor, whose death it never outlives (its
 first statements see to it: :func:`~colabrun.runner.platform.child_entry`), and its task
 is cloudpickled so a training function defined in a notebook cell runs there too
-(docs/concepts.md#supervisor-and-worker). Messages both ways are those of
-:mod:`colabrun.runner.watch.messages`.
+(docs/concepts.md#supervisor-and-worker), its tracebacks naming the cell
+(:mod:`~colabrun.runner.watch.task_pickle`). Messages both ways are those of
+:mod:`colabrun.runner.watch.messages`. A worker that cannot import colabrun says so, as
+a :class:`~colabrun.runner.watch.messages.NotStarted`, instead of dying as if it crashed;
+and it imports with the working folder last (:mod:`~colabrun.runner.watch.worker_path`).
 """
 
 from __future__ import annotations
@@ -18,20 +21,45 @@ import sys
 from collections.abc import Callable
 from multiprocessing.connection import Connection
 from pathlib import Path
+from typing import cast
 
-import cloudpickle
-
+import colabrun
 from colabrun.runner.platform import child_entry
-from colabrun.runner.watch.messages import SupervisorMessage, WorkerMessage
+from colabrun.runner.watch.messages import (
+    NOT_STARTED,
+    NOT_STARTED_EXIT,
+    NotStarted,
+    SupervisorMessage,
+    WorkerMessage,
+)
+from colabrun.runner.watch.task_pickle import dumps_task
 from colabrun.runner.watch.worker import WorkerTask
+from colabrun.runner.watch.worker_path import startup_path
 
-#: how the worker starts, with the supervisor's pid and the socket's FD as arguments: it
-#: asks to die with the supervisor before it imports colabrun (and torch: seconds during
-#: which a killed supervisor would leave it training). Not ``-m colabrun.runner.watch.worker``:
-#: runpy warns when the package it runs from already imported the module.
-WORKER_ENTRY = child_entry("from multiprocessing.connection import Connection\n"
-                           "from colabrun.runner.watch.worker import worker_main\n"
-                           "worker_main(Connection(int(sys.argv[2])), parent=int(sys.argv[1]))\n")
+#: how the worker starts, with the supervisor's pid, the socket's FD and the supervisor's
+#: ``sys.path`` as arguments: it asks to die with the supervisor before it imports colabrun
+#: (and torch: seconds during which a killed supervisor would leave it training). ``-c``
+#: put the working folder first: it goes (:func:`startup_path` put it last). What an
+#: import raises is sent, with builtins only, not printed to a stderr no notebook shows.
+#: Not ``-m colabrun.runner.watch.worker``: runpy warns when the package it runs from
+#: already imported the module.
+WORKER_ENTRY = child_entry(f"""\
+sys.path[:] = [entry for entry in sys.path if entry]
+from multiprocessing.connection import Connection
+conn = Connection(int(sys.argv[2]))
+try:
+    from colabrun.runner.watch.worker import worker_main
+except BaseException as exc:
+    import traceback
+    conn.send(({NOT_STARTED!r}, "the worker process cannot import colabrun ("
+               + type(exc).__name__ + ": " + str(exc) + ")", "",
+               "".join(traceback.format_exception(exc)),
+               (exc.name or "") if isinstance(exc, ModuleNotFoundError) else ""))
+    os._exit({NOT_STARTED_EXIT})
+worker_main(conn, parent=int(sys.argv[1]), path=sys.argv[3].split(os.pathsep))
+""")
+#: the folder ``import colabrun`` found it in: the worker's path keeps it in its place
+HOME = str(Path(colabrun.__file__).parent.parent)
 #: how long faulthandler gets to write the stacks (it writes from a signal handler, in C)
 STACKS_WAIT_S = 1.0
 
@@ -61,10 +89,12 @@ class WorkerProcess:
             The started worker.
         """
         ours, theirs = socket.socketpair()
+        path = startup_path(sys.path, cwd=os.getcwd(), home=HOME)
         process = subprocess.Popen(
-            [sys.executable, "-c", WORKER_ENTRY, str(os.getpid()), str(theirs.fileno())],
+            [sys.executable, "-c", WORKER_ENTRY, str(os.getpid()), str(theirs.fileno()),
+             os.pathsep.join(sys.path)],
             pass_fds=(theirs.fileno(),), start_new_session=True,
-            env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+            env={**os.environ, "PYTHONPATH": os.pathsep.join(path)},
         )
         theirs.close()
         return cls(process, Connection(ours.detach()))
@@ -88,11 +118,12 @@ class WorkerProcess:
             task: everything the worker needs; cloudpickled across.
 
         Returns:
-            This worker. One that died meanwhile is left for its exit status to tell why.
+            This worker. One that died meanwhile is left for its exit status (or its
+            :class:`NotStarted`) to tell why.
         """
         self.tasked = True
         try:
-            self.conn.send_bytes(cloudpickle.dumps(task))
+            self.conn.send_bytes(dumps_task(task))
         except OSError:
             pass
         return self
@@ -115,6 +146,11 @@ class WorkerProcess:
     def returncode(self) -> int:
         """The exit status (negative: killed by that signal); 0 while it runs."""
         return self.process.returncode or 0
+
+    @property
+    def did_not_start(self) -> bool:
+        """Whether it exited because it could not import colabrun (it said why)."""
+        return self.process.poll() == NOT_STARTED_EXIT
 
     def is_running(self) -> bool:
         """Whether the process has not exited yet."""
@@ -140,10 +176,12 @@ class WorkerProcess:
         try:
             if not self.conn.poll(timeout):
                 return None
-            message: WorkerMessage = self.conn.recv()
+            message: object = self.conn.recv()
         except (EOFError, OSError):
             return None
-        return message
+        if isinstance(message, tuple):  # from a worker that could not import colabrun
+            return NotStarted.from_wire(message)
+        return cast(WorkerMessage, message)
 
     def kill(self) -> None:
         """SIGKILL the worker, if it still runs."""

@@ -147,7 +147,7 @@ def test_example_resumes_bit_exact_after_an_interruption(
         runner.run(spec, on_point=crash_at_step(example.crash_step))
     capsys.readouterr()
     result = runner.run(spec)
-    assert "(epoch 1, batch 2," in capsys.readouterr().out, "must resume mid-epoch"
+    assert "epoch 2/2 from batch 2;" in capsys.readouterr().out, "must resume mid-epoch"
     assert result.status is Status.COMPLETED
     assert_exactly_equal(final_payload(tmp_path / "runs" / spec.name), trained.payload)
 
@@ -169,7 +169,7 @@ def test_each_example_resumes_bit_exact_after_a_sigkill(tmp_path: Path, name: st
         if kill:
             assert done.returncode == -signal.SIGKILL, (done.returncode, done.stderr)
             done = run_cli("resume", spec.name, "--root", str(root), cwd=tmp_path)
-            assert "(epoch 1, batch 2," in done.stdout, done.stdout
+            assert "epoch 2/2 from batch 2;" in done.stdout, done.stdout
         assert done.returncode == 0, done.stderr + done.stdout
         payloads.append(final_payload(root / spec.name))
     assert_exactly_equal(payloads[1], payloads[0])
