@@ -11,7 +11,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from colabrun.jobs.spec import CheckpointPolicy, JobSpec, WatchdogPolicy
+from colabrun.jobs.spec import CheckpointPolicy, JobSpec, KeepBest, WatchdogPolicy
 
 HEADER = """# Spec reference
 
@@ -55,5 +55,6 @@ def spec_reference_markdown() -> str:
     """The whole reference page as Markdown."""
     lines = [HEADER, "## Top-level fields", "", *_table(JobSpec), "",
              "## `checkpoint`", "", *_table(CheckpointPolicy), "",
+             "### `checkpoint.keep_best`", "", *_table(KeepBest), "",
              "## `watchdog`", "", *_table(WatchdogPolicy), ""]
     return "\n".join(lines)

@@ -29,6 +29,18 @@ Device = Literal["auto", "cuda", "cpu"]
 Platform = Literal["auto", "colab", "colab_pro", "kaggle", "local"]
 
 
+class KeepBest(BaseModel):
+    """Which checkpoint is the best, kept out of rotation: the one whose ``metric`` (the
+    newest value logged before it was saved) is lowest (``min``) or highest (``max``)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    metric: str = Field(min_length=1, description="A metric the training function logs "
+                        "(run.step(...) or run.log(...)), e.g. 'val_loss'.")
+    mode: Literal["min", "max"] = Field(default="min", description="'min': lower is better "
+                                        "(a loss); 'max': higher is better (an accuracy).")
+
+
 class CheckpointPolicy(BaseModel):
     """When checkpoints are taken and how many are kept.
 
@@ -62,6 +74,11 @@ class CheckpointPolicy(BaseModel):
     keep_last: int = Field(
         default=3, ge=1, strict=True,
         description="Committed checkpoints to keep; older ones are rotated out.",
+    )
+    keep_best: KeepBest | None = Field(
+        default=None,
+        description="Also keep the best checkpoint by a logged metric, out of rotation "
+        "(colabrun.load(name, best=True) reads it).",
     )
 
 

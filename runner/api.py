@@ -77,14 +77,16 @@ def resume(name: str, *, root: str | Path | None = None, **options: Any) -> RunR
 
 
 def load(name: str, *, root: str | Path | None = None, step: int | None = None,
-         into: Mapping[str, Any] | None = None, map_location: str = "cpu") -> dict[str, Any]:
+         best: bool = False, into: Mapping[str, Any] | None = None,
+         map_location: str = "cpu") -> dict[str, Any]:
     """The trained state of job ``name``, from its newest checkpoint that verifies (or the
-    one at ``step``), read from the root alone.
+    one at ``step``, or the best), read from the root alone.
 
     Args:
         name: the job.
         root: the folder holding the jobs (default: the platform's).
         step: a checkpoint's step instead of the newest (``colabrun status NAME`` lists them).
+        best: the best checkpoint by the spec's ``checkpoint.keep_best`` instead.
         into: objects to load it into, by the names the job tracked them under:
             ``into={"model": model}`` calls ``model.load_state_dict(...)``.
         map_location: where the tensors go (``"cuda"`` to load straight onto the GPU).
@@ -94,11 +96,12 @@ def load(name: str, *, root: str | Path | None = None, step: int | None = None,
 
     Raises:
         JobNotFound: no such job. CheckpointError: no checkpoint (at ``step``) that verifies.
+        SpecError: ``best`` for a job whose spec sets no ``checkpoint.keep_best``.
         KeyError: an object of ``into`` was never tracked.
     """
     from colabrun.runner.results import load_into, load_tracked, open_job
 
-    _, tracked = load_tracked(open_job(name, resolve_root(root)), step=step,
+    _, tracked = load_tracked(open_job(name, resolve_root(root)), step=step, best=best,
                               map_location=map_location)
     if into is not None:
         load_into(into, tracked)

@@ -19,11 +19,13 @@ from typing import Any
 
 import torch
 
-from colabrun.jobs.errors import CheckpointError, JobNotFound
+from colabrun.jobs.errors import CheckpointError, JobNotFound, SpecError
 from colabrun.jobs.handle import Stateful
+from colabrun.jobs.spec import KeepBest
 from colabrun.runner.train.metrics import METRICS_NAME, read_metrics
 from colabrun.state.jobdir import JobDir
 from colabrun.state.model import CheckpointRecord, JobState
+from colabrun.state.rotation import best_record
 from colabrun.state.storage import Storage
 
 #: the largest return value kept in ``state.json`` (its JSON, bytes)
@@ -60,17 +62,26 @@ def job_state(job: JobDir) -> JobState:
     return state
 
 
-def choose_checkpoint(state: JobState, step: int | None) -> list[CheckpointRecord]:
-    """The records to try, best first: the one at ``step``, else newest first. Pure.
+def choose_checkpoint(state: JobState, step: int | None, *, best: KeepBest | None = None
+                      ) -> list[CheckpointRecord]:
+    """The records to try, in order: the one at ``step``, or the best by ``best``, else the
+    newest first. Pure.
 
     Raises:
-        CheckpointError: no checkpoint yet, or none at ``step``.
+        CheckpointError: no checkpoint yet, none at ``step``, or none scored by ``best``.
     """
     records = sorted(state.checkpoints, key=lambda r: (r.step, r.generation, r.created_at),
                      reverse=True)
     if not records:
         raise CheckpointError(f"job {state.name!r} has no checkpoint under the root yet; "
                               "train it first (a checkpoint is written at every save)")
+    if best is not None:
+        found = best_record(records, best)
+        if found is None:
+            raise CheckpointError(f"job {state.name!r}: no checkpoint holds a value of "
+                                  f"{best.metric!r} yet (it is logged with run.step or run.log; "
+                                  "a checkpoint keeps the newest value logged before it)")
+        return [found]
     if step is None:
         return records
     at = [r for r in records if r.step == step]
@@ -81,18 +92,20 @@ def choose_checkpoint(state: JobState, step: int | None) -> list[CheckpointRecor
     return at
 
 
-def load_tracked(job: JobDir, *, step: int | None = None,
+def load_tracked(job: JobDir, *, step: int | None = None, best: bool = False,
                  map_location: str | torch.device = "cpu") -> tuple[CheckpointRecord,
                                                                    dict[str, Any]]:
-    """The tracked state dicts of a verified checkpoint: the newest that verifies, or the one
-    at ``step``; and its record.
+    """The tracked state dicts of a verified checkpoint: the newest that verifies, the one
+    at ``step``, or the best by the spec's ``checkpoint.keep_best``; and its record.
 
     Raises:
         JobNotFound, StateCorrupt: as :func:`job_state`.
-        CheckpointError: no checkpoint (at ``step``), or none that verifies.
+        CheckpointError: no checkpoint (at ``step``, or scored), or none that verifies.
+        SpecError: ``best`` asked of a job whose spec keeps no best checkpoint.
     """
     problems = []
-    for record in choose_checkpoint(job_state(job), step):
+    keep_best = kept_best(job) if best else None
+    for record in choose_checkpoint(job_state(job), step, best=keep_best):
         try:
             job.store.verify(record.name)
             return record, dict(job.store.load_payload(record.name,
@@ -100,6 +113,20 @@ def load_tracked(job: JobDir, *, step: int | None = None,
         except CheckpointError as exc:
             problems.append(str(exc))
     raise CheckpointError(f"job {job.name!r}: no checkpoint verifies: {'; '.join(problems)}")
+
+
+def kept_best(job: JobDir) -> KeepBest:
+    """The job's ``checkpoint.keep_best``, from the spec kept in its folder.
+
+    Raises:
+        SpecError: the job keeps no best checkpoint.
+    """
+    keep_best = job.read_spec().checkpoint.keep_best
+    if keep_best is None:
+        raise SpecError(f"job {job.name!r} keeps no best checkpoint: set checkpoint.keep_best "
+                        "(e.g. {metric: val_loss, mode: min}) in its spec, then its next "
+                        "checkpoints are scored")
+    return keep_best
 
 
 def load_into(objects: Mapping[str, Stateful], tracked: Mapping[str, Any]) -> None:

@@ -97,7 +97,17 @@ class Manifest(BaseModel):
             size_bytes=self.size_bytes,
             sha256=self.payload.sha256,
             created_at=self.created_at,
+            metrics=logged_metrics(self.meta),
         )
+
+
+def logged_metrics(meta: dict[str, Any]) -> dict[str, float]:
+    """The metric values a checkpoint's ``meta`` holds (numbers only; none before 0.2)."""
+    found = meta.get("metrics")
+    if not isinstance(found, dict):
+        return {}
+    return {str(k): float(v) for k, v in found.items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and v == v}
 
 
 def parse_manifest(name: str, data: bytes) -> Manifest:

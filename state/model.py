@@ -72,6 +72,9 @@ class CheckpointRecord(_Frozen):
     size_bytes: int = Field(ge=0)
     sha256: str
     created_at: float
+    metrics: dict[str, float] = Field(
+        default_factory=dict, description="The newest value of each metric logged before "
+        "this save (what checkpoint.keep_best compares).")
 
 
 class Progress(_Frozen):

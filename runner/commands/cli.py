@@ -149,7 +149,11 @@ def _add_report_commands(add: AddCommand) -> None:
     p.add_argument("--out", metavar="FILE.pt", help="write the model's state_dict here")
     p.add_argument("--object", default="model",
                    help="which tracked object to write (default: model; run.track(name=...))")
-    p.add_argument("--step", type=int, help="the checkpoint at this step (default: the newest)")
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--step", type=int,
+                       help="the checkpoint at this step (default: the newest)")
+    which.add_argument("--best", action="store_true",
+                       help="the best checkpoint by the spec's checkpoint.keep_best")
     p.add_argument("--metrics", metavar="FILE.csv", help="write every metrics record here")
     p = add("logs", "print the job's log")
     p.add_argument("name")
@@ -375,7 +379,7 @@ def _export(args: argparse.Namespace) -> int:
 
     job = _existing_job(args)
     if args.out:
-        record, tracked = load_tracked(job, step=args.step)
+        record, tracked = load_tracked(job, step=args.step, best=args.best)
         try:
             out = export_state_dict(tracked, args.object, Path(args.out))
         except KeyError as exc:

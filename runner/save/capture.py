@@ -38,11 +38,14 @@ class SaveContext:
         where: the program point it resumes at (``in_epoch`` or ``epoch_start``).
         extras: small JSON values, kept in the manifest.
         state: more payload entries (the RNG states), snapshotted with the objects.
+        metrics: the newest value of each metric logged so far, kept in the manifest
+            (what ``checkpoint.keep_best`` compares).
     """
 
     where: str = EPOCH_START
     extras: Mapping[str, Any] = field(default_factory=dict)
     state: Mapping[str, Any] = field(default_factory=dict)
+    metrics: Mapping[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -86,10 +89,12 @@ def checkpoint_meta(tracked: Mapping[str, Stateful], reason: str, context: SaveC
         stamp: entries every checkpoint of the session carries.
 
     Returns:
-        ``where``, ``reason``, ``extras``, ``tracked``, the stamp, ``torch_version``.
+        ``where``, ``reason``, ``extras``, ``tracked``, the stamp, ``torch_version``,
+        then ``metrics`` (new in 0.2: the older keys keep their order).
     """
     return {"where": context.where, "reason": reason, "extras": dict(context.extras),
-            "tracked": sorted(tracked), **stamp, "torch_version": torch.__version__}
+            "tracked": sorted(tracked), **stamp, "torch_version": torch.__version__,
+            "metrics": dict(context.metrics)}
 
 
 def take_snapshot(tracked: Mapping[str, Stateful], state: Mapping[str, Any], *,

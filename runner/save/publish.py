@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from colabrun.jobs.spec import KeepBest
 from colabrun.runner.clock import Clock
 from colabrun.runner.train.metrics import MetricsLog
 from colabrun.state.checkpoints import CheckpointStore
@@ -43,6 +44,7 @@ class Publisher:
         clock: the injected clock.
         keep_last: checkpoints to keep under the root.
         metrics: made durable before each checkpoint commits under the root.
+        keep_best: the metric naming the best checkpoint, kept out of rotation.
     """
 
     local: CheckpointStore
@@ -52,6 +54,7 @@ class Publisher:
     clock: Clock
     keep_last: int
     metrics: MetricsLog | None = None
+    keep_best: KeepBest | None = None
 
     def upload(self, name: str, *, local_s: float, step_s: float | None,
                fresh: bool = False) -> Uploaded:
@@ -90,6 +93,7 @@ class Publisher:
             s = learn_timing(record_checkpoint(heartbeat(s, self.fence, now=now), record,
                                                now=now), now=now, **observed)
             doomed[:] = plan_rotation(s.checkpoints, keep_last=self.keep_last,
+                                      keep_best=self.keep_best,
                                       newest_verified=record.name)
             return forget_checkpoints(s, doomed, now=now)
 

@@ -18,6 +18,7 @@ from typing import Any
 
 from colabrun.jobs.errors import StorageTimeout
 from colabrun.jobs.handle import Stateful
+from colabrun.jobs.spec import KeepBest
 from colabrun.runner.clock import Clock
 from colabrun.runner.display.console import Console
 from colabrun.runner.save.capture import (
@@ -74,6 +75,7 @@ class Saver:
         store: the job's store under the root.
         statefile: the job's state file.
         keep_last: checkpoints to keep under the root (the spec's policy).
+        keep_best: the metric naming the best checkpoint, also kept (the spec's policy).
         fence: this session's lease; a state file holding another one stops all writes.
         clock: the injected clock.
         console: where warnings go.
@@ -91,7 +93,8 @@ class Saver:
     """
 
     def __init__(self, local: CheckpointStore, store: CheckpointStore, statefile: StateFile, *,
-                 keep_last: int, fence: Fence, clock: Clock, console: Console | None = None,
+                 keep_last: int, keep_best: KeepBest | None = None, fence: Fence, clock: Clock,
+                 console: Console | None = None,
                  metrics: MetricsLog | None = None, heartbeat_s: float = 60.0,
                  retry_s: float = 15.0,
                  on_committed: Callable[[CheckpointRecord], None] | None = None,
@@ -135,7 +138,8 @@ class Saver:
         # batches on the training thread (docs/concepts.md#the-lease)
         self.lease = LeaseKeeper(statefile, fence, interval_s=heartbeat_s, clock=clock,
                                  on_problem=self._notices.lease_problem)
-        self._publisher = Publisher(local, store, statefile, fence, clock, keep_last, metrics)
+        self._publisher = Publisher(local, store, statefile, fence, clock, keep_last, metrics,
+                                    keep_best)
         self.uploader = Uploader(self._upload, on_failure=self._notices.upload_failed,
                                  on_recovery=self._on_recovery, clock=clock, retry_s=retry_s,
                                  heartbeat=self.lease.refresh,

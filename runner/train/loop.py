@@ -71,6 +71,7 @@ class Loop:
         self._epochs_started = self._finished = False
         self._epoch_rng: dict[str, Any] | None = None
         self._epoch_means = EpochMeans()
+        self._latest: dict[str, float] = {}  # each metric's newest value, for keep_best
         self.progress.epochs_total = spec.epochs
         self.progress.micro_batches = self.micro_batches
         self._move(self._position)
@@ -172,10 +173,11 @@ class Loop:
         """Record metrics at the current step."""
         self.resolve()
         self._epoch_means.add(metrics)
+        values = {k: float(v) for k, v in metrics.items()}
+        self._latest.update(values)
         self._metrics.append(
             {"step": self._position.step, "epoch": self._position.epoch,
-             "session": self._wiring.session, "time": self._clock.time(),
-             **{k: float(v) for k, v in metrics.items()}})
+             "session": self._wiring.session, "time": self._clock.time(), **values})
 
     # -- the runner's side ------------------------------------------------------------
 
@@ -246,7 +248,8 @@ class Loop:
         self._restorer.check_all_restored(self._tracked)
         self.progress.phase = "save"
         context = save_context(where, extras=self.extras, micro_batches=self.micro_batches,
-                               rng=capture_rng(), epoch_rng=self._epoch_rng)
+                               rng=capture_rng(), epoch_rng=self._epoch_rng,
+                               metrics=self._latest)
         self._saving.save(self._tracked, self._position.saved_at(where), reason, context)
         self.progress.phase = "train"
 

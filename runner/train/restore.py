@@ -11,6 +11,7 @@ yields that epoch again, so draws at the top of an epoch repeat too.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -27,7 +28,8 @@ MICRO_BATCHES = "_colabrun_micro_batches"  # kept with the extras: survives rest
 
 
 def save_context(where: str, *, extras: Mapping[str, Any], micro_batches: int,
-                 rng: Mapping[str, Any], epoch_rng: Mapping[str, Any] | None) -> SaveContext:
+                 rng: Mapping[str, Any], epoch_rng: Mapping[str, Any] | None,
+                 metrics: Mapping[str, float] | None = None) -> SaveContext:
     """What a save at ``where`` holds besides the tracked objects (a pure function).
 
     Args:
@@ -36,6 +38,7 @@ def save_context(where: str, *, extras: Mapping[str, Any], micro_batches: int,
         micro_batches: the pieces each batch is cut into, kept across restarts.
         rng: the RNG states now.
         epoch_rng: the RNG states when the current epoch began (kept mid-epoch only).
+        metrics: the newest value of each metric logged so far (finite ones are kept).
 
     Returns:
         The context: the RNG states, and the extras with the micro-batch count.
@@ -53,7 +56,9 @@ def save_context(where: str, *, extras: Mapping[str, Any], micro_batches: int,
     state = {RNG: rng}
     if where == IN_EPOCH and epoch_rng is not None:
         state[RNG_EPOCH] = epoch_rng
-    return SaveContext(where=where, state=state, extras={**extras, MICRO_BATCHES: micro_batches})
+    finite = {k: v for k, v in (metrics or {}).items() if math.isfinite(v)}
+    return SaveContext(where=where, state=state, extras={**extras, MICRO_BATCHES: micro_batches},
+                       metrics=finite)
 
 
 class Restorer:

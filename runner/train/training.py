@@ -230,7 +230,8 @@ def _build_saver(spec: JobSpec, ctx: SessionContext, metrics: MetricsLog) -> Sav
                                      durable_at=ctx.clock.time())
 
     return Saver(ctx.job.local, ctx.job.store, ctx.job.statefile,
-                 keep_last=spec.checkpoint.keep_last, fence=ctx.fence, clock=ctx.clock,
+                 keep_last=spec.checkpoint.keep_last, keep_best=spec.checkpoint.keep_best,
+                 fence=ctx.fence, clock=ctx.clock,
                  console=ctx.console, metrics=metrics, heartbeat_s=ctx.heartbeat_s,
                  on_committed=committed, on_uploaded=uploaded, snapshot=spec.checkpoint.snapshot,
                  stamp={"seed": spec.seed, "spec_fingerprint": spec.fingerprint()},

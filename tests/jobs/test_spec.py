@@ -509,7 +509,7 @@ def test_schema_command_prints_the_fields(capsys: pytest.CaptureFixture[str]) ->
     assert set(schema["properties"]["device"]["enum"]) == {"auto", "cuda", "cpu"}
     policy = schema["$defs"]["CheckpointPolicy"]
     assert set(policy["properties"]) == {"every_steps", "every_s", "at_epoch_end", "max_overhead",
-                                         "snapshot", "keep_last"}
+                                         "snapshot", "keep_last", "keep_best"}
     assert policy["additionalProperties"] is False
     for field, prop in schema["properties"].items():
         assert prop.get("description") or prop.get("$ref") or prop.get("allOf"), field

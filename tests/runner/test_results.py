@@ -12,14 +12,14 @@ import pytest
 import torch
 
 import colabrun
-from colabrun.jobs.errors import CheckpointError, JobNotFound
+from colabrun.jobs.errors import CheckpointError, JobNotFound, SpecError
 from colabrun.jobs.examples.digits import DigitsCNN
 from colabrun.jobs.spec import JobSpec
 from colabrun.runner.commands.cli import main
 from colabrun.runner.results import MAX_RESULT_BYTES, choose_checkpoint, storable_result
 from colabrun.state.model import CheckpointRecord, JobState, Status
 from colabrun.state.transitions import new_job, record_checkpoint
-from tests.helpers import assert_exactly_equal, final_payload, finished_digits_job
+from tests.helpers import assert_exactly_equal, digits_spec, final_payload, finished_digits_job
 
 NAME = "digits"
 
@@ -158,3 +158,32 @@ def test_export_says_what_it_needs(finished: tuple[Path, JobSpec], tmp_path: Pat
     assert "'ema' not in the checkpoint; it tracks 'model', 'optimizer', 'scheduler'" in err
     assert not (tmp_path / "x.pt").exists()
     assert main(["export", "nope", "--root", str(root), "--out", "x.pt"]) == 2
+
+
+# -- the best checkpoint ----------------------------------------------------------------------
+
+
+def test_the_best_checkpoint_survives_rotation_and_loads(tmp_path: Path) -> None:
+    """keep_last: 1 of a 4-epoch job scored by a metric that peaks early: the best stays."""
+    root = tmp_path / "runs"
+    spec = digits_spec(
+        root, name="best", epochs=4,
+        checkpoint={"every_steps": None, "every_s": None, "at_epoch_end": True,
+                    "keep_last": 1, "max_overhead": None,
+                    "keep_best": {"metric": "test_accuracy", "mode": "min"}})
+    colabrun.run(spec)
+    state = colabrun.status("best", root=root)
+    scored = {r.step: r.metrics["test_accuracy"] for r in state.checkpoints}
+    assert 45 * 4 in scored  # the newest, by keep_last
+    worst_accuracy = min(scored.values())
+    best_step = next(s for s, v in scored.items() if v == worst_accuracy)
+    assert best_step < 45 * 4 and len(state.checkpoints) == 2  # kept beside the newest
+    tracked = colabrun.load("best", root=root, best=True)
+    assert_exactly_equal(tracked, colabrun.load("best", root=root, step=best_step))
+    assert (root / "best" / "checkpoints" / state.checkpoints[0].name).is_dir()
+
+
+def test_best_needs_keep_best_in_the_spec(finished: tuple[Path, JobSpec]) -> None:
+    root, _ = finished
+    with pytest.raises(SpecError, match="keeps no best checkpoint: set checkpoint.keep_best"):
+        colabrun.load(NAME, root=root, best=True)

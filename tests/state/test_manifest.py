@@ -70,3 +70,11 @@ def test_pieces_must_add_up(change: dict[str, object]) -> None:
 def test_a_manifest_must_list_the_payload() -> None:
     with pytest.raises(ValidationError, match=f"must list {PAYLOAD_NAME}"):
         manifest(ManifestFile(path="other.pt", size_bytes=1, sha256="0" * 64))
+
+
+def test_a_record_keeps_the_numeric_metrics_of_its_manifest() -> None:
+    from colabrun.state.manifest import logged_metrics
+
+    meta = {"metrics": {"loss": 0.5, "acc": 1, "flag": True, "bad": float("nan"), "s": "x"}}
+    assert logged_metrics(meta) == {"loss": 0.5, "acc": 1.0}
+    assert logged_metrics({}) == {} and logged_metrics({"metrics": [1]}) == {}  # before 0.2

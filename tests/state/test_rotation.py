@@ -9,8 +9,10 @@ import random
 
 import pytest
 
+from colabrun.jobs.spec import KeepBest
 from colabrun.state.checkpoints import checkpoint_name
-from colabrun.state.rotation import plan_local_rotation
+from colabrun.state.model import CheckpointRecord
+from colabrun.state.rotation import best_record, plan_local_rotation, plan_rotation
 
 
 def names(*steps: int) -> list[str]:
@@ -63,3 +65,32 @@ def test_what_is_no_checkpoint_name_is_never_deleted_nor_counted() -> None:
 
 def test_a_name_listed_twice_counts_once() -> None:
     assert plan_local_rotation(names(1, 2, 2, 3), keep=2, protected=None) == names(1)
+
+
+# -- the root: plan_rotation, with the best checkpoint kept ------------------------------------
+
+
+def _record(step: int, **metrics: float) -> CheckpointRecord:
+    return CheckpointRecord(name=checkpoint_name(step, 1), step=step, epoch=0, batch=step,
+                            generation=1, size_bytes=1, sha256="0" * 64, created_at=float(step),
+                            metrics=metrics)
+
+
+ACCURACIES = [_record(10, acc=0.5), _record(20, acc=0.9), _record(30, acc=0.7),
+              _record(40), _record(50, acc=0.6)]
+
+
+def test_the_best_checkpoint_is_kept_out_of_rotation() -> None:
+    best = KeepBest(metric="acc", mode="max")
+    doomed = plan_rotation(ACCURACIES, keep_last=2, newest_verified=None, keep_best=best)
+    assert doomed == [checkpoint_name(10, 1), checkpoint_name(30, 1)]  # step 20 stays
+    without = plan_rotation(ACCURACIES, keep_last=2, newest_verified=None)
+    assert checkpoint_name(20, 1) in without
+
+
+def test_best_is_the_lowest_for_min_and_the_newest_among_equals() -> None:
+    assert best_record(ACCURACIES, KeepBest(metric="acc", mode="max")) == ACCURACIES[1]
+    assert best_record(ACCURACIES, KeepBest(metric="acc")) == ACCURACIES[0]
+    tied = [_record(10, loss=1.0), _record(20, loss=1.0)]
+    assert best_record(tied, KeepBest(metric="loss")) == tied[1]
+    assert best_record(ACCURACIES, KeepBest(metric="loss")) is None  # never logged

@@ -50,11 +50,11 @@ def test_without_a_safe_fork_a_thread_writes_a_copy(requested: str) -> None:
 
 
 def test_the_manifest_meta_says_where_why_and_what() -> None:
-    context = SaveContext(where="in_epoch", extras={"best": 0.5})
+    context = SaveContext(where="in_epoch", extras={"best": 0.5}, metrics={"val": 0.25})
     meta = checkpoint_meta({"optimizer": trained(), "model": trained()}, "every_steps",
                            context, stamp={"seed": 3, "spec_fingerprint": "abc"})
     assert meta == {"where": "in_epoch", "reason": "every_steps", "extras": {"best": 0.5},
                     "tracked": ["model", "optimizer"], "seed": 3, "spec_fingerprint": "abc",
-                    "torch_version": torch.__version__}
+                    "torch_version": torch.__version__, "metrics": {"val": 0.25}}
     assert list(meta) == ["where", "reason", "extras", "tracked", "seed", "spec_fingerprint",
-                          "torch_version"], "the order manifests always had"
+                          "torch_version", "metrics"], "the order manifests always had, then new"

@@ -666,7 +666,8 @@ def test_a_save_snapshots_the_objects_and_records_where_and_why(tmp_path: Path) 
     assert (manifest.step, manifest.epoch, manifest.batch) == (9, 1, 4)
     assert manifest.meta == {"where": "in_epoch", "reason": "every_steps",
                              "extras": {"best": 1.0}, "tracked": ["model"], "seed": 7,
-                             "spec_fingerprint": "f", "torch_version": torch.__version__}
+                             "spec_fingerprint": "f", "torch_version": torch.__version__,
+                             "metrics": {}}
     payload = root.load_payload(receipt.name)
     assert torch.equal(payload["tracked"]["model"]["weight"], before)
     assert torch.equal(payload["rng"]["torch"], context.state["rng"]["torch"])
