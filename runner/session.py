@@ -251,7 +251,7 @@ def _start_session(job: JobDir, spec: JobSpec, state: JobState, deadline: Deadli
         search_path=search_path, heartbeat_s=spec.lease_s / 4,
         upload_wait_s=upload_wait_s, on_progress=lambda p: view.update(
             epoch=p.epoch, epochs_total=p.epochs_total, batch=p.batch,
-            batches_in_epoch=p.batches_in_epoch))
+            batches_in_epoch=p.batches_in_epoch, metrics=p.metrics))
 
 
 def _train(spec: JobSpec, ctx: SessionContext, *, supervised: bool,

@@ -100,3 +100,48 @@ def _notebook_runtime(tmp_path: Path, work: Path, name: str, **env: str) -> Runt
     environment.pop("TMPDIR", None)  # staging on the runtime's own disk
     return Runtime(argv, shared=[tmp_path], cwd=REPO, log=tmp_path / f"{name}.log",
                    env=environment)
+
+
+BARS_CELL = """\
+import time
+import colabrun
+
+def train(run):
+    for _ in run.epochs():
+        for _ in run.batches(range(40)):
+            time.sleep(0.02)  # 0.8 s an epoch: the once-a-second heartbeat draws the bars
+            run.step(loss=0.5)
+
+spec = colabrun.JobSpec(name="bars", entrypoint=train, epochs=3, root="runs",
+                        local_dir="local", checkpoint={"every_s": None})
+print(colabrun.run(spec).status.value)
+"""
+
+
+@pytest.mark.slow
+def test_notebook_progress_bars_end_cleared_never_red(tmp_path: Path) -> None:
+    """The epoch bars, as a notebook's widgets keep them after the cell: each was closed full
+    (so cleared), none red (closed short), none for an epoch past the last."""
+    from nbclient import NotebookClient
+
+    notebook = nbformat.v4.new_notebook()
+    notebook.cells.append(nbformat.v4.new_code_cell(BARS_CELL))
+    client = NotebookClient(notebook, timeout=300, kernel_name="python3",
+                            resources={"metadata": {"path": str(tmp_path)}})
+    client.execute()
+    outputs = notebook.cells[0].outputs
+    printed = "".join(o.get("text", "") for o in outputs)
+    assert "completed" in printed, printed
+    shown = [o["data"]["text/plain"] for o in outputs if o["output_type"] == "display_data"]
+    assert any(s.startswith("epoch ") for s in shown), outputs  # bars were drawn
+    # the widgets still open when the cell ended (those closed are gone)
+    widgets = notebook.metadata.get("widgets", {})
+    models = widgets.get("application/vnd.jupyter.widget-state+json", {}).get("state", {})
+    bars = [m["state"] for m in models.values() if m["model_name"] == "FloatProgressModel"]
+    assert [b for b in bars if b.get("bar_style") == "danger"] == []
+    for box in (m["state"] for m in models.values() if m["model_name"] == "HBoxModel"):
+        layout = models[box["layout"].removeprefix("IPY_MODEL_")]["state"]
+        assert layout.get("visibility") == "hidden", "a bar left on screen"
+    texts = [m["state"].get("value", "") for m in models.values()
+             if m["model_name"] == "HTMLModel"]
+    assert not any("epoch\u20074/3" in t for t in texts)

@@ -11,7 +11,7 @@ so no bar garbage lands in files.
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, TextIO
 
 
@@ -51,10 +51,12 @@ class ProgressView:
         self._epoch: int | None = None
 
     def update(self, *, epoch: int, epochs_total: int, batch: int,
-               batches_in_epoch: int | None) -> None:
-        """Move the bar to ``batch`` of ``epoch`` (opening a new bar for a new epoch)."""
-        if not self.enabled or batches_in_epoch is None:
-            return
+               batches_in_epoch: int | None, metrics: Mapping[str, float] | None = None
+               ) -> None:
+        """Move the bar to ``batch`` of ``epoch`` (opening a new bar for a new epoch), with
+        the newest ``metrics`` beside it."""
+        if not self.enabled or batches_in_epoch is None or epoch >= epochs_total > 0:
+            return  # past the last epoch: a heartbeat after the end opens no bar
         if epoch != self._epoch or self._bar is None:
             self.close()
             self._bar = self._factory()(
@@ -62,8 +64,10 @@ class ProgressView:
                 desc=f"epoch {epoch + 1}/{epochs_total}", unit="step", leave=False,
                 file=self.out or sys.stdout, dynamic_ncols=True)
             self._epoch = epoch
-            return
-        self._bar.update(max(0, min(batch, batches_in_epoch) - self._bar.n))
+        else:
+            self._bar.update(max(0, min(batch, batches_in_epoch) - self._bar.n))
+        if metrics:
+            self._bar.set_postfix(postfix(metrics), refresh=False)
 
     def write(self, line: str) -> None:
         """Print a line without tearing the bar."""
@@ -73,8 +77,11 @@ class ProgressView:
             print(line, file=self.out or sys.stdout, flush=True)
 
     def close(self) -> None:
-        """Remove the current bar."""
+        """Remove the current bar: filled first, so a notebook's widget is cleared (a bar
+        closed short stays, red), whether its epoch ended or the run stopped within it."""
         if self._bar is not None:
+            if self._bar.total:
+                self._bar.update(max(0, self._bar.total - self._bar.n))
             self._bar.close()
             self._bar = None
             self._epoch = None
@@ -88,6 +95,11 @@ class ProgressView:
             tqdm.monitor_interval = 0
             self._make_bar = tqdm
         return self._make_bar
+
+
+def postfix(metrics: Mapping[str, float]) -> dict[str, str]:
+    """The bar's postfix: each metric to 4 significant figures. Pure."""
+    return {name: f"{value:.4g}" for name, value in metrics.items()}
 
 
 class ViewStream:

@@ -52,6 +52,8 @@ class LiveProgress:
     #: what the newest save and the newest checkpoint under the root are
     saved: Durability = Durability()
     micro_batches: int = 1
+    #: the newest value of each metric logged (the bar's postfix)
+    metrics: dict[str, float] = field(default_factory=dict)
 
 
 class Controls:

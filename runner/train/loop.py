@@ -175,6 +175,7 @@ class Loop:
         self._epoch_means.add(metrics)
         values = {k: float(v) for k, v in metrics.items()}
         self._latest.update(values)
+        self.progress.metrics = dict(self._latest)
         self._metrics.append(
             {"step": self._position.step, "epoch": self._position.epoch,
              "session": self._wiring.session, "time": self._clock.time(), **values})

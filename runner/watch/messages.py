@@ -15,7 +15,8 @@ Why the supervisor killed a worker is a :class:`KillReason` with its detail, a :
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, Literal, get_args
 
@@ -94,6 +95,8 @@ class Beat:
     batch: int = 0
     batches_in_epoch: int | None = None
     epochs_total: int = 0
+    #: the newest value of each metric logged (the bar shows them)
+    metrics: Mapping[str, float] = field(default_factory=dict)
 
     @property
     def key(self) -> tuple[int, int, Phase]:

@@ -192,7 +192,8 @@ class Supervisor:
         elif isinstance(message, Beat):
             self.stall.observe(message, now=self.clock.monotonic())
             self.view.update(epoch=message.epoch, epochs_total=message.epochs_total,
-                             batch=message.batch, batches_in_epoch=message.batches_in_epoch)
+                             batch=message.batch, batches_in_epoch=message.batches_in_epoch,
+                             metrics=message.metrics)
         elif isinstance(message, Ended):
             watch.ended = message
         elif isinstance(message, NotStarted):

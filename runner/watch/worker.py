@@ -166,7 +166,7 @@ class Heartbeat:
         self.channel.send(Beat(step=p.step, epoch=p.epoch, phase=phase_of(p.phase),
                                step_s=p.step_s, last_save=p.last_save, batch=p.batch,
                                batches_in_epoch=p.batches_in_epoch,
-                               epochs_total=p.epochs_total))
+                               epochs_total=p.epochs_total, metrics=dict(p.metrics)))
         now = self.clock.monotonic()
         if now - self._last_status >= self.status_every_s:
             self._last_status = now

@@ -12,7 +12,7 @@ import torch
 from colabrun import runner
 from colabrun.jobs.spec import JobSpec
 from colabrun.runner.display.console import Console
-from colabrun.runner.display.progress import ProgressView, wants_bar
+from colabrun.runner.display.progress import ProgressView, postfix, wants_bar
 from colabrun.state.storage import Storage
 
 
@@ -22,13 +22,19 @@ class FakeBar:
 
     def __init__(self, *, total: int, initial: int, desc: str, **_: Any) -> None:
         self.total, self.n, self.desc, self.closed = total, initial, desc, False
+        self.postfix: dict[str, str] = {}
+        self.closed_at: int | None = None  # n when closed: below total, a notebook shows red
         FakeBar.made.append(self)
 
     def update(self, n: int) -> None:
+        assert not self.closed
         self.n += n
 
+    def set_postfix(self, postfix: dict[str, str], refresh: bool = True) -> None:
+        self.postfix = postfix
+
     def close(self) -> None:
-        self.closed = True
+        self.closed, self.closed_at = True, self.n
 
     @staticmethod
     def write(line: str, file: Any = None) -> None:
@@ -44,9 +50,40 @@ def test_a_bar_per_epoch_and_lines_around_it() -> None:
     view.update(epoch=1, epochs_total=2, batch=3, batches_in_epoch=5)  # a resumed epoch
     view.close()
     first, second = FakeBar.made
-    assert (first.desc, first.n, first.closed) == ("epoch 1/2", 5, True)
-    assert (second.desc, second.n, second.total) == ("epoch 2/2", 3, 5)
+    assert (first.desc, first.closed_at) == ("epoch 1/2", 5)
+    assert (second.desc, second.total) == ("epoch 2/2", 5)
     assert FakeBar.lines == ["epoch 1/2 done"]
+
+
+def test_every_bar_is_closed_full_so_a_notebook_clears_it() -> None:
+    """tqdm's notebook bar closed below its total stays, red; full, it is cleared (leave off).
+    The heartbeat is about once a second, so the last update is usually short of the end."""
+    FakeBar.made = []
+    view = ProgressView(enabled=True, make_bar=FakeBar)
+    view.update(epoch=0, epochs_total=3, batch=14, batches_in_epoch=16)
+    view.update(epoch=1, epochs_total=3, batch=7, batches_in_epoch=16)  # 0 ended at 14/16
+    view.close()  # the run stopped within epoch 1
+    assert [(b.desc, b.closed_at) for b in FakeBar.made] == [("epoch 1/3", 16), ("epoch 2/3", 16)]
+
+
+def test_a_heartbeat_past_the_last_epoch_opens_no_bar() -> None:
+    FakeBar.made = []
+    view = ProgressView(enabled=True, make_bar=FakeBar)
+    view.update(epoch=1, epochs_total=2, batch=5, batches_in_epoch=5)
+    view.update(epoch=2, epochs_total=2, batch=0, batches_in_epoch=5)  # after the end
+    view.close()
+    assert [b.desc for b in FakeBar.made] == ["epoch 2/2"]  # no phantom "epoch 3/2"
+
+
+def test_the_newest_metrics_are_beside_the_bar() -> None:
+    FakeBar.made = []
+    view = ProgressView(enabled=True, make_bar=FakeBar)
+    view.update(epoch=0, epochs_total=1, batch=1, batches_in_epoch=5,
+                metrics={"loss": 2.30861234, "lr": 0.1})
+    view.update(epoch=0, epochs_total=1, batch=2, batches_in_epoch=5, metrics={"loss": 1.5})
+    assert FakeBar.made[0].postfix == {"loss": "1.5"}
+    assert postfix({"loss": 2.30861234, "acc": 0.975, "n": 12345678.0}) == {
+        "loss": "2.309", "acc": "0.975", "n": "1.235e+07"}
 
 
 def test_no_bar_when_not_a_terminal_or_asked_not_to() -> None:
