@@ -12,6 +12,8 @@ from colabrun.jobs.errors import StorageError
 from colabrun.state.storage import Storage
 
 MAX_PENDING = 10_000  # lines kept while the storage is away
+#: while training, how often the waiting log lines are appended to the job log (seconds)
+FLUSH_EVERY_S = 2.0
 LOG_DIR = "log"
 LOG_NAME = "colabrun.log"
 
@@ -33,6 +35,7 @@ class Console:
         self.deferred = False
         self._pending: list[str] = []
         self._lock = threading.Lock()
+        self._flushing = threading.Lock()  # one append at a time: the log stays in order
 
     def attach_log(self, job_dir: Path) -> None:
         """Start keeping lines in ``job_dir/log/colabrun.log``."""
@@ -60,14 +63,47 @@ class Console:
         """Append the waiting lines to the job log; on a storage error keep them."""
         if self.log_path is None or self.storage is None:
             return
-        with self._lock:
-            lines, self._pending = self._pending, []
-        if not lines:
-            return
-        try:  # the log is a convenience: losing it must never stop training
-            self.storage.makedirs(self.log_path.parent)
-            self.storage.append_bytes(self.log_path, "".join(lines).encode())
-        except StorageError:
+        with self._flushing:
             with self._lock:
-                self._pending[:0] = lines
-                del self._pending[:-MAX_PENDING]
+                lines, self._pending = self._pending, []
+            if not lines:
+                return
+            try:  # the log is a convenience: losing it must never stop training
+                self.storage.makedirs(self.log_path.parent)
+                self.storage.append_bytes(self.log_path, "".join(lines).encode())
+            except StorageError:
+                with self._lock:
+                    self._pending[:0] = lines
+                    del self._pending[:-MAX_PENDING]
+
+
+class LogFlusher:
+    """Appends a deferred console's lines to the job log every ``interval_s``, on its own
+    daemon thread: a worker killed mid-epoch loses at most that much of its log, and a
+    hung Drive write stalls only this thread (each call has the storage's timeout).
+
+    Args:
+        console: the console whose lines wait (:attr:`Console.deferred`).
+        interval_s: the period.
+    """
+
+    def __init__(self, console: Console, interval_s: float = FLUSH_EVERY_S) -> None:
+        self.console = console
+        self.interval_s = interval_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="colabrun-log", daemon=True)
+
+    def __enter__(self) -> LogFlusher:
+        self.console.deferred = True
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=self.interval_s + 5.0)
+        self.console.deferred = False
+        self.console.flush_log()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            self.console.flush_log()

@@ -21,7 +21,7 @@ from colabrun.jobs.errors import ColabrunError
 from colabrun.jobs.imports import import_hint, working_folders
 from colabrun.jobs.spec import JobSpec
 from colabrun.runner.clock import Clock
-from colabrun.runner.display.console import Console
+from colabrun.runner.display.console import Console, LogFlusher
 from colabrun.runner.platform import choose_device
 from colabrun.runner.save.pace import UPLOAD_BUDGET
 from colabrun.runner.save.saver import Saver
@@ -85,12 +85,8 @@ def train_session(spec: JobSpec, ctx: SessionContext) -> Outcome:
     Returns:
         How training ended (the caller records it).
     """
-    ctx.console.deferred = True
-    try:
+    with LogFlusher(ctx.console):
         return _train_session(spec, ctx)
-    finally:
-        ctx.console.deferred = False
-        ctx.console.flush_log()
 
 
 def _train_session(spec: JobSpec, ctx: SessionContext) -> Outcome:
