@@ -421,3 +421,20 @@ def test_root_help_mentions_the_spec_only_where_one_is_read(
         with pytest.raises(SystemExit):
             main([command, "--help"])
         assert ("the spec's root" in " ".join(capsys.readouterr().out.split())) is says_spec
+
+
+def test_every_command_has_an_example_and_every_argument_a_help() -> None:
+    import argparse
+
+    from colabrun.runner.commands.cli import COMMANDS, EXAMPLES, build_parser
+
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    assert set(sub.choices) == set(COMMANDS) == set(EXAMPLES)
+    for name, command in sub.choices.items():
+        assert f"example:\n  {EXAMPLES[name]}" in command.format_help()
+        words = EXAMPLES[name].split(" >")[0].split()
+        assert words[:2] == ["colabrun", name]
+        assert parser.parse_args(words[1:]).command == name  # the example parses
+        for action in command._actions:
+            assert action.help, f"colabrun {name}: {action.dest} has no help"
