@@ -65,6 +65,7 @@ EXAMPLES = {
     "checkpoint": "colabrun checkpoint digits-cnn",
     "plot": "colabrun plot digits-cnn --metric loss,test_accuracy --out curves.png",
     "export": "colabrun export digits-cnn --out model.pt --metrics metrics.csv",
+    "clean": "colabrun clean digits-cnn --yes",
     "logs": "colabrun logs digits-cnn --follow",
     "doctor": "colabrun doctor --json",
 }
@@ -179,6 +180,10 @@ def _add_report_commands(add: AddCommand) -> None:
     which.add_argument("--best", action="store_true",
                        help="the best checkpoint by the spec's checkpoint.keep_best")
     p.add_argument("--metrics", metavar="FILE.csv", help="write every metrics record here")
+    p = add("clean", "delete a job for good: its checkpoints (truncated first, as Drive needs), "
+            "state, metrics and log, and this runtime's staging folder")
+    p.add_argument("name", help=NAME_HELP)
+    p.add_argument("--yes", "-y", action="store_true", help="do not ask first")
     p = add("logs", "print the job's log")
     p.add_argument("name", help=NAME_HELP)
     p.add_argument("--follow", "-f", action="store_true",
@@ -417,6 +422,22 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _clean(args: argparse.Namespace) -> int:
+    from colabrun.runner.commands.clean import NotConfirmed, clean, plan_clean
+
+    plan = plan_clean(_existing_job(args))
+    if not args.yes:
+        if not sys.stdin.isatty():
+            raise NotConfirmed(f"{plan.describe()}: not asked (no terminal to answer); "
+                               f"pass --yes to delete it")
+        answer = input(f"{plan.describe()}? This cannot be undone [y/N] ")
+        if answer.strip().lower() not in ("y", "yes"):
+            print("nothing deleted")
+            return 0
+    clean(plan, say=print)
+    return 0
+
+
 def _logs(args: argparse.Namespace) -> int:
     job = _existing_job(args)
     path = log_path(job.path)
@@ -464,7 +485,7 @@ def _doctor(args: argparse.Namespace) -> int:
 COMMANDS = {
     "run": _run, "resume": _resume, "validate": _validate, "schema": _schema,
     "status": _status, "list": _list, "repair": _repair, "stop": _request, "chaos": _chaos,
-    "checkpoint": _request, "plot": _plot, "export": _export, "logs": _logs,
+    "checkpoint": _request, "plot": _plot, "export": _export, "clean": _clean, "logs": _logs,
     "doctor": _doctor,
 }
 
