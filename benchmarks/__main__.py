@@ -1,4 +1,5 @@
-"""colabrun's benchmark suite: ``python -m benchmarks [--quick] [--only NAME] [--out FILE]``.
+"""colabrun's benchmark suite: ``python -m benchmarks [--quick] [--only NAME] [--out FILE]``
+(``--deaths N --seed S``: the soak's).
 
 Prints a table and writes JSON. Every figure is a median over repetitions, and
 every timing is also given as a ratio against a reference measured in the same
@@ -30,8 +31,15 @@ def main(argv: list[str] | None = None) -> int:
                         help="where the JSON goes (default: benchmarks/results.json)")
     parser.add_argument("--scratch", type=Path, default=None,
                         help="folder for the benchmark roots (default: a temporary folder)")
+    parser.add_argument("--deaths", type=int, default=None,
+                        help="runtimes the soak kills (default 10; 2 with --quick)")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="the soak's seed: which deaths it draws (default 0)")
     args = parser.parse_args(argv)
     config = cases.Config.quick() if args.quick else cases.Config()
+    config.soak_seed = args.seed
+    if args.deaths is not None:
+        config.soak_deaths = args.deaths
     rows: list[cases.Row] = []
     started = time.monotonic()
     with cases.scratch_dir(args.scratch) as scratch:

@@ -25,6 +25,7 @@ import torch
 
 from benchmarks import jobs
 from benchmarks.runtime_death import runtime_death
+from benchmarks.soak import soak_case
 from colabrun.jobs.spec import JobSpec
 from colabrun.runner.api import run as run_job
 from colabrun.runner.display.console import Console
@@ -46,12 +47,14 @@ class Config:
     mlp_saves: int = 4
     kills: int = 8
     runtime_deaths: int = 5  # kills per job and mode in runtime_death (each ~12 s)
+    soak_deaths: int = 10  # runtimes the soak kills (each ~8 s)
+    soak_seed: int = 0
     quick_mode: bool = False
 
     @classmethod
     def quick(cls) -> Config:
         return cls(reps=1, digits_epochs=3, mlp_width=512, mlp_layers=2, mlp_saves=2, kills=2,
-                   runtime_deaths=1, quick_mode=True)
+                   runtime_deaths=1, soak_deaths=2, quick_mode=True)
 
 
 @dataclass
@@ -640,4 +643,5 @@ CASES: dict[str, Callable[[Config, Path], list[Row]]] = {
     "work_lost": work_lost,
     "upload": upload,
     "runtime_death": runtime_death,
+    "soak": soak_case,
 }

@@ -7,6 +7,7 @@ Everything here is off unless a test (or ``colabrun chaos``, or the
 (:data:`ALL_POINTS`); a *hook* is called with each point's name as it passes::
 
     runner.run(spec, on_point=KillAt("save.payload_written", nth=2))   # SIGKILL there
+    runner.run(spec, on_point=KillAt("save.renamed", tier="root"))     # at the 1st upload's
     runner.run(spec, on_point=RaiseAt("step", at_step=40))             # an exception
     runner.run(spec, on_point=HangAt("step", at_step=40, release=ev))  # a hang
 
@@ -34,7 +35,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Literal, cast, get_args
 
 from colabrun.jobs.errors import ColabrunError
 from colabrun.runner import knobs
@@ -52,9 +53,33 @@ ALL_POINTS: tuple[str, ...] = (LOOP_POINTS + SAVE_POINTS + (COMMITTED_POINT,)
 
 Hook = Callable[[str], None]
 
+#: Which passes of a point a trigger counts: ``root``, those the uploader makes (copying a
+#: checkpoint to the root, rotating the root, recording the upload in ``state.json``);
+#: ``local``, every other (the loop, the local save and its rotation, the session's own
+#: ``state.json`` writes).
+Tier = Literal["local", "root"]
+#: How :class:`KillAt` ends the process: ``kill`` (SIGKILL) or ``stop`` (SIGSTOP, for a
+#: harness that then kills the whole simulated runtime, see :mod:`colabrun.runner.sim`).
+How = Literal["kill", "stop"]
+#: The uploader's threads: its own (runner/save/uploader.py) and the storage I/O threads it
+#: times its root calls in (state/resilience.py); the hooks learn no more than a point's
+#: name, so its thread is what tells an upload's pass from the local save's.
+ROOT_THREADS = ("colabrun-uploader", "colabrun-io-")
+
+
+def tier_of_thread(name: str) -> Tier:
+    """The :data:`Tier` of a pass made in the thread called ``name``."""
+    return "root" if name.startswith(ROOT_THREADS) else "local"
+
+
+def current_tier() -> Tier:
+    """The :data:`Tier` of a pass made now, by the thread making it."""
+    return tier_of_thread(threading.current_thread().name)
+
 
 class FaultSpecError(ColabrunError, ValueError):
-    """A fault-injection request (``COLABRUN_KILL_AT``) that names no known point."""
+    """A fault-injection request (``COLABRUN_KILL_AT``, ``COLABRUN_KILL_HOW``) that names
+    no known point, tier or way to die."""
 
     exit_code = 2
 
@@ -64,23 +89,29 @@ class InjectedFault(Exception):
 
 
 class _Trigger:
-    """Fires on the ``nth`` pass of ``point`` (or the first at/after ``at_step``)."""
+    """Fires on the ``nth`` pass of ``point`` (or the first at/after ``at_step``); with a
+    ``tier``, only that tier's passes count."""
 
     def __init__(self, point: str, nth: int = 1, *, at_step: int | None = None,
-                 progress: LiveProgress | None = None) -> None:
+                 progress: LiveProgress | None = None, tier: Tier | None = None) -> None:
         if point not in ALL_POINTS:
             raise FaultSpecError(f"unknown fault point {point!r}; known: {', '.join(ALL_POINTS)}")
         if at_step is not None and progress is None and point != "step":
             raise FaultSpecError("at_step needs the 'step' point, or a LiveProgress")
+        if tier is not None and tier not in get_args(Tier):
+            raise FaultSpecError(f"unknown tier {tier!r}; known: {', '.join(get_args(Tier))}")
         self.point = point
         self.nth = nth
         self.at_step = at_step
         self.progress = progress
+        self.tier = tier
         self.seen = 0
         self.fired = False
 
     def due(self, point: str) -> bool:
         if point != self.point or self.fired:
+            return False
+        if self.tier is not None and current_tier() != self.tier:
             return False
         self.seen += 1
         if self.at_step is not None:
@@ -100,22 +131,33 @@ class KillAt(_Trigger):
         nth: the pass of ``point`` to die at (1: the first).
         at_step: instead of ``nth``, die at the first pass at or after this global step.
         progress: where the loop is (to know the step, and to log it).
-        log: a JSON-lines file to append ``{point, step, time}`` to before dying.
+        log: a JSON-lines file to append ``{point, step, time, thread, pid}`` to before dying.
+        tier: count only this tier's passes (:data:`Tier`); ``None``: every pass.
+        how: ``kill``, SIGKILL; or ``stop``, SIGSTOP: every thread of the process stops
+            there, and a harness reading ``log`` kills the whole simulated runtime (a
+            process is stopped, not killed, so the runtime's other processes cannot see it
+            die and react). A process continued (SIGCONT) goes on from the point.
     """
 
     def __init__(self, point: str, nth: int = 1, *, at_step: int | None = None,
-                 progress: LiveProgress | None = None, log: Path | None = None) -> None:
-        super().__init__(point, nth, at_step=at_step, progress=progress)
+                 progress: LiveProgress | None = None, log: Path | None = None,
+                 tier: Tier | None = None, how: How = "kill") -> None:
+        super().__init__(point, nth, at_step=at_step, progress=progress, tier=tier)
+        if how not in get_args(How):
+            raise FaultSpecError(f"unknown way to die {how!r}; known: {', '.join(get_args(How))}")
         self.log = log
+        self.how = how
 
     def __call__(self, point: str) -> None:
         if not self.due(point):
             return
         if self.log is not None:
             step = self.progress.step if self.progress is not None else None
+            entry = {"point": point, "step": step, "time": time.time(),
+                     "thread": threading.current_thread().name, "pid": os.getpid()}
             with open(self.log, "a") as f:
-                f.write(json.dumps({"point": point, "step": step, "time": time.time()}) + "\n")
-        os.kill(os.getpid(), signal.SIGKILL)
+                f.write(json.dumps(entry) + "\n")
+        os.kill(os.getpid(), signal.SIGSTOP if self.how == "stop" else signal.SIGKILL)
 
 
 class RaiseAt(_Trigger):
@@ -171,22 +213,48 @@ def hook_from_environment(attempt: int = 0, *, progress: LiveProgress | None = N
                           ) -> Hook | None:
     """The kill hook ``COLABRUN_KILL_AT`` asks for this worker attempt, if any.
 
-    ``POINT:N,POINT:N,...``: the i-th entry applies to the i-th attempt of a
+    ``POINT[@TIER][:N],...``: the i-th entry applies to the i-th attempt of a
     session (restarted workers), so a test can kill a worker several times.
+    ``COLABRUN_KILL_HOW=stop`` stops the process instead (see :class:`KillAt`).
+
+    Raises:
+        FaultSpecError: an entry naming no known point or tier, an ``N`` that is not an
+            integer, or an unknown ``COLABRUN_KILL_HOW`` (or ``stop`` without a kill log).
     """
+    entries = _kill_entries()
+    how, log = _kill_how(), knobs.kill_log()
+    if how == "stop" and log is None and entries:
+        raise FaultSpecError("COLABRUN_KILL_HOW=stop needs COLABRUN_KILL_LOG=FILE: without it "
+                             "nothing learns that the process stopped")
+    if attempt >= len(entries):
+        return None
+    entry = entries[attempt]
+    return KillAt(entry.point, entry.nth, progress=progress, log=log,
+                  tier=cast(Tier | None, entry.tier), how=how)
+
+
+def _kill_entries() -> list[knobs.KillEntry]:
     try:
         entries = knobs.kill_at()
     except ValueError as exc:
-        raise FaultSpecError(f"COLABRUN_KILL_AT: {exc}; write POINT or POINT:N, "
-                             "comma-separated (e.g. step:40,save.renamed:2)") from exc
-    for point, _ in entries:
-        if point not in ALL_POINTS:
-            raise FaultSpecError(f"COLABRUN_KILL_AT: unknown fault point {point!r}; known: "
-                                 f"{', '.join(ALL_POINTS)}")
-    if attempt >= len(entries):
-        return None
-    point, nth = entries[attempt]
-    return KillAt(point, nth, progress=progress, log=knobs.kill_log())
+        raise FaultSpecError(f"COLABRUN_KILL_AT: {exc}; write POINT, POINT:N or "
+                             "POINT@TIER:N, comma-separated (e.g. step:40,save.renamed@root:2)"
+                             ) from exc
+    for entry in entries:
+        if entry.point not in ALL_POINTS:
+            raise FaultSpecError(f"COLABRUN_KILL_AT: unknown fault point {entry.point!r}; "
+                                 f"known: {', '.join(ALL_POINTS)}")
+        if entry.tier is not None and entry.tier not in get_args(Tier):
+            raise FaultSpecError(f"COLABRUN_KILL_AT: unknown tier {entry.tier!r} in "
+                                 f"{entry.point}@{entry.tier}; known: {', '.join(get_args(Tier))}")
+    return entries
+
+
+def _kill_how() -> How:
+    how = knobs.kill_how()
+    if how not in get_args(How):
+        raise FaultSpecError(f"COLABRUN_KILL_HOW: {how!r} is neither 'kill' nor 'stop'")
+    return cast(How, how)
 
 
 # -- storage faults ---------------------------------------------------------------------

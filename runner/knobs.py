@@ -1,15 +1,24 @@
 """Debug and test knobs: the only place colabrun reads environment variables.
 
-``COLABRUN_KILL_AT=POINT[:N][,POINT[:N]...]``
+``COLABRUN_KILL_AT=POINT[@TIER][:N][,POINT[@TIER][:N]...]``
     SIGKILL the training process the N-th time (default 1st) it passes the named
     point (``step``, ``epoch.end``, or a save/state/rotation point, see
     ``colabrun.runner.faults.ALL_POINTS``). Used by the crash tests and by users
     testing their own training code. The i-th entry applies to the i-th worker
     of a session: a supervised job is killed once per entry and restarted.
+    ``@root`` counts only the passes of the upload to the root (the uploader's
+    threads: the upload, the root's rotation, the state write after it); ``@local``
+    only the others (the local save and its rotation, the loop).
 
 ``COLABRUN_KILL_LOG=FILE``
-    Before a ``COLABRUN_KILL_AT`` kill, append the point and step to FILE
-    (``colabrun chaos`` measures the work each kill cost with it).
+    Before a ``COLABRUN_KILL_AT`` kill, append the point, step, time, thread and
+    pid to FILE (``colabrun chaos`` measures the work each kill cost with it).
+
+``COLABRUN_KILL_HOW=kill|stop``
+    ``kill`` (the default): SIGKILL the process. ``stop``: note the point in
+    ``COLABRUN_KILL_LOG`` (required), then SIGSTOP the process, so that nothing
+    more happens in it: a harness watching that file kills the whole simulated
+    runtime at that moment (the soak, ``benchmarks/soak.py``).
 
 ``COLABRUN_CONTROL_POLLING=1``
     Watch ``control/`` with the polling observer even on a local disk (what
@@ -27,16 +36,37 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import NamedTuple
 
 
-def kill_at() -> list[tuple[str, int]]:
-    """The ``(point, occurrence)`` entries of ``COLABRUN_KILL_AT``, one per worker attempt."""
+class KillEntry(NamedTuple):
+    """One entry of ``COLABRUN_KILL_AT``: a point, its pass to die at, and the tier
+    whose passes count (``None``: every pass)."""
+
+    point: str
+    nth: int
+    tier: str | None
+
+
+def kill_at() -> list[KillEntry]:
+    """The entries of ``COLABRUN_KILL_AT``, one per worker attempt.
+
+    Raises:
+        ValueError: an ``N`` that is not an integer.
+    """
     value = os.environ.get("COLABRUN_KILL_AT", "").strip()
     entries = []
     for item in filter(None, (part.strip() for part in value.split(","))):
-        point, _, nth = item.partition(":")
-        entries.append((point, int(nth or 1)))
+        where, _, nth = item.partition(":")
+        point, _, tier = where.partition("@")
+        entries.append(KillEntry(point, int(nth or 1), tier or None))
     return entries
+
+
+def kill_how() -> str:
+    """``COLABRUN_KILL_HOW``: ``kill`` (the default) or ``stop``, as written (checked by
+    the fault module)."""
+    return os.environ.get("COLABRUN_KILL_HOW", "").strip() or "kill"
 
 
 def control_polling() -> bool:
