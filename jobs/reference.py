@@ -29,6 +29,8 @@ def _type_of(field: dict[str, Any]) -> str:
         return " \\| ".join(_type_of(option) for option in field["anyOf"])
     if "$ref" in field:
         return "mapping (below)"
+    if len(field.get("allOf", ())) == 1:  # pydantic < 2.9 wraps a described model field
+        return _type_of(field["allOf"][0])
     return str(field.get("type", "any"))
 
 

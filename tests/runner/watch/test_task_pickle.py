@@ -85,7 +85,9 @@ def test_a_changed_cloudpickle_falls_back_to_plain_cloudpickle(cell: Any) -> Non
         raise AttributeError("co_something_new")
 
     loaded = pickle.loads(dumps_task(cell, code_reduce=broken))
-    assert loaded.__code__.co_filename == "<dynamic-code>"  # names lost, the task still runs
+    # plain cloudpickle: 3.1.3 and later rename the code "<dynamic-code>", older ones keep
+    # its name; either way the task still runs
+    assert loaded.__code__.co_filename in {"<dynamic-code>", CELL}
     assert "boom from the cell" in _traceback_of(loaded)
     assert pickle.loads(dumps_task(cell, code_reduce=None)).__code__.co_filename != CELL
 
