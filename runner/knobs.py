@@ -30,6 +30,11 @@
 
 ``COLABRUN_RUNTIME_STARTED_AT=T``
     Take Unix time T as this runtime's start instead of detecting it.
+
+``COLABRUN_REPORTS=0``
+    Write no TensorBoard event files and no ``reports/metrics.png`` as metrics reach the
+    root (the test suite sets it: importing matplotlib and tensorboard in every worker
+    would cost it minutes).
 """
 
 from __future__ import annotations
@@ -89,3 +94,8 @@ def kill_log() -> Path | None:
     """``COLABRUN_KILL_LOG``: where a kill hook notes its point and step before dying."""
     value = os.environ.get("COLABRUN_KILL_LOG", "").strip()
     return Path(value) if value else None
+
+
+def reports() -> bool:
+    """Whether metrics also go to TensorBoard and the plot (``COLABRUN_REPORTS``, default on)."""
+    return os.environ.get("COLABRUN_REPORTS", "1").strip() != "0"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Iterator
 
@@ -9,6 +10,9 @@ import pytest
 import torch
 
 torch.set_num_threads(1)  # as in tests.helpers.run_cli: tiny models, loaded 2-core machines
+# no TensorBoard files or plot per run (tests/runner/train/test_report_sinks.py turns them on):
+# matplotlib and tensorboard imported in every worker would cost the suite minutes
+os.environ["COLABRUN_REPORTS"] = "0"
 
 
 @pytest.fixture(autouse=True)

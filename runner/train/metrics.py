@@ -31,15 +31,19 @@ class MetricsLog:
         job_dir: the job's folder under the root.
         storage: the root's storage edge.
         local_dir: the job's local staging folder (this runtime's disk).
+        on_synced: receives the bytes each sync appended to the root's file (it must not
+            raise: :class:`colabrun.runner.train.report_sinks.Sinks` guards its sinks).
     """
 
-    def __init__(self, job_dir: Path, storage: Storage, local_dir: Path) -> None:
+    def __init__(self, job_dir: Path, storage: Storage, local_dir: Path, *,
+                 on_synced: Callable[[bytes], None] | None = None) -> None:
         self.path = job_dir / METRICS_NAME
         self.storage = storage
         self.local = local_dir / METRICS_NAME
         self._synced_marker = local_dir / f"{METRICS_NAME}.synced"
         self._pending: list[str] = []
         self._lock = threading.Lock()  # the loop appends, the uploader syncs
+        self._on_synced = on_synced
 
     def append(self, record: Mapping[str, Any]) -> None:
         """Buffer one record."""
@@ -87,6 +91,14 @@ class MetricsLog:
             return
         self.storage.append_bytes(self.path, data)
         self._synced_marker.write_text(str(done + len(data)))
+        if self._on_synced is not None:  # TensorBoard, the plot: never fails the sync
+            self._on_synced(data)
+
+    def close(self) -> None:
+        """The session ended: the sinks fed by :meth:`sync` finish."""
+        close = getattr(self._on_synced, "close", None)
+        if close is not None:
+            close()
 
 
 BOOKKEEPING = frozenset({"step", "epoch", "session", "time"})

@@ -30,6 +30,7 @@ from colabrun.runner.train.live import Controls, LiveProgress, StopTraining, Wir
 from colabrun.runner.train.loop import Loop
 from colabrun.runner.train.metrics import MetricsLog
 from colabrun.runner.train.origin import origin_of
+from colabrun.runner.train.report_sinks import default_sinks
 from colabrun.runner.train.resume import Found, PendingResume, ResumePoint, find_resume_point
 from colabrun.runner.train.rng import seed_everything
 from colabrun.runner.train.save_guess import PROBE_FOLDER, SaveGuess, WriteProbe
@@ -129,7 +130,9 @@ def _train(spec: JobSpec, ctx: SessionContext) -> Outcome:
     assert state is not None
     ctx.job.claim_local(state.created_at)
     ctx.progress.phase = "setup"
-    metrics = MetricsLog(ctx.job.path, ctx.job.storage, ctx.job.local.dir.parent)
+    metrics = MetricsLog(ctx.job.path, ctx.job.storage, ctx.job.local.dir.parent,
+                         on_synced=default_sinks(ctx.job.path, ctx.job.root, ctx.job.name,
+                                                 ctx.console.warn))
     saver = _build_saver(spec, ctx, metrics)
     # The checkpoint loads in the background while the user's function sets up.
     pending = PendingResume(lambda: find_resume_point(ctx.job, state, ctx.console, ctx.clock),
@@ -137,8 +140,11 @@ def _train(spec: JobSpec, ctx: SessionContext) -> Outcome:
     loop = _build_loop(spec, ctx, state, saver, metrics, pending, device)
     seed_everything(spec.seed)
     torch.use_deterministic_algorithms(spec.deterministic, warn_only=True)
-    with interrupts_request_stop(ctx.controls), _saver_closed(loop, saver):
-        outcome = _call(train, loop, saver, ctx)
+    try:
+        with interrupts_request_stop(ctx.controls), _saver_closed(loop, saver):
+            outcome = _call(train, loop, saver, ctx)
+    finally:
+        metrics.close()  # after the last upload: the plot shows every step uploaded
     if outcome.exit is Exit.COMPLETED:
         ctx.job.release_local()
     return outcome

@@ -1,0 +1,163 @@
+"""Metrics where people look, written as they reach the root (docs/concepts.md#metrics):
+
+- TensorBoard event files under ``<job>/tensorboard/session-N/``, when the ``tensorboard``
+  package is importable (Colab ships it): ``%tensorboard --logdir <root>`` shows every
+  session, each as its own run, so steps redone after a crash show as a second curve;
+- ``<job>/reports/metrics.png`` redrawn at most every :data:`PLOT_EVERY_S`, when matplotlib
+  is importable, so the curves open from Drive on a phone.
+
+Each sink gets the bytes of the records just appended to the root's ``metrics.jsonl``, on the
+uploader's thread. Both are conveniences: a failure is said once and the sink turns off; it
+never fails an upload.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from colabrun.runner import knobs
+from colabrun.runner.train.metrics import BOOKKEEPING
+
+#: the plot is redrawn at most this often (seconds); it costs a few hundred ms of CPU
+PLOT_EVERY_S = 120.0
+TENSORBOARD_DIR = "tensorboard"
+
+
+def records_of(data: bytes) -> list[dict[str, Any]]:
+    """The whole records among appended bytes (a torn line is skipped). Pure."""
+    records = []
+    for line in data.decode("utf-8", errors="replace").splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(record, dict) and isinstance(record.get("step"), int):
+            records.append(record)
+    return records
+
+
+def scalars_of(record: dict[str, Any]) -> dict[str, float]:
+    """A record's metrics: its numbers that are not bookkeeping. Pure."""
+    return {k: float(v) for k, v in record.items() if k not in BOOKKEEPING
+            and isinstance(v, (int, float)) and not isinstance(v, bool)}
+
+
+class TensorBoardSink:
+    """Writes each record's metrics as scalars, one event folder per session.
+
+    Args:
+        job_dir: the job's folder under the root.
+        make_writer: ``torch.utils.tensorboard.SummaryWriter`` (tests pass their own).
+    """
+
+    def __init__(self, job_dir: Path, make_writer: Callable[..., Any]) -> None:
+        self.folder = job_dir / TENSORBOARD_DIR
+        self._make_writer = make_writer
+        self._writers: dict[int, Any] = {}
+
+    def __call__(self, data: bytes) -> None:
+        touched = set()
+        for record in records_of(data):
+            session = int(record.get("session", 0))
+            writer = self._writer(session)
+            for name, value in scalars_of(record).items():
+                writer.add_scalar(name, value, global_step=record["step"],
+                                  walltime=record.get("time"))
+            touched.add(session)
+        for session in touched:
+            self._writers[session].flush()
+
+    def close(self) -> None:
+        """Close every event file."""
+        for writer in self._writers.values():
+            writer.close()
+        self._writers.clear()
+
+    def _writer(self, session: int) -> Any:
+        if session not in self._writers:
+            self._writers[session] = self._make_writer(
+                log_dir=str(self.folder / f"session-{session + 1}"))
+        return self._writers[session]
+
+
+class PlotSink:
+    """Redraws ``reports/metrics.png`` from the root, at most every ``every_s``.
+
+    Args:
+        draw: draws the job's plot (``colabrun.runner.commands.plots.plot_job`` bound to it).
+        every_s: the least time between two drawings.
+        clock: monotonic seconds.
+    """
+
+    def __init__(self, draw: Callable[[], object], *, every_s: float = PLOT_EVERY_S,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self._draw, self.every_s, self._clock = draw, every_s, clock
+        self._last: float | None = None
+        self._behind = False  # records came that the drawing does not show yet
+
+    def __call__(self, data: bytes) -> None:
+        if not any(scalars_of(r) for r in records_of(data)):
+            return  # nothing to draw yet
+        self._behind = True
+        now = self._clock()
+        if self._last is None or now - self._last >= self.every_s:
+            self._last = now
+            self._behind = False
+            self._draw()
+
+    def close(self) -> None:
+        """Draw what came since the last drawing (the session's end)."""
+        if self._behind:
+            self._behind = False
+            self._draw()
+
+
+class Sinks:
+    """The sinks in turn; one that raises is said once (``warn``) and dropped."""
+
+    def __init__(self, sinks: list[tuple[str, Callable[[bytes], None]]],
+                 warn: Callable[[str], None]) -> None:
+        self._sinks = sinks
+        self._warn = warn
+
+    def __call__(self, data: bytes) -> None:
+        for entry in list(self._sinks):
+            self._guarded(entry, lambda sink: sink(data))
+
+    def close(self) -> None:
+        """The session ended: each sink finishes (the plot drawn up to date)."""
+        for entry in list(self._sinks):
+            self._guarded(entry, lambda sink: getattr(sink, "close", lambda: None)())
+
+    def _guarded(self, entry: tuple[str, Callable[[bytes], None]],
+                 call: Callable[[Callable[[bytes], None]], None]) -> None:
+        name, sink = entry
+        try:
+            call(sink)
+        except Exception as exc:  # a convenience never fails an upload
+            self._sinks.remove(entry)
+            self._warn(f"stopped writing {name} ({type(exc).__name__}: {exc}); "
+                       "training and checkpoints are not affected")
+
+
+def default_sinks(job_dir: Path, root: Path, name: str, warn: Callable[[str], None]) -> Sinks:
+    """TensorBoard and the plot, each where its package is importable (none when the
+    ``COLABRUN_REPORTS`` knob says 0)."""
+    sinks: list[tuple[str, Callable[[bytes], None]]] = []
+    if not knobs.reports():
+        return Sinks(sinks, warn)
+    if importlib.util.find_spec("tensorboard") is not None:
+        from torch.utils.tensorboard import SummaryWriter
+
+        sinks.append(("TensorBoard event files", TensorBoardSink(job_dir, SummaryWriter)))
+    if importlib.util.find_spec("matplotlib") is not None:
+        from colabrun.runner.commands.plots import plot_job
+
+        sinks.append(("reports/metrics.png",
+                       PlotSink(lambda: plot_job(name, root=root))))
+    return Sinks(sinks, warn)

@@ -1,0 +1,122 @@
+"""Metrics where people look (runner/train/report_sinks.py): TensorBoard event files per
+session, and the plot under the root redrawn as records reach it; neither fails an upload."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from colabrun import runner
+from colabrun.runner.train.report_sinks import (
+    TENSORBOARD_DIR,
+    PlotSink,
+    Sinks,
+    TensorBoardSink,
+    records_of,
+    scalars_of,
+)
+from tests.helpers import digits_spec
+
+
+def _bytes(*records: dict[str, Any]) -> bytes:
+    return "".join(json.dumps(r) + "\n" for r in records).encode()
+
+
+def test_whole_records_and_their_metrics() -> None:
+    data = _bytes({"step": 1, "epoch": 0, "session": 0, "time": 5.0, "loss": 2, "ok": True},
+                  {"step": 2, "session": 0, "note": "x"}) + b'{"step": 3, "lo'
+    records = records_of(data)
+    assert [r["step"] for r in records] == [1, 2]  # the torn one skipped
+    assert scalars_of(records[0]) == {"loss": 2.0} and scalars_of(records[1]) == {}
+
+
+class FakeWriter:
+    made: list[FakeWriter] = []
+
+    def __init__(self, *, log_dir: str) -> None:
+        self.log_dir, self.scalars, self.flushes = log_dir, [], 0
+        FakeWriter.made.append(self)
+
+    def add_scalar(self, name: str, value: float, *, global_step: int,
+                   walltime: float | None) -> None:
+        self.scalars.append((name, value, global_step))
+
+    def flush(self) -> None:
+        self.flushes += 1
+
+    def close(self) -> None:
+        pass
+
+
+def test_each_session_is_its_own_tensorboard_run(tmp_path: Path) -> None:
+    FakeWriter.made = []
+    sink = TensorBoardSink(tmp_path, FakeWriter)
+    sink(_bytes({"step": 1, "session": 0, "loss": 2.0}, {"step": 2, "session": 0, "loss": 1.5}))
+    sink(_bytes({"step": 2, "session": 1, "loss": 1.4}))  # redone after a resume
+    first, second = FakeWriter.made
+    assert first.log_dir == str(tmp_path / TENSORBOARD_DIR / "session-1")
+    assert first.scalars == [("loss", 2.0, 1), ("loss", 1.5, 2)] and first.flushes == 1
+    assert second.log_dir.endswith("session-2") and second.scalars == [("loss", 1.4, 2)]
+
+
+def test_the_plot_is_redrawn_at_most_every_interval_and_at_the_end() -> None:
+    drawn: list[float] = []
+    now = [0.0]
+    sink = PlotSink(lambda: drawn.append(now[0]), every_s=120, clock=lambda: now[0])
+    metric = _bytes({"step": 1, "session": 0, "loss": 1.0})
+    sink(_bytes({"step": 1, "session": 0}))  # no metric yet: nothing to draw
+    sink(metric)
+    now[0] = 60.0
+    sink(metric)  # too soon
+    now[0] = 130.0
+    sink(metric)
+    now[0] = 140.0
+    sink(metric)
+    sink.close()  # the end: what came since the last drawing is drawn
+    sink.close()  # nothing new
+    assert drawn == [0.0, 130.0, 140.0]
+
+
+def test_a_sink_that_fails_is_said_once_and_dropped() -> None:
+    said: list[str] = []
+    calls: list[bytes] = []
+
+    def broken(data: bytes) -> None:
+        raise OSError("disk full")
+
+    sinks = Sinks([("reports/metrics.png", broken), ("kept", calls.append)], said.append)
+    sinks(b"a")
+    sinks(b"b")
+    assert calls == [b"a", b"b"]
+    assert said == ["stopped writing reports/metrics.png (OSError: disk full); training and "
+                    "checkpoints are not affected"]
+
+
+@pytest.mark.slow
+def test_a_run_leaves_tensorboard_events_and_a_plot_under_the_root(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COLABRUN_REPORTS", "1")  # the suite turns them off
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    root = tmp_path / "runs"
+    assert runner.run(digits_spec(root, epochs=2)).global_step == 90
+    [run_dir] = (root / "digits" / TENSORBOARD_DIR).iterdir()
+    events = EventAccumulator(str(run_dir))
+    events.Reload()
+    assert [e.step for e in events.Scalars("loss")] == list(range(1, 91))
+    assert [e.step for e in events.Scalars("test_accuracy")] == [45, 90]
+    assert (root / "digits" / "reports" / "metrics.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_the_reports_knob_turns_both_sinks_off(tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    from colabrun.runner.train.report_sinks import default_sinks
+
+    monkeypatch.setenv("COLABRUN_REPORTS", "0")
+    assert default_sinks(tmp_path, tmp_path, "j", print)._sinks == []
+    monkeypatch.setenv("COLABRUN_REPORTS", "1")
+    names = [name for name, _ in default_sinks(tmp_path, tmp_path, "j", print)._sinks]
+    assert names == ["TensorBoard event files", "reports/metrics.png"]  # both installed here
