@@ -11,7 +11,7 @@ from colabrun.jobs import JobSpec, load_spec
 from colabrun.runner import load, metrics, resume, run, status
 
 if TYPE_CHECKING:
-    from colabrun.runner.session import RunResult
+    from colabrun.runner.ending import RunResult
 
 __all__ = ["JobSpec", "RunResult", "load", "load_spec", "metrics", "resume", "run", "status"]
 
@@ -20,7 +20,7 @@ def __getattr__(name: str) -> Any:
     """``RunResult``, imported when first asked for: its module imports torch, and every
     ``colabrun`` command, the light ones too (``stop``, ``status``), imports this package."""
     if name == "RunResult":
-        from colabrun.runner.session import RunResult
+        from colabrun.runner.ending import RunResult
 
         return RunResult
     raise AttributeError(f"module 'colabrun' has no attribute {name!r}")

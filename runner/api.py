@@ -20,7 +20,7 @@ from colabrun.runner.platform import default_root
 from colabrun.state.model import JobState
 
 if TYPE_CHECKING:  # the session imports torch: `colabrun stop` and `status` start without it
-    from colabrun.runner.session import RunResult
+    from colabrun.runner.ending import RunResult
 
 
 def resolve_root(root: str | Path | None, spec: JobSpec | None = None) -> Path:

@@ -12,20 +12,21 @@ from __future__ import annotations
 import os
 import socket
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO, cast
 
 import cloudpickle
 
 from colabrun.jobs.entrypoint import resolve_entrypoint
-from colabrun.jobs.errors import ColabrunError, EntrypointError, SpecMismatch, TrainingError
-from colabrun.jobs.spec import JobSpec, changed_defining_fields
+from colabrun.jobs.errors import EntrypointError
+from colabrun.jobs.spec import JobSpec
 from colabrun.runner import knobs
 from colabrun.runner.clock import Clock, SystemClock
 from colabrun.runner.display.console import Console
 from colabrun.runner.display.progress import ProgressView, ViewStream, wants_bar
+from colabrun.runner.ending import RunResult, abandon, finish, result_of, summary_line
 from colabrun.runner.faults import hook_from_environment
+from colabrun.runner.opening import clear_leftovers, open_state, take_and_begin
 from colabrun.runner.platform import (
     detect_platform,
     is_colab,
@@ -33,12 +34,9 @@ from colabrun.runner.platform import (
     runtime_id,
     runtime_started_at,
 )
-from colabrun.runner.preflight import check_folders
-from colabrun.runner.results import storable_result
 from colabrun.runner.train.live import Controls, LiveProgress
 from colabrun.runner.train.training import Outcome, SessionContext, train_session
 from colabrun.runner.watch.deadline import UNMEASURED_SAVE_S, Deadline, budget_s
-from colabrun.runner.watch.restarts import Exit
 from colabrun.runner.watch.supervisor import Supervisor
 from colabrun.runner.watch.takeover import wait_for_lease
 from colabrun.runner.watch.worker_process import WorkerProcess
@@ -46,52 +44,11 @@ from colabrun.state.hooks import no_hook
 from colabrun.state.jobdir import JobDir
 from colabrun.state.lease import (
     Fence,
-    LeaseHeld,
     Owner,
-    Verdict,
     fence_of,
-    held_message,
-    holds,
-    judge,
-    release,
-    take,
 )
-from colabrun.state.model import JobState, Lease, Status
+from colabrun.state.model import JobState
 from colabrun.state.storage import Storage
-from colabrun.state.transitions import (
-    abandon_session,
-    begin_session,
-    end_session,
-    new_job,
-    set_epochs_total,
-    set_fingerprint,
-)
-
-#: exit codes of a finished run, by status (see docs/cli.md)
-EXIT_CODES = {Status.COMPLETED: 0, Status.FAILED: 1, Status.STOPPED: 3}
-#: how a training outcome ends the session
-STATUS_OF = {Exit.COMPLETED: Status.COMPLETED, Exit.STOPPED: Status.STOPPED}
-
-
-@dataclass(frozen=True)
-class RunResult:
-    """What a run ended with."""
-
-    name: str
-    job_dir: Path
-    status: Status
-    reason: str | None
-    epochs_done: int
-    epochs_total: int
-    global_step: int
-    last_checkpoint: str | None
-    trained: bool
-    value: Any = None
-
-    @property
-    def exit_code(self) -> int:
-        """0 completed, 1 failed, 3 stopped (run again to continue)."""
-        return EXIT_CODES.get(self.status, 1)
 
 
 def run_job(
@@ -141,7 +98,7 @@ def run_job(
     supervised = spec.supervise and on_point is None
     live = LiveProgress()
     job = _job_dir(spec, root, storage, on_point=on_point, supervised=supervised, live=live)
-    state, on_disk = _open_state(job, spec, force=force, clock=clock, console=console)
+    state, on_disk = open_state(job, spec, force=force, clock=clock, console=console)
     if state.is_done_for(spec.epochs):
         return _already_done(job, spec, state, on_disk=on_disk, console=console)
     _say_if_epochs_lowered(spec, state, console)
@@ -171,7 +128,7 @@ def _run_session(job: JobDir, spec: JobSpec, state: JobState, *, on_disk: bool,
         deadline = _deadline(spec, clock)
         taken: list[Fence] = []  # set once the lease is in the state being written
         try:
-            begun = _take_and_begin(job, spec, _me(), None if on_disk else state,
+            begun = take_and_begin(job, spec, _me(), None if on_disk else state,
                                     takeover=takeover, dead=dead, clock=clock,
                                     console=console, deadline_at=deadline.ends_at, taken=taken)
             ctx = _start_session(job, spec, begun, deadline, clock=clock, console=console,
@@ -180,12 +137,12 @@ def _run_session(job: JobDir, spec: JobSpec, state: JobState, *, on_disk: bool,
             outcome = _train(spec, ctx, supervised=supervised, view=view, warm=warm)
         except BaseException as exc:
             if taken:
-                _abandon(job, taken[0], state.status, exc, clock=clock, console=console)
+                abandon(job, taken[0], state.status, exc, clock=clock, console=console)
             raise
     finally:
         if warm is not None:
             warm.discard()
-    return _finish(job, spec, ctx.fence, outcome, clock=clock, console=console)
+    return finish(job, spec, ctx.fence, outcome, clock=clock, console=console)
 
 
 def _already_done(job: JobDir, spec: JobSpec, state: JobState, *, on_disk: bool,
@@ -195,7 +152,7 @@ def _already_done(job: JobDir, spec: JobSpec, state: JobState, *, on_disk: bool,
         job.statefile.write(state)
     _say_if_epochs_lowered(spec, state, console)
     console.info(summary_line(state, job.path))
-    return _result(state, job.path, trained=False, value=state.result)
+    return result_of(state, job.path, trained=False, value=state.result)
 
 
 def _say_if_epochs_lowered(spec: JobSpec, state: JobState, console: Console) -> None:
@@ -242,7 +199,7 @@ def _start_session(job: JobDir, spec: JobSpec, state: JobState, deadline: Deadli
                    clock: Clock, console: Console, live: LiveProgress, view: ProgressView,
                    search_path: tuple[Path, ...], upload_wait_s: float) -> SessionContext:
     """Clear what a dead session left, and say what the session's training needs."""
-    _clear_leftovers(job)
+    clear_leftovers(job)
     _warn_if_budget_spent(spec, deadline, clock, console)
     return SessionContext(
         job=job, fence=fence_of(state), session=len(state.sessions) - 1, clock=clock,
@@ -267,116 +224,6 @@ def _train(spec: JobSpec, ctx: SessionContext, *, supervised: bool,
         return train_session(spec, ctx)
     finally:
         view.close()
-
-
-def _open_state(
-    job: JobDir, spec: JobSpec, *, force: bool, clock: Clock, console: Console
-) -> tuple[JobState, bool]:
-    """The job's state, checked against the spec, and whether it is on disk yet.
-
-    Nothing is written before the spec and the folders are checked. A job's first state
-    is built here but written only with its first lease, in one transaction
-    (:func:`_take_and_begin`): on Drive each write is a round trip.
-    """
-    check_folders(spec, job.root, job.storage)  # first: a root under a file fails its reads
-    state = job.statefile.read()
-    on_disk = state is not None
-    if state is None:
-        state = _initial_state(job, spec, clock=clock, console=console)
-    differing = changed_defining_fields(state.defining, spec)
-    if differing and not force:
-        details = "; ".join(f"{f}: {state.defining.get(f)!r} -> {spec.defining_fields()[f]!r}"
-                            for f in differing)
-        raise SpecMismatch(
-            f"job {spec.name!r} under {job.root} was created with other {', '.join(differing)} "
-            f"({details}); use a new job name, or pass --force (force=True) to continue "
-            "its checkpoints with the new values"
-        )
-    latest = state.latest_checkpoint
-    if latest is not None:  # room for one more checkpoint of that size
-        check_folders(spec, job.root, job.storage, checkpoint_bytes=latest.size_bytes)
-    job.storage.makedirs(job.path)  # the first write of this run
-    console.attach_log(job.path)
-    return state, on_disk
-
-
-def _initial_state(job: JobDir, spec: JobSpec, *, clock: Clock, console: Console) -> JobState:
-    """A new job's state, or one rebuilt from the committed checkpoints of a job whose
-    ``state.json`` never reached the storage."""
-    if not job.store.list_names():
-        return new_job(name=spec.name, fingerprint=spec.fingerprint(),
-                       defining=spec.defining_fields(), epochs_total=spec.epochs,
-                       now=clock.time())
-    # The job's own spec.json says what its checkpoints were trained with; the
-    # spec of this run is checked against it afterwards, like any other run's.
-    try:
-        kept = job.read_spec()
-    except ColabrunError:
-        kept = spec
-    state, problems = job.rebuild_state(kept, now=clock.time())
-    console.warn(f"{job.statefile.path} was missing (a write that never reached the "
-                 f"storage?); rebuilt it from {len(state.checkpoints)} committed checkpoints")
-    for problem in problems:
-        console.warn(f"skipped {problem}")
-    return state
-
-
-def _take_and_begin(job: JobDir, spec: JobSpec, me: Owner, initial: JobState | None, *,
-                    takeover: bool, dead: Lease | None, clock: Clock, console: Console,
-                    deadline_at: float | None, taken: list[Fence]) -> JobState:
-    """One write of ``state.json``: take the lease (or raise :class:`LeaseHeld`), adopt
-    the spec, open the session; a new job's state is created by the same write.
-
-    ``taken`` receives the new lease's fence before the write: a write that fails after
-    its rename still left the lease there, to be given back."""
-    seen: list[tuple[Verdict, JobState]] = []
-
-    def change(s: JobState) -> JobState:
-        now = clock.time()
-        verdict = judge(s.lease, me, now=now, is_alive=pid_alive)
-        if verdict is Verdict.HELD and dead is not None and s.lease == dead:
-            verdict = Verdict.EXPIRED  # watched for its whole duration: no heartbeat came
-        if verdict is Verdict.HELD and not takeover:
-            assert s.lease is not None
-            raise LeaseHeld(held_message(s, s.lease, now=now))
-        seen.append((verdict, s))
-        s = take(s, me, now=now, duration_s=spec.lease_s)
-        taken[:] = [fence_of(s)]
-        if s.defining != spec.defining_fields():
-            s = set_fingerprint(s, spec.fingerprint(), spec.defining_fields(), now=now)
-        return begin_session(set_epochs_total(s, spec.epochs, now=now),
-                             runtime_id=me.runtime_id, host=me.host, pid=me.pid, device="?",
-                             resumed_from=None, now=now, deadline_at=deadline_at)
-
-    if initial is not None:  # spec.json first: a state on disk always has its spec
-        job.write_spec(spec)
-    state = job.statefile.update(change, initial=initial)
-    verdict, before = seen[-1]
-    old = before.lease
-    if old is not None and verdict is not Verdict.MINE:
-        console.warn(f"took job {spec.name!r} over from pid {old.pid} on {old.host} "
-                     f"(runtime {old.owner}): {verdict.value.replace('_', ' ')}")
-    _say_how_the_spec_changed(spec, before.defining, console)
-    if initial is None:
-        job.write_spec(spec)
-    return state
-
-
-def _say_how_the_spec_changed(spec: JobSpec, defining: dict[str, Any],
-                              console: Console) -> None:
-    if changed_defining_fields(defining, spec):  # only reached with --force
-        console.warn(f"--force: continuing job {spec.name!r} with the changed spec")
-    elif defining.get("entrypoint") != spec.entrypoint_ref:
-        console.info(f"job {spec.name!r} was created with entrypoint "
-                     f"{defining.get('entrypoint')!r}, now named {spec.entrypoint_ref!r}; "
-                     "continuing (docs/troubleshooting.md, \"Renamed entrypoints\")")
-
-
-def _clear_leftovers(job: JobDir) -> None:
-    """What a dead session left half-written: never read, deleted now that the job is ours."""
-    job.store.discard_uncommitted()
-    job.local.discard_uncommitted()
-    job.statefile.discard_stale_temporaries()
 
 
 def _deadline(spec: JobSpec, clock: Clock) -> Deadline:
@@ -424,92 +271,6 @@ def _warn_if_not_durable(root: Path, console: Console) -> None:
     if is_colab() and not str(root).startswith("/content/drive"):
         console.warn(f"the root {root} is on this runtime's disk, which dies with it: mount "
                      "Google Drive (drive.mount('/content/drive')) to keep checkpoints")
-
-
-def _finish(job: JobDir, spec: JobSpec, fence: Fence, outcome: Outcome, *, clock: Clock,
-            console: Console) -> RunResult:
-    """Record how the session ended, tell the user, and raise for failures."""
-    if outcome.exit is Exit.FENCED:
-        assert outcome.error is not None
-        raise outcome.error
-    status = STATUS_OF.get(outcome.exit, Status.FAILED)
-    result, not_kept = storable_result(outcome.value)
-    if not_kept and status is Status.COMPLETED:
-        console.info(f"the training function's return value is not kept in state.json: "
-                     f"{not_kept}; return JSON (numbers, strings, lists, dicts) to get it again "
-                     "from a re-run")
-    state = _end(job, fence, status, outcome.detail, clock, result=result)
-    if status is Status.STOPPED:
-        latest = state.latest_checkpoint
-        durable = (f"durable under the root: {latest.name}" if latest
-                   else "nothing durable under the root yet")
-        console.info(f"job {spec.name!r} stopped ({outcome.detail}) at step "
-                     f"{state.progress.global_step}, {durable}; continue it with `colabrun "
-                     f"resume {spec.name} --root {job.root}` (or re-run the same cell)")
-    elif status is Status.FAILED:
-        if isinstance(outcome.error, ColabrunError):
-            raise outcome.error
-        error = TrainingError(f"job {spec.name!r} failed: {outcome.detail}; fix the cause and "
-                              "run it again (it resumes from the last checkpoint)")
-        if outcome.exit_code:
-            error.exit_code = outcome.exit_code
-        raise error from outcome.error
-    else:
-        console.info(summary_line(state, job.path))
-    return _result(state, job.path, trained=True, value=outcome.value)
-
-
-def _end(job: JobDir, fence: Fence, status: Status, reason: str, clock: Clock, *,
-         result: Any = None) -> JobState:
-    """Close the session and release the lease, unless another runner took over."""
-
-    def change(s: JobState) -> JobState:
-        if not holds(s, fence):  # fenced: the job is someone else's now
-            return s
-        ended = end_session(s, status, reason=reason, now=clock.time(), result=result)
-        return release(ended, fence, now=clock.time())
-
-    return job.statefile.update(change)
-
-
-def _abandon(job: JobDir, fence: Fence, before: Status, error: BaseException, *,
-             clock: Clock, console: Console) -> None:
-    """Put back a job whose session failed in colabrun's own code (or was interrupted)
-    before it could record its end: lease released, status as before the session."""
-    reason = f"did not run: {type(error).__name__}: {error}".splitlines()[0]
-
-    def change(s: JobState) -> JobState:
-        if not holds(s, fence):  # fenced: the job is someone else's now
-            return s
-        undone = abandon_session(s, before=before, reason=reason, now=clock.time())
-        return release(undone, fence, now=clock.time())
-
-    try:
-        current = job.statefile.read()
-        if current is not None and holds(current, fence):  # else: nothing of ours to undo
-            job.statefile.update(change)
-    except Exception as exc:  # the error being raised says more
-        console.warn(f"could not record that this run ended ({type(exc).__name__}: {exc}); "
-                     "the next run takes the job over once its lease expires")
-
-
-def _result(state: JobState, job_dir: Path, *, trained: bool, value: Any = None) -> RunResult:
-    latest = state.latest_checkpoint
-    return RunResult(
-        name=state.name, job_dir=job_dir, status=state.status, reason=state.reason,
-        epochs_done=state.progress.epochs_done, epochs_total=state.progress.epochs_total,
-        global_step=state.progress.global_step,
-        last_checkpoint=latest.name if latest else None, trained=trained, value=value,
-    )
-
-
-def summary_line(state: JobState, job_dir: Path) -> str:
-    """One line: the job, its status, progress and newest checkpoint."""
-    latest = state.latest_checkpoint
-    where = f", last checkpoint {latest.name}" if latest else ""
-    return (f"job {state.name!r} {state.status.value}: {state.progress.epochs_done}/"
-            f"{state.progress.epochs_total} epochs, step {state.progress.global_step}"
-            f"{where} ({job_dir})")
 
 
 def resume_job(

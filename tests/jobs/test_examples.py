@@ -35,7 +35,7 @@ from colabrun.jobs.examples.datasets import (
 )
 from colabrun.jobs.examples.mnist import MnistNet
 from colabrun.jobs.spec import JobSpec
-from colabrun.runner.session import RunResult
+from colabrun.runner.ending import RunResult
 from colabrun.state.model import Status
 from tests.fixtures import (
     cifar_batch_bytes,
