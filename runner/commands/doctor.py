@@ -27,7 +27,7 @@ from typing import Any, Literal
 import torch
 
 from colabrun.jobs.errors import StorageError
-from colabrun.runner.commands.cli import version
+from colabrun.runner.commands.parser import version
 from colabrun.runner.commands.report import human_age, human_bytes
 from colabrun.runner.platform import COLAB_DRIVE, detect_platform, runtime_started_at
 from colabrun.runner.watch.control import filesystem_type, needs_polling

@@ -92,7 +92,8 @@ def test_validate_prints_the_normalised_spec_as_json(
     assert printed["seed"] == 0 and printed["device"] == "auto"
     assert printed["checkpoint"] == {"every_steps": 5, "every_s": 300.0,
                                      "at_epoch_end": True, "max_overhead": 0.02,
-                                     "snapshot": "auto", "keep_last": 3}
+                                     "snapshot": "auto", "keep_last": 3,
+                                     "keep_best": None}
     assert JobSpec.model_validate(printed) == load_spec(spec_file)  # round-trips
     assert tree_snapshot(tmp_path) == before
 
@@ -426,7 +427,8 @@ def test_root_help_mentions_the_spec_only_where_one_is_read(
 def test_every_command_has_an_example_and_every_argument_a_help() -> None:
     import argparse
 
-    from colabrun.runner.commands.cli import COMMANDS, EXAMPLES, build_parser
+    from colabrun.runner.commands.cli import COMMANDS
+    from colabrun.runner.commands.parser import EXAMPLES, build_parser
 
     parser = build_parser()
     sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
