@@ -16,7 +16,7 @@ import random
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -90,6 +90,11 @@ class ChaosReport:
     def verdict(self) -> str:
         """``exact`` or ``diverged``."""
         return "exact" if self.exact else "diverged"
+
+    def as_json(self) -> dict[str, Any]:
+        """The report as JSON values (``colabrun chaos --json``)."""
+        return {"verdict": self.verdict, **asdict(self),
+                "kills": [{**asdict(k), "redone_steps": k.redone_steps} for k in self.kills]}
 
     def render(self) -> str:
         """The report as text."""

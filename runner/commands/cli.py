@@ -145,6 +145,10 @@ def _status(args: argparse.Namespace) -> int:
 def _list(args: argparse.Namespace) -> int:
     root = resolve_root(args.root)
     jobs = read_states(root, Storage())
+    if args.json:
+        print(json.dumps([{"name": name, "status": state if isinstance(state, str)
+                           else state.status.value} for name, state in jobs], indent=2))
+        return 0
     for name, state in jobs:
         print(f"{name}\t{state if isinstance(state, str) else state.status.value}")
     if not jobs:
@@ -181,11 +185,13 @@ def _chaos(args: argparse.Namespace) -> int:
     spec = load_spec(args.spec)
     scratch = (Path(args.scratch) if args.scratch
                else Path(tempfile.mkdtemp(prefix="colabrun-chaos-")))
-    print(f"chaos: job {spec.name!r}, {args.kills} kills (seed {args.seed}), on the CPU, "
-          f"in {scratch}")
+    if not args.json:
+        print(f"chaos: job {spec.name!r}, {args.kills} kills (seed {args.seed}), on the CPU, "
+              f"in {scratch}")
     report = run_chaos(spec, kills=args.kills, seed=args.seed, epochs=args.epochs,
-                       scratch=scratch)
-    print(report.render())
+                       scratch=scratch, out=sys.stderr if args.json else None)
+    print(json.dumps({"scratch": str(scratch), **report.as_json()}, indent=2) if args.json
+          else report.render())
     return 0 if report.exact else 1
 
 

@@ -117,7 +117,9 @@ def _add_state_commands(add: AddCommand) -> None:
     p.add_argument("--json", action="store_true", help="print the state as JSON")
     p.add_argument("--verify", action="store_true",
                    help="check every checkpoint's sha256 (reads them all), not just its size")
-    add("list", "list the jobs under the root")
+    p = add("list", "list the jobs under the root")
+    p.add_argument("--json", action="store_true",
+                   help="print [{name, status}] as JSON (status 'unreadable: ...' for a bad state)")
     p = add("repair", "rebuild a corrupt state.json from the committed checkpoints")
     p.add_argument("name", help=NAME_HELP)
 
@@ -131,6 +133,8 @@ def _add_chaos_command(add: AddCommand) -> None:
     p.add_argument("--seed", type=int, default=0, help="chooses the kill points (default 0)")
     p.add_argument("--epochs", type=int, help="train this many epochs instead of the spec's")
     p.add_argument("--scratch", help="folder for the runs (default: a new temporary folder)")
+    p.add_argument("--json", action="store_true",
+                   help="print the report as JSON (verdict, each kill, the first difference)")
 
 
 def _add_request_commands(add: AddCommand) -> None:

@@ -55,3 +55,17 @@ def test_chaos_catches_broken_training_code(tmp_path: Path, entrypoint: str,
     assert "verdict: diverged" in done.stdout
     assert f"first tensor that differs: {tensor}" in done.stdout
     assert "usual causes" in done.stdout
+
+
+def test_the_report_as_json_for_scripts() -> None:
+    import json
+
+    from colabrun.runner.commands.chaos import ChaosReport, Kill
+
+    report = ChaosReport(exact=False, kills=[Kill("mid-step", "step", 25, 21, 0.1)],
+                         first_tensor="model.bias", checkpoints_reference=9,
+                         checkpoints_chaos=11, reference_s=6.2, chaos_s=17.4)
+    data = json.loads(json.dumps(report.as_json()))
+    assert data["verdict"] == "diverged" and data["first_tensor"] == "model.bias"
+    assert data["kills"] == [{"kind": "mid-step", "point": "step", "step": 25,
+                              "resumed_step": 21, "lost_s": 0.1, "redone_steps": 4}]

@@ -440,3 +440,11 @@ def test_every_command_has_an_example_and_every_argument_a_help() -> None:
         assert parser.parse_args(words[1:]).command == name  # the example parses
         for action in command._actions:
             assert action.help, f"colabrun {name}: {action.dest} has no help"
+
+
+def test_list_json_names_each_job_and_its_status(
+    finished_job: tuple[Path, JobSpec], capsys: pytest.CaptureFixture[str]
+) -> None:
+    root, _ = finished_job
+    assert main(["list", "--root", str(root), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == [{"name": NAME, "status": "completed"}]
