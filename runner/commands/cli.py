@@ -311,7 +311,8 @@ def _ended(job: JobDir) -> Callable[[], bool]:
 
 
 def _doctor(args: argparse.Namespace) -> int:
-    from colabrun.runner.commands.doctor import gather_facts, render, report_json, run_checks
+    from colabrun.runner.commands.doctor import render, report_json, run_checks
+    from colabrun.runner.commands.doctor_facts import gather_facts
 
     facts = gather_facts(root=resolve_root(args.root))
     checks = run_checks(facts)

@@ -27,12 +27,11 @@ from colabrun.runner.commands.doctor import (
     check_ram,
     check_root,
     check_time_left,
-    gather_facts,
     parse_meminfo,
-    probe_root,
     render,
     run_checks,
 )
+from colabrun.runner.commands.doctor_facts import gather_facts, probe_root
 from colabrun.runner.faults import Fail, FaultyFs
 from colabrun.runner.platform import is_colab
 from colabrun.state.storage import Storage
