@@ -1,13 +1,16 @@
 """docs/colab_quickstart.ipynb: valid, and its cells run outside Colab as they stand.
 
 The Drive step is skipped by the notebook's own detection, not by editing it;
-the install step by colabrun being importable. Re-running the launch cell
+the install step by colabrun being importable, except on the simulated fresh
+runtime, whose kernel has no colabrun and installs it from the wheel in the Drive
+stand-in (docs/colab.md, "Installing colabrun"). Re-running the launch cell
 continues the job, and once done, trains nothing.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -19,6 +22,7 @@ from colabrun.runner.sim import Runtime, refusal
 from colabrun.state.checkpoints import CheckpointStore, parse_checkpoint_name
 from colabrun.state.storage import Storage
 from tests.helpers import REPO, assert_exactly_equal, final_payload
+from tests.test_packaging import build_wheel, site_packages, venv_without_colabrun
 
 NOTEBOOK = REPO / "docs" / "colab_quickstart.ipynb"
 
@@ -29,6 +33,24 @@ def test_the_notebook_is_valid() -> None:
     code = [c for c in notebook.cells if c.cell_type == "code"]
     assert len(code) == 1, "one launch cell"
     assert "drive.mount" in code[0].source and "colabrun.run(spec)" in code[0].source
+
+
+def test_the_launch_cell_without_a_wheel_says_in_one_line_how_to_get_one(
+        tmp_path: Path) -> None:
+    notebook = nbformat.read(NOTEBOOK, as_version=4)
+    (cell,) = (c.source for c in notebook.cells if c.cell_type == "code")
+    head = cell[:cell.index("\nimport torch\n")]  # up to the install; colabrun is importable
+    namespace: dict[str, object] = {"__name__": "__main__"}
+    exec(compile(head, str(NOTEBOOK), "exec"), namespace)
+    assert namespace["WHEELS"] == "colabrun-runs/wheels"  # off Colab: under the default root
+    install = namespace["install_colabrun"]
+    assert callable(install)
+    with pytest.raises(SystemExit) as raised:
+        install(str(tmp_path))
+    message = str(raised.value)
+    assert "\n" not in message and f"no colabrun-*.whl in {tmp_path}" in message
+    assert "python -m pip wheel --no-deps . -w dist/" in message
+    assert "copy dist/colabrun-*.whl to" in message and "Installing colabrun" in message
 
 
 @pytest.mark.slow
@@ -55,10 +77,10 @@ def test_running_the_launch_cell_twice_trains_once(
 def test_the_launch_cell_run_again_on_a_fresh_runtime_continues_from_drive(
         tmp_path: Path) -> None:
     """The Colab scenario, run by nbclient with the kernel inside a simulated runtime: the
-    first runtime dies mid-training with its disk; the same notebook, run on a fresh one,
-    waits out the dead runtime's lease, resumes from the newest checkpoint under the root
-    (the Drive stand-in, shared by both), ends bitwise equal to an uninterrupted run, and
-    shows no traceback."""
+    first runtime dies mid-training with its disk; the same notebook, run on a fresh one
+    whose Python lacks colabrun, installs it from the wheel under the root (the Drive
+    stand-in, shared by both), waits out the dead runtime's lease, resumes from the newest
+    checkpoint there, ends bitwise equal to an uninterrupted run, and shows no traceback."""
     work = tmp_path / "work"  # the kernel's folder: the default root ./colabrun-runs is here
     kills = tmp_path / "kills.log"
     # the worker dies right after its first upload is recorded (its session's start is the
@@ -74,9 +96,16 @@ def test_the_launch_cell_run_again_on_a_fresh_runtime_continues_from_drive(
     newest = max(CheckpointStore(job, Storage()).list_names(),
                  key=lambda n: parse_checkpoint_name(n) or (0, 0, 0))
     assert (parse_checkpoint_name(newest) or (80, 0, 0))[0] < 80, "it died before the end"
-    with _notebook_runtime(tmp_path, work, "second") as second:
+    # The fresh runtime's Python has torch and the rest but no colabrun: the cell installs
+    # colabrun from the wheel copied to the Drive stand-in (built here while the dead
+    # runtime's lease runs out, which the second runtime waits for anyway).
+    (work / "colabrun-runs" / "wheels").mkdir()
+    shutil.copy(build_wheel(tmp_path / "build"), work / "colabrun-runs" / "wheels")
+    python = venv_without_colabrun(tmp_path / "venv")
+    with _notebook_runtime(tmp_path, work, "second", python=python) as second:
         assert second.wait(timeout=300) == 0, second.output()
         shown = second.output()
+    assert (site_packages(tmp_path / "venv") / "colabrun").is_dir(), "the cell installed it"
     assert f"resuming from {newest}" in shown, shown
     assert "took job 'quickstart' over" in shown and "fresh start" not in shown
     assert "quickstart: completed, epoch 5/5, step 80" in shown
@@ -92,11 +121,17 @@ def test_the_launch_cell_run_again_on_a_fresh_runtime_continues_from_drive(
                          final_payload(reference / "colabrun-runs" / "quickstart"))
 
 
-def _notebook_runtime(tmp_path: Path, work: Path, name: str, **env: str) -> Runtime:
+def _notebook_runtime(tmp_path: Path, work: Path, name: str, *, python: Path | None = None,
+                      **env: str) -> Runtime:
+    """The notebook run by nbclient in a simulated runtime, its kernel's folder ``work``; the
+    kernel is this Python (colabrun importable), or ``python`` with the source tree kept off
+    its path (the runner, started in the repository, still finds ``tests``)."""
     work.mkdir(parents=True, exist_ok=True)
-    argv = [sys.executable, "-m", "tests.notebook_runner", str(NOTEBOOK),
+    argv = [str(python or sys.executable), "-m", "tests.notebook_runner", str(NOTEBOOK),
             str(tmp_path / f"{name}.ipynb"), str(work)]
     environment = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO), **env}
+    if python is not None:
+        environment.pop("PYTHONPATH")
     environment.pop("TMPDIR", None)  # staging on the runtime's own disk
     return Runtime(argv, shared=[tmp_path], cwd=REPO, log=tmp_path / f"{name}.log",
                    env=environment)

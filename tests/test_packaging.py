@@ -8,20 +8,29 @@ folder that holds those files, with no ``PYTHONPATH``.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import re
 import shutil
+import site
 import subprocess
 import sys
 from pathlib import Path
 
 import nbformat
 import pytest
+from packaging.requirements import Requirement
 
 from colabrun.jobs.entrypoint import current_entrypoint
 from colabrun.jobs.spec import JobSpec, changed_defining_fields
 from tests.helpers import REPO, digits_spec, write_spec_file
+from tests.test_dependency_floors import clean_env, pip_install, run_in, working_tree_copy
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
 
 #: a user's module that colabrun must never import: importing it fails loudly
 TRAP = 'raise ImportError("colabrun imported the user\'s {name} instead of its own")\n'
@@ -166,3 +175,101 @@ def test_a_wheel_installs_only_the_colabrun_name(tmp_path: Path) -> None:
                 and "__pycache__" not in p.parts}
     assert expected <= installed and not any((site / "colabrun" / d).is_symlink()
                                              for d in ("runner", "jobs", "state"))
+
+
+def build_wheel(tmp_path: Path) -> Path:
+    """colabrun's wheel, built as docs/colab.md says (``pip wheel --no-deps``) from a copy of
+    the working tree, with this Python's setuptools (no build isolation: no index needed)."""
+    out = tmp_path / "dist"
+    built = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps",
+                            "--no-build-isolation", "-q", "-w", str(out),
+                            str(working_tree_copy(tmp_path / "src"))],
+                           capture_output=True, text=True, timeout=600, env=clean_env())
+    assert built.returncode == 0, built.stdout + built.stderr
+    (wheel,) = out.glob("colabrun-*.whl")
+    return wheel
+
+
+def site_packages(venv: Path) -> Path:
+    (folder,) = (venv / "lib").glob("python3*/site-packages")
+    return folder
+
+
+def venv_without_colabrun(venv: Path) -> Path:
+    """A fresh venv that sees this Python's packages (torch, ...) but not its colabrun, as a
+    Colab runtime sees its preinstalled packages; returns its python.
+
+    ``--system-site-packages`` would show it this machine's colabrun, an editable install
+    whose ``.pth`` appends a finder for the source tree to ``sys.meta_path``: colabrun would
+    import before any install, and what the wheel installs would be checked beside the source
+    tree. Instead the venv's site-packages gets a ``.pth`` adding a site folder of links to
+    every entry of this Python's site-packages but colabrun's (its other ``.pth`` files run)."""
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True,
+                   capture_output=True, timeout=300)
+    view = venv / "machine-site-packages"
+    view.mkdir()
+    folders = [*site.getsitepackages(), *([site.getusersitepackages()]
+                                          if site.ENABLE_USER_SITE else [])]
+    for folder in (Path(f) for f in folders if Path(f).is_dir()):
+        for entry in folder.iterdir():
+            if "colabrun" not in entry.name.lower() and not os.path.lexists(view / entry.name):
+                (view / entry.name).symlink_to(entry)
+    (site_packages(venv) / "machine.pth").write_text(
+        f"import site; site.addsitedir({str(view)!r})\n")
+    python = venv / "bin" / "python"
+    probe = run_in(python, "-c", "import importlib.util, torch; "
+                   "print(importlib.util.find_spec('colabrun'))", cwd=venv)
+    assert probe.stdout.strip() == "None", (
+        f"the venv should see torch and no colabrun:\n{probe.stdout}{probe.stderr}")
+    return python
+
+
+def twine_check(wheel: Path, tmp_path: Path) -> str:
+    """``twine check --strict WHEEL``'s output: with this Python's twine (a dev extra), or one
+    installed into a venv of its own where this Python has none."""
+    python = Path(sys.executable)
+    if importlib.util.find_spec("twine") is None:
+        dev = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))["project"][
+            "optional-dependencies"]["dev"]
+        (twine,) = (r for r in dev if Requirement(r).name == "twine")
+        python = tmp_path / "twine" / "bin" / "python"
+        subprocess.run([sys.executable, "-m", "venv", "--without-pip", "--system-site-packages",
+                        str(python.parents[1])], check=True, capture_output=True, timeout=300)
+        pip_install(python, twine)
+    checked = run_in(python, "-m", "twine", "check", "--strict", str(wheel), cwd=tmp_path)
+    assert checked.returncode == 0 and "PASSED" in checked.stdout, (
+        checked.stdout + checked.stderr)
+    return checked.stdout
+
+
+@pytest.mark.slow
+def test_the_wheel_passes_twine_check_and_runs_the_example_from_a_fresh_venv(
+        tmp_path: Path) -> None:
+    """The install path of docs/colab.md ("Installing colabrun"): the wheel, built from the
+    working tree, passes ``twine check``; a plain ``pip install`` of it (no ``--no-deps``, as the
+    notebook's launch cell does) into a fresh venv that has torch and the rest installs colabrun
+    and nothing else, and its ``colabrun`` script runs the example outside the source tree."""
+    wheel = build_wheel(tmp_path)
+    twine_check(wheel, tmp_path)
+    venv = tmp_path / "venv"
+    python = venv_without_colabrun(venv)
+    before = {p.name for p in site_packages(venv).iterdir()}
+    pip_install(python, str(wheel))
+    name, version = wheel.name.split("-")[:2]
+    added = sorted({p.name for p in site_packages(venv).iterdir()} - before)
+    assert added == ["colabrun", f"{name}-{version}.dist-info"], (
+        f"pip installed or upgraded more than colabrun: {added}")
+
+    work = tmp_path / "work"  # outside the source tree
+    work.mkdir()
+    found = run_in(python, "-c", "import colabrun; print(colabrun.__file__)", cwd=work)
+    assert found.returncode == 0, found.stderr
+    assert Path(found.stdout.strip()).is_relative_to(site_packages(venv)), found.stdout
+    example = (REPO / "jobs" / "examples" / "digits.yaml").read_text(encoding="utf-8")
+    assert "\nepochs: 8\n" in example
+    (work / "digits.yaml").write_text(example.replace("\nepochs: 8\n", "\nepochs: 1\n"))
+    ran = run_in(venv / "bin" / "colabrun", "run", "digits.yaml", "--root",
+                 str(tmp_path / "runs"), cwd=work, timeout=600)
+    out = ran.stdout + ran.stderr
+    assert ran.returncode == 0, out
+    assert "job 'digits-cnn' completed: 1/1 epochs, step 45" in out, out
