@@ -132,7 +132,7 @@ def parse_manifest(name: str, data: bytes) -> Manifest:
             raise CheckpointError(
                 f"checkpoint {name}: its manifest has schema_version {version}, this "
                 f"colabrun reads up to {MANIFEST_SCHEMA_VERSION}; upgrade colabrun "
-                "(pip install -U colabrun)") from exc
+                "(install a newer wheel: docs/colab.md, \"Installing colabrun\")") from exc
         raise CheckpointError(f"checkpoint {name}: manifest is torn or invalid") from exc
 
 

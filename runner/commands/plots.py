@@ -8,7 +8,7 @@ it with matplotlib on a private ``Figure`` and the Agg canvas (never pyplot's
 global state) and writes the PNG atomically; :func:`plot_job` and
 :func:`show_plot` (notebooks) are the thin edges over a job's folder.
 
-matplotlib is an optional extra (``pip install colabrun[plot]``; Colab has it)::
+matplotlib is optional (``pip install matplotlib``; Colab has it)::
 
     ColabrunError
     ├── PlotUnavailable(ImportError)   exit 2   matplotlib is not installed

@@ -53,7 +53,7 @@ def test_a_manifest_of_a_newer_colabrun_asks_for_an_upgrade() -> None:
     raw = json.loads(manifest().model_dump_json())
     raw["schema_version"] = MANIFEST_SCHEMA_VERSION + 1
     raw["signed_by"] = "a field this colabrun does not know"
-    with pytest.raises(CheckpointError, match="pip install -U colabrun"):
+    with pytest.raises(CheckpointError, match="upgrade colabrun .install a newer wheel"):
         parse_manifest("x", json.dumps(raw).encode())
 
 
