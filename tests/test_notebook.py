@@ -180,3 +180,50 @@ def test_notebook_progress_bars_end_cleared_never_red(tmp_path: Path) -> None:
     texts = [m["state"].get("value", "") for m in models.values()
              if m["model_name"] == "HTMLModel"]
     assert not any("epoch\u20074/3" in t for t in texts)
+
+
+LOAD_CELL = """\
+import torch
+from colabrun.state.checkpoints import CheckpointStore
+from colabrun.state.storage import Storage
+
+job = colabrun.status("quickstart")
+tracked = colabrun.load("quickstart")
+store = CheckpointStore(Path("colabrun-runs/quickstart").absolute(), Storage())
+saved = store.load_payload(job.latest_checkpoint.name)["tracked"]
+same = all(torch.equal(tracked[o][k], v) for o in saved for k, v in saved[o].items()
+           if isinstance(v, torch.Tensor))
+print("load equals the last checkpoint:", same, sorted(tracked))
+"""
+
+
+@pytest.mark.slow
+def test_the_notebook_run_twice_by_nbclient_trains_once_and_loads_its_model(
+        tmp_path: Path) -> None:
+    """The acceptance run: the quickstart notebook's launch cell twice in one kernel (a
+    reconnect), then colabrun.load; no traceback, no red bar, the second run trains nothing,
+    and the loaded tensors are the last checkpoint's."""
+    from nbclient import NotebookClient
+
+    notebook = nbformat.read(NOTEBOOK, as_version=4)
+    launch = next(c for c in notebook.cells if c.cell_type == "code")
+    notebook.cells.append(nbformat.v4.new_code_cell(launch.source))  # run it again
+    notebook.cells.append(nbformat.v4.new_code_cell("from pathlib import Path\n" + LOAD_CELL))
+    NotebookClient(notebook, timeout=600, kernel_name="python3",
+                   resources={"metadata": {"path": str(tmp_path)}}).execute()
+    code = [c for c in notebook.cells if c.cell_type == "code"]
+    outputs = [o for c in code for o in c.outputs]
+    assert [o for o in outputs if o["output_type"] == "error"] == []
+
+    def text(cell: nbformat.NotebookNode) -> str:
+        return "".join(o.get("text", "") for o in cell.outputs)
+
+    first, second, loaded = text(code[0]), text(code[1]), text(code[2])
+    assert "fresh start" in first and "quickstart: completed, epoch 5/5, step 80" in first
+    assert "fresh start" not in second and "resuming" not in second  # trained nothing
+    assert "quickstart: completed, epoch 5/5, step 80" in second
+    assert "load equals the last checkpoint: True ['model', 'optimizer']" in loaded
+    widgets = notebook.metadata.get("widgets", {})
+    models = widgets.get("application/vnd.jupyter.widget-state+json", {}).get("state", {})
+    assert not [m for m in models.values() if m["model_name"] == "FloatProgressModel"
+                and m["state"].get("bar_style") == "danger"]
