@@ -30,8 +30,9 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.soak_plan import Tally, phase_rounds, plan_death, tally
-from benchmarks.soak_reference import Reference, final_payload, first_difference
+from benchmarks.soak_reference import Reference, final_payload
 from benchmarks.soak_runtime import Life, SoakJob, check_resume, live, step_of
+from colabrun.runner.commands.chaos import first_difference
 from colabrun.runner.sim import refusal
 from colabrun.state.checkpoints import CheckpointStore
 from colabrun.state.statefile import StateFile

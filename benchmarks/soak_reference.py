@@ -1,6 +1,9 @@
 """The soak's uninterrupted run (:mod:`benchmarks.soak`), and comparisons with it.
 
-The job runs once in this process, never killed; a hook copies every checkpoint it commits
+The job runs once, never killed, in a fresh interpreter as each runtime's worker is: a library
+the job imports while it sets up may draw from Python's ``random`` when first imported
+(``sklearn.datasets`` does), so a process that had imported it already would train with
+other random numbers. A hook copies every checkpoint it commits
 (locally: its uploads are paced, so the root holds only some), so that the checkpoint each
 death leaves as the root's newest can be compared with the uninterrupted run's at the same
 step, and a divergence pinned to the death that caused it.
@@ -9,13 +12,14 @@ step, and a divergence pinned to the death that caused it.
 from __future__ import annotations
 
 import io
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
-import torch
-
-from benchmarks.soak_runtime import NAME, PARAMS, SPEC
+from benchmarks.soak_runtime import NAME, PARAMS, REPO, SPEC
 from colabrun.jobs.spec import JobSpec
 from colabrun.runner.api import run as run_job
 from colabrun.runner.display.console import Console
@@ -47,15 +51,13 @@ class Reference:
     """
 
     def __init__(self, folder: Path, epochs: int) -> None:
-        spec = JobSpec.model_validate({**SPEC, "epochs": epochs, "supervise": False,
-                                       "local_dir": str(folder / "local"), "params": PARAMS})
         self.saves = CheckpointStore(folder / "saves", Storage())
-        self.saves.dir.mkdir(parents=True, exist_ok=True)
-        result = run_job(spec, root=folder / "root", progress=False,
-                         console=Console(out=io.StringIO()),
-                         on_point=_KeepSaves(folder / "local", self.saves.dir))
-        if result.status != "completed":
-            raise RuntimeError(f"the uninterrupted run ended {result.status}: {result.reason}")
+        done = subprocess.run(
+            [sys.executable, "-c", RUN_IN_A_FRESH_INTERPRETER, str(folder), str(epochs)],
+            cwd=REPO, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True,
+            text=True, timeout=900)
+        if done.returncode != 0:
+            raise RuntimeError(f"the uninterrupted run failed: {done.stdout}{done.stderr}")
         self.final = final_payload(folder / "root" / NAME)
         self._by_step = {key[0]: name for name in self.saves.list_names()
                          if (key := parse_checkpoint_name(name))}
@@ -64,6 +66,28 @@ class Reference:
         """The payload it saved at ``step``, or ``None`` when it saved none there."""
         name = self._by_step.get(step)
         return self.saves.load_payload(name) if name else None
+
+
+RUN_IN_A_FRESH_INTERPRETER = (
+    "import sys; from pathlib import Path; from benchmarks.soak_reference import run_uninterrupted;"
+    " run_uninterrupted(Path(sys.argv[1]), int(sys.argv[2]))")
+
+
+def run_uninterrupted(folder: Path, epochs: int) -> None:
+    """Train the job in this process, never killed, keeping a copy of every checkpoint.
+
+    Raises:
+        RuntimeError: the run did not complete.
+    """
+    spec = JobSpec.model_validate({**SPEC, "epochs": epochs, "supervise": False,
+                                   "local_dir": str(folder / "local"), "params": PARAMS})
+    saves = CheckpointStore(folder / "saves", Storage()).dir  # what Reference lists
+    saves.mkdir(parents=True, exist_ok=True)
+    result = run_job(spec, root=folder / "root", progress=False,
+                     console=Console(out=io.StringIO()),
+                     on_point=_KeepSaves(folder / "local", saves))
+    if result.status != "completed":
+        raise RuntimeError(f"the uninterrupted run ended {result.status}: {result.reason}")
 
 
 def final_payload(job_dir: Path) -> Any:
@@ -75,23 +99,3 @@ def final_payload(job_dir: Path) -> Any:
     store = CheckpointStore(job_dir, Storage())
     store.verify(state.latest_checkpoint.name)
     return store.load_payload(state.latest_checkpoint.name)
-
-
-def first_difference(a: Any, b: Any, path: str = "") -> str | None:
-    """The first path at which ``a`` and ``b`` differ (``torch.equal`` on tensors, ``==``
-    on the rest), ``None`` when they are equal."""
-    if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor):
-        same = (isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor)
-                and a.dtype == b.dtype and a.shape == b.shape and torch.equal(a, b))
-        return None if same else path or "."
-    if isinstance(a, dict) and isinstance(b, dict):
-        if set(a) != set(b):
-            return f"{path} (keys)"
-        return next((d for k in a if (d := first_difference(a[k], b[k], f"{path}.{k}"))), None)
-    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
-        if len(a) != len(b):
-            return f"{path} (length)"
-        pairs = enumerate(zip(a, b, strict=True))
-        return next((d for i, (x, y) in pairs if (d := first_difference(x, y, f"{path}[{i}]"))),
-                    None)
-    return None if a == b else path or "."
