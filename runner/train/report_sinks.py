@@ -6,15 +6,18 @@
 - ``<job>/reports/metrics.png`` redrawn at most every :data:`PLOT_EVERY_S`, when matplotlib
   is importable, so the curves open from Drive on a phone.
 
-Each sink gets the bytes of the records just appended to the root's ``metrics.jsonl``, on the
-uploader's thread. Both are conveniences: a failure is said once and the sink turns off; it
-never fails an upload.
+Each sink gets the bytes of the records just appended to the root's ``metrics.jsonl``, on a
+thread of its own: never on the upload's path (a first plot imports matplotlib, a second or
+more: an upload waiting for it would leave more work to lose with the runtime), never on the
+training thread. Both are conveniences: a failure is said once and the sink turns off.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import json
+import queue
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -25,6 +28,8 @@ from colabrun.runner.train.metrics import BOOKKEEPING
 
 #: the plot is redrawn at most this often (seconds); it costs a few hundred ms of CPU
 PLOT_EVERY_S = 120.0
+#: how long the session's end waits for the last records to be written (seconds)
+CLOSE_WAIT_S = 30.0
 TENSORBOARD_DIR = "tensorboard"
 
 
@@ -117,20 +122,50 @@ class PlotSink:
             self._draw()
 
 
+def _summary_writer(**kwargs: Any) -> Any:
+    """torch's ``SummaryWriter``, imported on the sinks' thread when first needed."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    return SummaryWriter(**kwargs)
+
+
 class Sinks:
-    """The sinks in turn; one that raises is said once (``warn``) and dropped."""
+    """The sinks in turn, on a daemon thread of their own fed by a queue; one that raises
+    is said once (``warn``) and dropped."""
 
     def __init__(self, sinks: list[tuple[str, Callable[[bytes], None]]],
                  warn: Callable[[str], None]) -> None:
         self._sinks = sinks
         self._warn = warn
+        self._queue: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
 
     def __call__(self, data: bytes) -> None:
-        for entry in list(self._sinks):
-            self._guarded(entry, lambda sink: sink(data))
+        """Hand ``data`` over; returns at once."""
+        if not self._sinks:
+            return
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="colabrun-reports",
+                                            daemon=True)
+            self._thread.start()
+        self._queue.put(data)
 
-    def close(self) -> None:
-        """The session ended: each sink finishes (the plot drawn up to date)."""
+    def close(self, timeout_s: float = CLOSE_WAIT_S) -> None:
+        """The session ended: what was handed over is written, then each sink finishes (the
+        plot drawn up to date); waits at most ``timeout_s``."""
+        if self._thread is None:
+            self._finish()
+            return
+        self._queue.put(None)
+        self._thread.join(timeout_s)
+
+    def _run(self) -> None:
+        while (data := self._queue.get()) is not None:
+            for entry in list(self._sinks):
+                self._guarded(entry, lambda sink: sink(data))
+        self._finish()
+
+    def _finish(self) -> None:
         for entry in list(self._sinks):
             self._guarded(entry, lambda sink: getattr(sink, "close", lambda: None)())
 
@@ -152,9 +187,7 @@ def default_sinks(job_dir: Path, root: Path, name: str, warn: Callable[[str], No
     if not knobs.reports():
         return Sinks(sinks, warn)
     if importlib.util.find_spec("tensorboard") is not None:
-        from torch.utils.tensorboard import SummaryWriter
-
-        sinks.append(("TensorBoard event files", TensorBoardSink(job_dir, SummaryWriter)))
+        sinks.append(("TensorBoard event files", TensorBoardSink(job_dir, _summary_writer)))
     if importlib.util.find_spec("matplotlib") is not None:
         from colabrun.runner.commands.plots import plot_job
 

@@ -90,6 +90,7 @@ def test_a_sink_that_fails_is_said_once_and_dropped() -> None:
     sinks = Sinks([("reports/metrics.png", broken), ("kept", calls.append)], said.append)
     sinks(b"a")
     sinks(b"b")
+    sinks.close()
     assert calls == [b"a", b"b"]
     assert said == ["stopped writing reports/metrics.png (OSError: disk full); training and "
                     "checkpoints are not affected"]
@@ -120,3 +121,25 @@ def test_the_reports_knob_turns_both_sinks_off(tmp_path: Path,
     monkeypatch.setenv("COLABRUN_REPORTS", "1")
     names = [name for name, _ in default_sinks(tmp_path, tmp_path, "j", print)._sinks]
     assert names == ["TensorBoard event files", "reports/metrics.png"]  # both installed here
+
+
+def test_the_sinks_never_hold_up_the_upload_that_feeds_them() -> None:
+    """A first plot imports matplotlib (a second or more): the upload that synced the metrics
+    must not wait for it, or a runtime's death loses more."""
+    import threading
+    import time
+
+    release = threading.Event()
+    seen: list[str] = []
+
+    def slow(data: bytes) -> None:
+        release.wait(10)
+        seen.append(threading.current_thread().name)
+
+    sinks = Sinks([("slow", slow)], print)
+    started = time.monotonic()
+    sinks(b"x")
+    assert time.monotonic() - started < 1.0 and seen == []  # handed over, not run here
+    release.set()
+    sinks.close()
+    assert seen == ["colabrun-reports"]
