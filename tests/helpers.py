@@ -5,9 +5,12 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import pytest
 import torch
 
 from colabrun.jobs.spec import JobSpec
@@ -128,3 +131,20 @@ def copy_job(finished: tuple[Path, JobSpec], tmp_path: Path) -> tuple[Path, Path
     spec_file = write_spec_file(tmp_path / "spec.json",
                                 spec.model_copy(update={"root": str(root)}))
     return root, spec_file
+
+
+@contextmanager
+def tmpfs(folder: Path, options: str) -> Iterator[Path]:
+    """A real tmpfs mounted on ``folder`` (created) with mount ``options`` (``size=4m``,
+    ``ro,size=1m``), unmounted afterwards: a disk that fills up or refuses writes as a real
+    one does (root ignores mode bits, not a read-only mount). Skips the test, with mount's
+    reason, where mounting is refused."""
+    folder.mkdir(parents=True, exist_ok=True)
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(folder)],
+                             capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs ({options}) here: {mounted.stderr.strip()}")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", str(folder)], check=False)

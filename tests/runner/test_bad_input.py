@@ -25,6 +25,7 @@ from tests.helpers import (
     digits_spec,
     finished_digits_job,
     run_cli,
+    tmpfs,
     tree_snapshot,
     write_spec_file,
 )
@@ -263,16 +264,8 @@ def test_local_dir_under_a_file(tmp_path: Path) -> None:
 def read_only_folder(tmp_path: Path) -> Iterator[Path]:
     """A folder on a read-only filesystem (a small tmpfs mounted ``ro``: root ignores
     mode bits, not a read-only mount); skipped where mounting is refused."""
-    folder = tmp_path / "read-only"
-    folder.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(folder)],
-                             capture_output=True, text=True)
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a read-only tmpfs here: {mounted.stderr.strip()}")
-    try:
+    with tmpfs(tmp_path / "read-only", "ro,size=1m") as folder:
         yield folder
-    finally:
-        subprocess.run(["umount", str(folder)], check=False)
 
 
 def test_local_dir_on_a_read_only_disk(tmp_path: Path, read_only_folder: Path) -> None:
@@ -285,17 +278,9 @@ def test_local_dir_on_a_read_only_disk(tmp_path: Path, read_only_folder: Path) -
 
 
 def test_a_full_root_is_refused_before_anything_is_written(tmp_path: Path) -> None:
-    full = tmp_path / "full"
-    full.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(full)],
-                             capture_output=True, text=True)
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a small tmpfs here: {mounted.stderr.strip()}")
-    try:
+    with tmpfs(tmp_path / "full", "size=64k") as full:
         root = full / "runs"
         line = _refused(tmp_path, _json_spec(tmp_path, root), root, exit_code=5)
-    finally:
-        subprocess.run(["umount", str(full)], check=False)
     assert f"the root {root} cannot take its files: {full} has" in line
     assert "free, and a checkpoint needs 1.0 MB" in line
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import errno
 import json
 import shutil
-import subprocess
 import threading
 import time
 from pathlib import Path
@@ -26,7 +25,7 @@ from colabrun.state.checkpoints import CheckpointStore
 from colabrun.state.model import Status
 from colabrun.state.statefile import StateFile
 from colabrun.state.storage import Storage
-from tests.helpers import assert_exactly_equal, final_payload
+from tests.helpers import assert_exactly_equal, final_payload, tmpfs
 from tests.rng_heavy_job import train as heavy_train
 
 STEPS = 45  # 3 epochs of 15
@@ -235,16 +234,8 @@ def test_a_clean_stop_waits_for_the_final_upload(tmp_path: Path) -> None:
 def small_disk(tmp_path: Path) -> Any:
     """A real 4 MB tmpfs: filled, every write there fails part-way with ENOSPC, as on a full
     Drive; skipped where mounting is refused."""
-    disk = tmp_path / "disk"
-    disk.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(disk)],
-                             capture_output=True, text=True)
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a small tmpfs here: {mounted.stderr.strip()}")
-    try:
+    with tmpfs(tmp_path / "disk", "size=4m") as disk:
         yield disk
-    finally:
-        subprocess.run(["umount", str(disk)], check=False)
 
 
 def _fill(disk: Path) -> None:

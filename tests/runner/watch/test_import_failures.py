@@ -11,6 +11,7 @@ the worker. A traceback names the notebook cell, with its source line.
 from __future__ import annotations
 
 import linecache
+import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -129,21 +130,29 @@ def test_files_named_like_packages_colabrun_imports_do_not_kill_the_worker(
     assert "restarting it" not in capsys.readouterr().out
 
 
+def _refused_run(folder: Path, train_py: str) -> subprocess.CompletedProcess[str]:
+    """``colabrun run`` of a one-epoch spec whose ``train.py`` is ``train_py``: it must exit 2
+    with nothing written (no file changed, no root, no staging folder)."""
+    (folder / "train.py").write_text(train_py)
+    (folder / "spec.yaml").write_text(
+        "name: refused\nentrypoint: train:train\nepochs: 1\nroot: ./runs\nlocal_dir: ./local\n")
+    before = tree_snapshot(folder)
+    done = run_cli("run", "spec.yaml", cwd=folder)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert tree_snapshot(folder) == before
+    assert not (folder / "runs").exists() and not (folder / "local").exists()
+    return done
+
+
 def test_a_missing_dependency_of_the_entrypoint_fails_before_anything_is_written(
         tmp_path: Path) -> None:
-    (tmp_path / "train.py").write_text("import nonexistent_pkg_18\n\ndef train(run): ...\n")
-    (tmp_path / "spec.yaml").write_text(
-        "name: imports\nentrypoint: train:train\nepochs: 1\nroot: ./runs\nlocal_dir: ./local\n")
-    before = tree_snapshot(tmp_path)
-    done = run_cli("run", "spec.yaml", cwd=tmp_path)
-    assert done.returncode == 2, done.stdout + done.stderr
+    done = _refused_run(tmp_path, "import nonexistent_pkg_18\n\ndef train(run): ...\n")
     assert done.stderr.splitlines() == [
         "colabrun: error: entrypoint 'train:train': module 'train' does not import "
         "(ModuleNotFoundError: No module named 'nonexistent_pkg_18'); no module "
         f"'nonexistent_pkg_18' in this Python ({sys.executable}): install it (`pip install "
         "nonexistent_pkg_18`, or `%pip install nonexistent_pkg_18` in a notebook; its package "
         "may have another name), or fix the import"]
-    assert tree_snapshot(tmp_path) == before and not (tmp_path / "runs").exists()
 
 
 @pytest.mark.parametrize("supervise", [True, False])
@@ -237,16 +246,9 @@ def test_a_traceback_from_a_script_keeps_its_path(
 
 def test_an_entrypoint_without_an_argument_is_refused_before_anything_is_written(
         tmp_path: Path) -> None:
-    (tmp_path / "train.py").write_text("def train():\n    pass\n")
-    (tmp_path / "spec.yaml").write_text(
-        "name: noarg\nentrypoint: train:train\nepochs: 1\nroot: ./runs\nlocal_dir: ./local\n")
-    before = tree_snapshot(tmp_path)
-    done = run_cli("run", "spec.yaml", cwd=tmp_path)
-    assert done.returncode == 2, done.stdout + done.stderr
+    done = _refused_run(tmp_path, "def train():\n    pass\n")
     assert done.stderr.splitlines() == [
         "colabrun: error: entrypoint 'train:train' is `train()`, which cannot be called with "
         "the run handle as its one argument (too many positional arguments); define it as "
         "`def train(run):` (any other parameter needs a default)"]
     assert done.stdout == ""
-    assert tree_snapshot(tmp_path) == before
-    assert not (tmp_path / "runs").exists() and not (tmp_path / "local").exists()
