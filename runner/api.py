@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from colabrun.jobs.loading import load_spec, validate_spec
 from colabrun.jobs.spec import JobSpec
 from colabrun.runner.platform import default_root
+from colabrun.state.jobdir import JobDir
 from colabrun.state.model import JobState
 
 if TYPE_CHECKING:  # the session imports torch: `colabrun stop` and `status` start without it
@@ -99,9 +100,9 @@ def load(name: str, *, root: str | Path | None = None, step: int | None = None,
         SpecError: ``best`` for a job whose spec sets no ``checkpoint.keep_best``.
         KeyError: an object of ``into`` was never tracked.
     """
-    from colabrun.runner.results import load_into, load_tracked, open_job
+    from colabrun.runner.results import load_into, load_tracked
 
-    _, tracked = load_tracked(open_job(name, resolve_root(root)), step=step, best=best,
+    _, tracked = load_tracked(JobDir(resolve_root(root), name), step=step, best=best,
                               map_location=map_location)
     if into is not None:
         load_into(into, tracked)
@@ -115,13 +116,13 @@ def metrics(name: str, *, root: str | Path | None = None, frame: bool | None = N
         A pandas DataFrame when pandas is installed (or ``frame=True``), else a list of
         dicts (``frame=False``): one per ``run.step(...)`` / ``run.log(...)`` record.
     """
-    from colabrun.runner.results import as_frame, metric_records, open_job
+    from colabrun.runner.results import as_frame, metric_records
 
-    return as_frame(metric_records(open_job(name, resolve_root(root))), frame=frame)
+    return as_frame(metric_records(JobDir(resolve_root(root), name)), frame=frame)
 
 
 def status(name: str, *, root: str | Path | None = None) -> JobState:
     """Job ``name``'s state (``state.json``): status, progress, sessions, checkpoints."""
-    from colabrun.runner.results import job_state, open_job
+    from colabrun.runner.results import job_state
 
-    return job_state(open_job(name, resolve_root(root)))
+    return job_state(JobDir(resolve_root(root), name))

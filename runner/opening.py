@@ -11,7 +11,7 @@ from colabrun.jobs.spec import JobSpec, changed_defining_fields
 from colabrun.runner.clock import Clock
 from colabrun.runner.display.console import Console
 from colabrun.runner.platform import pid_alive
-from colabrun.runner.preflight import check_folders
+from colabrun.runner.preflight import MIN_FREE_BYTES, check_folders
 from colabrun.state.jobdir import JobDir
 from colabrun.state.lease import (
     Fence,
@@ -51,7 +51,7 @@ def open_state(
             "its checkpoints with the new values"
         )
     latest = state.latest_checkpoint
-    if latest is not None:  # room for one more checkpoint of that size
+    if latest is not None and latest.size_bytes > MIN_FREE_BYTES:  # room for one more that big
         check_folders(spec, job.root, job.storage, checkpoint_bytes=latest.size_bytes)
     job.storage.makedirs(job.path)  # the first write of this run
     console.attach_log(job.path)

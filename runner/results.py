@@ -26,7 +26,6 @@ from colabrun.runner.train.metrics import METRICS_NAME, read_metrics
 from colabrun.state.jobdir import JobDir
 from colabrun.state.model import CheckpointRecord, JobState
 from colabrun.state.rotation import best_record
-from colabrun.state.storage import Storage
 
 #: the largest return value kept in ``state.json`` (its JSON, bytes)
 MAX_RESULT_BYTES = 64 * 1024
@@ -193,8 +192,3 @@ def _cell(value: Any) -> Any:
     if isinstance(value, float) and math.isnan(value):
         return ""
     return json.dumps(value) if isinstance(value, (dict, list)) else value
-
-
-def open_job(name: str, root: Path, storage: Storage | None = None) -> JobDir:
-    """The job's folder (no check that it exists: the readers above raise for that)."""
-    return JobDir(root, name, storage=storage)

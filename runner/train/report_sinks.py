@@ -6,10 +6,11 @@
 - ``<job>/reports/metrics.png`` redrawn at most every :data:`PLOT_EVERY_S`, when matplotlib
   is importable, so the curves open from Drive on a phone.
 
-Each sink gets the bytes of the records just appended to the root's ``metrics.jsonl``, on a
-thread of its own: never on the upload's path (a first plot imports matplotlib, a second or
-more: an upload waiting for it would leave more work to lose with the runtime), never on the
-training thread. Both are conveniences: a failure is said once and the sink turns off.
+Each sink gets the records just appended to the root's ``metrics.jsonl`` (parsed once for
+all of them), on a thread of its own: never on the upload's path (a first plot imports
+matplotlib, a second or more: an upload waiting for it would leave more work to lose with
+the runtime), never on the training thread. Both are conveniences: a failure is said once and
+the sink turns off.
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ from typing import Any
 from colabrun.runner import knobs
 from colabrun.runner.train.metrics import BOOKKEEPING
 
+#: a sink: receives the records of each sync
+Sink = Callable[[list[dict[str, Any]]], None]
 #: the plot is redrawn at most this often (seconds); it costs a few hundred ms of CPU
 PLOT_EVERY_S = 120.0
 #: how long the session's end waits for the last records to be written (seconds)
@@ -65,9 +68,9 @@ class TensorBoardSink:
         self._make_writer = make_writer
         self._writers: dict[int, Any] = {}
 
-    def __call__(self, data: bytes) -> None:
+    def __call__(self, records: list[dict[str, Any]]) -> None:
         touched = set()
-        for record in records_of(data):
+        for record in records:
             session = int(record.get("session", 0))
             writer = self._writer(session)
             for name, value in scalars_of(record).items():
@@ -105,8 +108,8 @@ class PlotSink:
         self._last: float | None = None
         self._behind = False  # records came that the drawing does not show yet
 
-    def __call__(self, data: bytes) -> None:
-        if not any(scalars_of(r) for r in records_of(data)):
+    def __call__(self, records: list[dict[str, Any]]) -> None:
+        if not any(scalars_of(r) for r in records):
             return  # nothing to draw yet
         self._behind = True
         now = self._clock()
@@ -133,8 +136,7 @@ class Sinks:
     """The sinks in turn, on a daemon thread of their own fed by a queue; one that raises
     is said once (``warn``) and dropped."""
 
-    def __init__(self, sinks: list[tuple[str, Callable[[bytes], None]]],
-                 warn: Callable[[str], None]) -> None:
+    def __init__(self, sinks: list[tuple[str, Sink]], warn: Callable[[str], None]) -> None:
         self._sinks = sinks
         self._warn = warn
         self._queue: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
@@ -161,16 +163,18 @@ class Sinks:
 
     def _run(self) -> None:
         while (data := self._queue.get()) is not None:
-            for entry in list(self._sinks):
-                self._guarded(entry, lambda sink: sink(data))
+            self._feed(records_of(data))
         self._finish()
+
+    def _feed(self, records: list[dict[str, Any]]) -> None:
+        for entry in list(self._sinks):
+            self._guarded(entry, lambda sink: sink(records))
 
     def _finish(self) -> None:
         for entry in list(self._sinks):
             self._guarded(entry, lambda sink: getattr(sink, "close", lambda: None)())
 
-    def _guarded(self, entry: tuple[str, Callable[[bytes], None]],
-                 call: Callable[[Callable[[bytes], None]], None]) -> None:
+    def _guarded(self, entry: tuple[str, Sink], call: Callable[[Sink], None]) -> None:
         name, sink = entry
         try:
             call(sink)
@@ -183,7 +187,7 @@ class Sinks:
 def default_sinks(job_dir: Path, root: Path, name: str, warn: Callable[[str], None]) -> Sinks:
     """TensorBoard and the plot, each where its package is importable (none when the
     ``COLABRUN_REPORTS`` knob says 0)."""
-    sinks: list[tuple[str, Callable[[bytes], None]]] = []
+    sinks: list[tuple[str, Sink]] = []
     if not knobs.reports():
         return Sinks(sinks, warn)
     if importlib.util.find_spec("tensorboard") is not None:

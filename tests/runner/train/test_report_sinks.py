@@ -54,8 +54,8 @@ class FakeWriter:
 def test_each_session_is_its_own_tensorboard_run(tmp_path: Path) -> None:
     FakeWriter.made = []
     sink = TensorBoardSink(tmp_path, FakeWriter)
-    sink(_bytes({"step": 1, "session": 0, "loss": 2.0}, {"step": 2, "session": 0, "loss": 1.5}))
-    sink(_bytes({"step": 2, "session": 1, "loss": 1.4}))  # redone after a resume
+    sink([{"step": 1, "session": 0, "loss": 2.0}, {"step": 2, "session": 0, "loss": 1.5}])
+    sink([{"step": 2, "session": 1, "loss": 1.4}])  # redone after a resume
     first, second = FakeWriter.made
     assert first.log_dir == str(tmp_path / TENSORBOARD_DIR / "session-1")
     assert first.scalars == [("loss", 2.0, 1), ("loss", 1.5, 2)] and first.flushes == 1
@@ -66,8 +66,8 @@ def test_the_plot_is_redrawn_at_most_every_interval_and_at_the_end() -> None:
     drawn: list[float] = []
     now = [0.0]
     sink = PlotSink(lambda: drawn.append(now[0]), every_s=120, clock=lambda: now[0])
-    metric = _bytes({"step": 1, "session": 0, "loss": 1.0})
-    sink(_bytes({"step": 1, "session": 0}))  # no metric yet: nothing to draw
+    metric = [{"step": 1, "session": 0, "loss": 1.0}]
+    sink([{"step": 1, "session": 0}])  # no metric yet: nothing to draw
     sink(metric)
     now[0] = 60.0
     sink(metric)  # too soon
@@ -82,16 +82,16 @@ def test_the_plot_is_redrawn_at_most_every_interval_and_at_the_end() -> None:
 
 def test_a_sink_that_fails_is_said_once_and_dropped() -> None:
     said: list[str] = []
-    calls: list[bytes] = []
+    calls: list[list[dict[str, Any]]] = []
 
-    def broken(data: bytes) -> None:
+    def broken(records: list[dict[str, Any]]) -> None:
         raise OSError("disk full")
 
     sinks = Sinks([("reports/metrics.png", broken), ("kept", calls.append)], said.append)
-    sinks(b"a")
-    sinks(b"b")
+    sinks(_bytes({"step": 1, "loss": 1.0}))
+    sinks(_bytes({"step": 2, "loss": 0.5}))
     sinks.close()
-    assert calls == [b"a", b"b"]
+    assert calls == [[{"step": 1, "loss": 1.0}], [{"step": 2, "loss": 0.5}]]  # parsed once
     assert said == ["stopped writing reports/metrics.png (OSError: disk full); training and "
                     "checkpoints are not affected"]
 
@@ -132,13 +132,13 @@ def test_the_sinks_never_hold_up_the_upload_that_feeds_them() -> None:
     release = threading.Event()
     seen: list[str] = []
 
-    def slow(data: bytes) -> None:
+    def slow(records: list[dict[str, Any]]) -> None:
         release.wait(10)
         seen.append(threading.current_thread().name)
 
     sinks = Sinks([("slow", slow)], print)
     started = time.monotonic()
-    sinks(b"x")
+    sinks(_bytes({"step": 1, "loss": 1.0}))
     assert time.monotonic() - started < 1.0 and seen == []  # handed over, not run here
     release.set()
     sinks.close()
