@@ -94,6 +94,7 @@ def digits(run: Any) -> dict[str, Any]:
     telemetry = _telemetry(run)
     stalls = telemetry.stalls if telemetry is not None else []
     saves_at: list[int] = []  # saves taken before each epoch's end mark
+    charged_at: list[float] = []  # what the meters charged to saves and uploads by then
     mark, step0 = time.perf_counter(), run.global_step
     for _ in run.epochs():
         for images, labels in run.batches(loader):
@@ -108,10 +109,12 @@ def digits(run: Any) -> dict[str, Any]:
         now = time.perf_counter()  # epoch to epoch: includes the epoch-end save
         epoch_s.append(now - mark)
         saves_at.append(len(stalls))
+        charged_at.append(telemetry.charged_s if telemetry is not None else 0.0)
         steps.append(run.global_step - step0)
         mark, step0 = now, run.global_step
     return {"epoch_s": epoch_s, "steps": steps, "stalls": list(stalls), "saves_at": saves_at,
-            "toll_s": telemetry.cost.toll_s if telemetry is not None else None}
+            "toll_s": telemetry.cost.toll_s if telemetry is not None else None,
+            "charged_at": charged_at}
 
 
 class BigMLP(nn.Module):
@@ -139,6 +142,8 @@ def big_mlp(run: Any) -> dict[str, Any]:
     every = int(run.params.get("plain_every", 0))
     step_s: list[float] = []
     memory_before = 0
+    telemetry = _telemetry(run)
+    writes = _Writes(telemetry)
     loop_started = time.perf_counter()
     for _ in run.epochs():
         for x in run.batches(batches):
@@ -151,14 +156,31 @@ def big_mlp(run: Any) -> dict[str, Any]:
             if plain_save is not None and run.global_step % every == 0:
                 plain_save(run.global_step)
             step_s.append(time.perf_counter() - started)
+            writes.look()
             if len(step_s) == 1:  # the training state is all allocated; no save yet
                 memory_before = pss(os.getpid())
     loop_s = time.perf_counter() - loop_started
-    telemetry = _telemetry(run)
     write = telemetry.last_write if telemetry is not None else None
     return {"step_s": step_s, "stalls": list(telemetry.stalls) if telemetry is not None else [],
             "memory_before_first_save": memory_before, "trained_until": time.monotonic(),
-            "last_write": vars(write) if write is not None else None, "loop_s": loop_s}
+            "last_write": vars(write) if write is not None else None, "loop_s": loop_s,
+            "write_s": writes.write_s}
+
+
+class _Writes:
+    """The duration of each background write (snapshot handed over to local commit) seen
+    after a step: how long a save takes to become durable locally."""
+
+    def __init__(self, telemetry: SaveTelemetry | None) -> None:
+        self._telemetry = telemetry
+        self._last: Any = None
+        self.write_s: list[float] = []
+
+    def look(self) -> None:
+        write = self._telemetry.last_write if self._telemetry is not None else None
+        if write is not None and write is not self._last:
+            self._last = write
+            self.write_s.append(write.write_s)
 
 
 def sync_save(state: Any, path: str | os.PathLike[str]) -> None:

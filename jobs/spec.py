@@ -69,7 +69,8 @@ class CheckpointPolicy(BaseModel):
         default="auto",
         description="How a save snapshots state: 'copy' into reusable host buffers (pinned for "
         "CUDA), 'fork' a copy-on-write writer process (CPU tensors, Linux), 'auto' forks "
-        "states of 128 MiB or more.",
+        "states of 128 MiB or more that training mostly leaves as they are (at least half "
+        "of their bytes frozen parameters), and copies the others.",
     )
     keep_last: int = Field(
         default=3, ge=1, strict=True,

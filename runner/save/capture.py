@@ -19,14 +19,17 @@ import torch
 
 from colabrun.jobs.handle import Stateful
 from colabrun.runner.save.snapshot import (
+    AUTO,
     FORK,
+    FORK_MIN_BYTES,
     HostBuffers,
     choose_mode,
+    frozen_bytes,
     live_state,
     parameters_with_gradients,
     tensor_stats,
 )
-from colabrun.runner.save.task import writer_mode
+from colabrun.runner.save.task import PROCESS, writer_mode
 from colabrun.runner.train.position import EPOCH_START
 
 
@@ -74,7 +77,8 @@ class Snapshot:
     nbytes: int
     #: waits for asynchronous device copies (``None``: all were synchronous)
     ready: Callable[[], None] | None = None
-    #: ``fork`` mode: the parameters whose gradients the forked child drops
+    #: ``fork`` and ``process`` modes: the parameters whose gradients a child forked
+    #: for this save drops
     gradients_of: Sequence[torch.Tensor] = ()
 
 
@@ -113,11 +117,18 @@ def take_snapshot(tracked: Mapping[str, Stateful], state: Mapping[str, Any], *,
     """
     live = live_state(tracked)
     nbytes, cuda = tensor_stats(live)
-    kind = choose_mode(requested, nbytes=nbytes, on_cuda=cuda, can_fork=can_fork)
-    mode = writer_mode(kind, on_cuda=cuda, nbytes=nbytes, buffers=buffers)
+    frozen = frozen_bytes(tracked) if requested == AUTO and nbytes >= FORK_MIN_BYTES else 0
+    kind = choose_mode(requested, nbytes=nbytes, on_cuda=cuda, can_fork=can_fork,
+                       frozen_bytes=frozen)
+    mode = writer_mode(kind, on_cuda=cuda, buffers=buffers)
     payload = {"tracked": live, **state}
     if kind == FORK:
         return Snapshot(payload, mode, nbytes, gradients_of=parameters_with_gradients(tracked))
     # RNG states too: a writer process reads them from shared buffers
     copied, ready = buffers.snapshot(payload)
-    return Snapshot(copied, mode, nbytes, ready=ready)
+    if mode != PROCESS:
+        buffers.take_sources()  # no writer process will free its view of them
+        return Snapshot(copied, mode, nbytes, ready=ready)
+    # a writer process forked for this save frees its copy of the gradients too
+    return Snapshot(copied, mode, nbytes, ready=ready,
+                    gradients_of=parameters_with_gradients(tracked))

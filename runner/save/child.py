@@ -21,15 +21,18 @@ import pickle
 import signal
 import sys
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from colabrun.jobs.errors import CheckpointError
 from colabrun.runner.clock import Clock
 from colabrun.runner.platform import die_with_parent
 from colabrun.state.manifest import Manifest
+
+if TYPE_CHECKING:
+    import torch
 
 #: how often a timed reap looks whether the child exited (seconds)
 REAP_POLL_S = 0.005
@@ -66,7 +69,11 @@ def fork_child() -> int:
 
 def become_writer(parent: int, conn: Connection) -> None:
     """In a freshly forked child: nothing inherited is ever collected, die with the
-    parent, keep only ``conn`` (and the standard) descriptors, quiet streams."""
+    parent, write payloads without zip CRC32s, keep only ``conn`` (and the standard)
+    descriptors, quiet streams. It keeps the training process's CPU priority: at the
+    lowest (``SCHED_IDLE``) a busy CPU starved it, and the loop waited for it at the
+    next save (benchmarks/README.md#measurements-behind-the-constants)."""
+    skip_zip_crc32()
     # The parent's garbage may hold storages (a DataLoader's shared-memory batches)
     # whose descriptors are closed below; torch aborts the process freeing one.
     gc.freeze()
@@ -74,6 +81,58 @@ def become_writer(parent: int, conn: Connection) -> None:
     close_fds_except(0, 1, 2, conn.fileno())
     sys.stdout = sys.stderr = open(os.devnull, "w")  # noqa: SIM115 - the worker's
     # streams forward to the supervisor's socket, closed just above
+
+
+def skip_zip_crc32() -> None:
+    """In a writer child: ``torch.save`` writes its zip records without CRC32s.
+
+    The manifest's sha256 of every piece covers every byte and is checked before a
+    checkpoint is loaded or uploaded; the CRC32 of the same bytes cost a third more
+    CPU (benchmarks/README.md#measurements-behind-the-constants). ``torch.load`` reads such a
+    file (``torch.serialization.set_crc32_options``); ``unzip -t`` would flag it.
+    Set in the child only: the training process's own ``torch.save`` calls keep it.
+    """
+    import torch.serialization
+
+    set_crc32_options = getattr(torch.serialization, "set_crc32_options", None)
+    if set_crc32_options is not None:  # torch 2.5 and later; before, the CRC32s stay
+        set_crc32_options(False)
+
+
+def release_gradients(params: Iterable[torch.Tensor]) -> None:
+    """In a forked writer: drop the inherited gradients, which no checkpoint holds.
+
+    The parent frees its gradients at its next ``zero_grad()`` and allocates new
+    ones in the next backward; pages the child still maps would stay allocated
+    until the child ends, one model's worth of memory more. Measured on the
+    benchmark's 0.8 GB state (256 MiB of gradients): peak 2507 MiB without this,
+    2267 MiB with it. Freed here, large ones are unmapped at once.
+    """
+    for param in params:
+        param.grad = None
+
+
+def release_storages(tensors: Iterable[torch.Tensor]) -> int:
+    """In a writer process that reads copies only: free its inherited view of the live
+    tensors (``resize_(0)`` of each storage, in this process only).
+
+    Training rewrites them at every step; while this process maps the old pages, each
+    write copies one (a copy-on-write fault) and the copy stays: the state's size more
+    memory for the session. Once they are freed here, the parent's next write of a page
+    keeps the page it has. Storages another allocator owns (shared memory, a file's
+    mapping, NumPy's) are left alone. The caller must never read ``tensors`` again.
+
+    Returns:
+        The bytes freed.
+    """
+    freed = 0
+    for tensor in tensors:
+        storage = tensor.untyped_storage()
+        if tensor.device.type != "cpu" or storage.is_shared() or not storage.resizable():
+            continue
+        freed += storage.nbytes()
+        storage.resize_(0)
+    return freed
 
 
 def close_fds_except(*keep: int) -> None:

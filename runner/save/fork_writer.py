@@ -4,18 +4,17 @@ The training process forks and the child serialises the tensors from its
 copy-on-write view of memory, as Redis does for background saves. The only stall
 is ``fork()`` itself (tens of milliseconds for gigabytes), not a copy; pages the
 parent modifies while the child writes are copied by the kernel, one page at a
-time, so memory grows by at most one snapshot.
+time, so memory grows by at most one snapshot. Those copies are training's to pay,
+in the steps after the save: when training rewrites the whole state at every step
+(any dense optimizer), a copy costs less (:func:`~colabrun.runner.save.snapshot.choose_mode`).
 """
 
 from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterable
 from multiprocessing import Pipe
 from multiprocessing.connection import Connection
-
-import torch
 
 from colabrun.runner.clock import Clock
 from colabrun.runner.save.child import (
@@ -26,6 +25,7 @@ from colabrun.runner.save.child import (
     died,
     fork_child,
     reap,
+    release_gradients,
 )
 from colabrun.runner.save.snapshot import FORK
 from colabrun.runner.save.task import LocalTarget, SaveTask, WriteStats, Written, run_prelude
@@ -114,17 +114,3 @@ def _write_once(target: LocalTarget, task: SaveTask, parent: int, conn: Connecti
             side.failed(exc)
     finally:
         os._exit(code)
-
-
-def release_gradients(params: Iterable[torch.Tensor]) -> None:
-    """In a forked writer: drop the inherited gradients, which no checkpoint holds.
-
-    The parent frees its gradients at its next ``zero_grad()`` and allocates new
-    ones in the next backward; pages the child still maps would stay allocated
-    until the child ends, one model's worth of memory more. Measured on the
-    benchmark's 0.8 GB state (256 MiB of gradients): peak 2507 MiB without this,
-    2267 MiB with it. Freed here, large ones are unmapped at once.
-    """
-    for param in params:
-        param.grad = None
-

@@ -18,12 +18,19 @@ import statistics
 from collections import deque
 from dataclasses import dataclass, field
 
+from colabrun.runner.save.policy import is_outlier
+
 #: the share of training time uploads may cost when the spec sets no ``max_overhead``
 UPLOAD_BUDGET = 0.01
 #: the weight of the newest upload in :attr:`UploadPace.cost_s`
 COST_ALPHA = 0.3
-#: clean steps kept between two uploads, at least: the typical step stays measured
+#: clean steps kept between two uploads, at least, when too few were seen lately: the
+#: typical step stays measured
 PROBE_STEPS = 3
+#: uploads that may follow each other without a clean step between them, at most. A probe
+#: after each one would rest an upload every 3 steps of the 30 ms job 3 steps more each
+#: time (issue 19), for a typical step that drifts over seconds, not steps
+PROBE_EVERY = 4
 
 
 @dataclass
@@ -48,10 +55,14 @@ class UploadPace:
     _excess: float = 0.0   # of the steps since the current upload began
     _paid: float = 0.0     # their duration
     _last_step_s: float | None = None
+    _clean_since: int = 0  # clean steps since the last upload ended
+    # clean steps between the last uploads (the newest PROBE_EVERY - 1 intervals)
+    _clean_lately: deque[int] = field(default_factory=lambda: deque(maxlen=PROBE_EVERY - 1))
 
     def observe_step(self, step_s: float, *, uploading: bool, writing: bool = False) -> None:
-        """One step's duration; ``uploading``: an upload ran when it ended; ``writing``: a
-        local save was being written (its cost is the save's, not the upload's)."""
+        """One step's duration; ``uploading``: an upload ran when it ended; ``writing``: it
+        paid for a local save (written meanwhile, or just before: the save's cost, metered
+        by :class:`~colabrun.runner.save.policy.CostMeter`, never the upload's too)."""
         self._last_step_s = step_s
         if writing:
             return
@@ -60,10 +71,17 @@ class UploadPace:
             if len(self._clean) > self.window:
                 self._clean.popleft()
             self._typical = statistics.median(self._clean)
+            self._clean_since += 1
             return
-        if self._typical is not None and step_s <= 3 * self._typical:  # not an evaluation
+        if self._typical is not None and not is_outlier(step_s, self._typical):
             self._excess += step_s - self._typical
             self._paid += step_s
+
+    @property
+    def probe_due(self) -> bool:
+        """Whether the next upload rests :data:`PROBE_STEPS` clean steps first: too few
+        were seen since the :data:`PROBE_EVERY` uploads before it began."""
+        return sum(self._clean_lately) + self._clean_since < PROBE_STEPS
 
     @property
     def slowdown(self) -> float | None:
@@ -76,8 +94,12 @@ class UploadPace:
     def rest_s(self, upload_s: float) -> float:
         """An upload that took ``upload_s`` seconds just ended: how long until the next.
 
-        Its cost is the time its steps lost; the rest makes that ``budget`` of the time
-        from this upload's start to the next's, and leaves :data:`PROBE_STEPS` clean steps.
+        Its cost is the time its steps lost, learned into :attr:`cost_s`; the rest makes
+        that ``budget`` of the time from this upload's start to the next's, and leaves
+        :data:`PROBE_STEPS` clean steps when too few were seen lately (:attr:`probe_due`).
+        The average, not this upload's own toll: on a shared VM one upload's steps may
+        all fall in a slow second, and a rest of 50 times that held the next checkpoint
+        back for seconds (issue 19).
         """
         lost = max(0.0, self._excess)
         if self._paid > 0.0:
@@ -86,5 +108,9 @@ class UploadPace:
             self.cost_s = lost if self.cost_s is None else (
                 (1 - COST_ALPHA) * self.cost_s + COST_ALPHA * lost)
         self._excess = self._paid = 0.0
-        probe = PROBE_STEPS * self._last_step_s if self._last_step_s is not None else 0.0
-        return max(lost / self.budget - upload_s, probe)
+        probe = 0.0
+        if self._last_step_s is not None and self.probe_due:
+            probe = PROBE_STEPS * self._last_step_s
+        self._clean_lately.append(self._clean_since)
+        self._clean_since = 0
+        return max((self.cost_s or 0.0) / self.budget - upload_s, probe)

@@ -70,6 +70,20 @@ def adaptive_interval_s(max_overhead: float, save_cost_s: float) -> float:
     return save_cost_s * (1 - max_overhead) / max_overhead
 
 
+#: a step is left out of a toll (an evaluation, a GC pause) when it took over this many
+#: typical steps...
+OUTLIER_STEPS = 3.0
+#: ...and this much longer than one: for a 2.5 ms step, 3x is one GIL switch interval
+#: (5 ms) away, exactly the delay a background thread's Python work adds to a step
+#: (issue 19: 17 of the 30 steps an upload slowed were left out, 0.33 s of 0.38 s)
+OUTLIER_MARGIN_S = 0.05
+
+
+def is_outlier(step_s: float, typical_s: float) -> bool:
+    """Whether a step is too long to be anybody's toll: an evaluation, a long GC pause."""
+    return step_s > max(OUTLIER_STEPS * typical_s, typical_s + OUTLIER_MARGIN_S)
+
+
 @dataclass
 class CostMeter:
     """What a save costs training, measured from the loop itself.
@@ -83,10 +97,11 @@ class CostMeter:
     the median of the recent steps that paid for nothing: a machine whose speed
     drifts (a shared VM's does, by tens of percent over seconds) moves both, so
     the drift is no save's toll. The differences are summed signed, so noise
-    cancels; a step over 3x the typical one (an evaluation, a GC pause) is left
-    out. Steps that end while an upload runs are neither: uploads cost the same
-    however often one saves, and :class:`~colabrun.runner.save.pace.UploadPace`
-    meters them. Pure: fed with observations.
+    cancels; a step over 3x the typical one and 50 ms longer (an evaluation, a
+    GC pause: :func:`is_outlier`) is left out. Steps that end while an upload runs
+    and pay for no save are neither: :class:`~colabrun.runner.save.pace.UploadPace`
+    meters them; those that pay for a save are its toll only (:attr:`paid`), never
+    the upload's too. Pure: fed with observations.
     """
 
     alpha: float = 0.3
@@ -96,12 +111,16 @@ class CostMeter:
     tail_steps: int = 4
     stall_s: float | None = None
     toll_s: float = 0.0
+    #: every toll measured so far, summed (``toll_s`` is their moving average)
+    tolls_s: float = 0.0
     _clean: deque[float] = field(default_factory=deque)
     _typical: float | None = None
     _extra: float = 0.0
     _saves: int = 0
     _since_written: int = 1 << 30  # steps since a save was last seen in flight
     _seen: int = 0
+    #: whether the last step observed paid for a save (in flight, or in its tail)
+    paid: bool = False
 
     def observe_step(self, step_s: float, *, writing: bool = False,
                      uploading: bool = False) -> None:
@@ -109,6 +128,7 @@ class CostMeter:
         ``writing``: the last save was still being written when the step ended;
         ``uploading``: an upload ran (a step neither clean nor a save's toll)."""
         paying = writing or self._since_written < self.tail_steps
+        self.paid = paying
         self._since_written = 0 if writing else self._since_written + 1
         if uploading and not paying:
             return
@@ -121,7 +141,7 @@ class CostMeter:
                 self._typical = statistics.median(self._clean) if len(self._clean) >= 5 else None
             return
         typical = self._typical
-        if self._saves and typical is not None and step_s <= 3 * typical:
+        if self._saves and typical is not None and not is_outlier(step_s, typical):
             self._extra += step_s - typical  # (after a setup save: nobody's toll)
 
     def observe_save(self, stall_s: float, *, setup: bool = False) -> None:
@@ -139,6 +159,7 @@ class CostMeter:
             (1 - self.alpha) * self.stall_s + self.alpha * stall_s)
         if self._saves:  # before the first save, slow steps are nobody's toll
             extra = max(0.0, self._extra)
+            self.tolls_s += extra
             self.toll_s = extra if self._saves == 1 else (
                 (1 - self.alpha) * self.toll_s + self.alpha * extra)
         self._extra = 0.0

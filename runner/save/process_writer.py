@@ -7,7 +7,8 @@ structure, its tensors by reference: pickle's persistent ids), and the child
 does the pickling, hashing and writing: Python work that, in a thread, holds the
 GIL beside training (benchmarks/README.md#measurements-behind-the-constants).
 A new child is forked only when the buffers change (the first save, a new tensor
-shape), or the last one died.
+shape), or the last one died. It frees its inherited view of the live state at
+once (:func:`~colabrun.runner.save.child.release_storages`): it reads the buffers only.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import io
 import os
 import pickle
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from multiprocessing import Pipe
 from multiprocessing.connection import Connection
@@ -32,6 +34,8 @@ from colabrun.runner.save.child import (
     died,
     fork_child,
     reap,
+    release_gradients,
+    release_storages,
 )
 from colabrun.runner.save.snapshot import HostBuffers
 from colabrun.runner.save.task import (
@@ -68,10 +72,12 @@ class ProcessWriter:
             Whether a writer process was started.
         """
         assert task.buffers is not None and task.buffers.shared, "shared buffers"
+        live = task.buffers.take_sources()
         if self._child is not None and self._child.serves(task.buffers):
             return False
         self.close()  # outdated buffers, or it died (the OOM killer)
-        self._child = _ServedChild(self._target, task.buffers, clock=self._clock)
+        self._child = _ServedChild(self._target, task.buffers, clock=self._clock,
+                                   inherited=_Inherited(live, task.gradients_of))
         return True
 
     def finish(self, task: SaveTask) -> Written:
@@ -106,6 +112,15 @@ class ProcessWriter:
 
 
 @dataclass(frozen=True)
+class _Inherited:
+    """What a writer process forked now frees its view of: the live tensors the
+    buffers were copied from, and the gradients of these parameters."""
+
+    live: Sequence[torch.Tensor] = ()
+    gradients_of: Sequence[torch.Tensor] = ()
+
+
+@dataclass(frozen=True)
 class _Order:
     """What the child is sent for one save."""
 
@@ -115,9 +130,13 @@ class _Order:
 
 
 class _ServedChild:
-    """A writer process forked with ``buffers`` mapped: commits the orders it is sent."""
+    """A writer process forked with ``buffers`` mapped: commits the orders it is sent.
 
-    def __init__(self, target: LocalTarget, buffers: HostBuffers, *, clock: Clock) -> None:
+    ``inherited``: what of the training state it frees its view of at once.
+    """
+
+    def __init__(self, target: LocalTarget, buffers: HostBuffers, *, clock: Clock,
+                 inherited: _Inherited | None = None) -> None:
         self.layout = buffers.layout
         self._buffers = buffers
         self._clock = clock
@@ -126,7 +145,7 @@ class _ServedChild:
         pid = fork_child()
         if pid == 0:  # never returns
             parent_end.close()
-            _serve(target, buffers, parent, child_end)
+            _serve(target, buffers, parent, child_end, inherited or _Inherited())
         child_end.close()
         self.pid = pid
         self.conn = parent_end
@@ -151,7 +170,8 @@ class _ServedChild:
             Exception: the task cannot be pickled (nothing was sent).
         """
         data = io.BytesIO()
-        bare = replace(task, ready=None, before_commit=None, buffers=None)  # data only
+        # data only: the parameters whose gradients a fresh child drops stay here
+        bare = replace(task, ready=None, before_commit=None, buffers=None, gradients_of=())
         _OrderPickler(data, self._buffers).dump(_Order(bare, routed, protected))
         self.conn.send_bytes(data.getbuffer())
 
@@ -187,11 +207,16 @@ class _OrderUnpickler(pickle.Unpickler):
         return self._buffers.buffer(tuple(pid))
 
 
-def _serve(target: LocalTarget, buffers: HostBuffers, parent: int, conn: Connection) -> None:
-    """A writer process: commit each order it reads, report each; ``_exit`` at EOF."""
+def _serve(target: LocalTarget, buffers: HostBuffers, parent: int, conn: Connection,
+           inherited: _Inherited) -> None:
+    """A writer process: free ``inherited``, then commit each order it reads, report
+    each; ``_exit`` at EOF."""
     code = 1
     try:
         become_writer(parent, conn)
+        release_gradients(inherited.gradients_of)
+        release_storages(inherited.live)
+        del inherited
         side = ChildSide(conn)
         while True:
             try:

@@ -6,6 +6,7 @@ session's lease.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from colabrun.jobs.spec import KeepBest
@@ -57,7 +58,7 @@ class Publisher:
     keep_best: KeepBest | None = None
 
     def upload(self, name: str, *, local_s: float, step_s: float | None,
-               fresh: bool = False) -> Uploaded:
+               fresh: bool = False, on_copied: Callable[[], None] | None = None) -> Uploaded:
         """Copy local checkpoint ``name`` to the root and record it, with what it taught.
 
         Args:
@@ -66,6 +67,7 @@ class Publisher:
             step_s: the last step's duration, if measured.
             fresh: this process's writer committed it (and hashed it as it wrote it):
                 the copy does not read it twice to check it again.
+            on_copied: told once the copy is committed under the root, before its record.
 
         Returns:
             Its record, its save duration, the updated state.
@@ -85,6 +87,8 @@ class Publisher:
         started = self.clock.monotonic()
         record = self.store.upload_from(self.local, name, verify_source=not fresh).record()
         save_s = local_s + self.clock.monotonic() - started
+        if on_copied is not None:
+            on_copied()
         observed = {"save_s": save_s} if step_s is None else {"save_s": save_s, "step_s": step_s}
         now = self.clock.time()
         doomed: list[str] = []

@@ -180,7 +180,8 @@ class Saver:
                           self.uploaded_at)
 
     def observe_step(self, work_s: float, *, writing: bool) -> None:
-        """A training step took ``work_s`` (without a save's stall): paces the uploads."""
+        """A training step took ``work_s`` (without a save's stall): paces the uploads;
+        ``writing``: it paid for a save (its toll, not an upload's)."""
         self.uploader.observe_step(work_s, writing=writing)
 
     @property
@@ -288,7 +289,8 @@ class Saver:
 
     def _upload(self, name: str) -> None:
         uploaded = self._publisher.upload(name, local_s=self._local_s.get(name, 0.0),
-                                          step_s=self._step_s, fresh=name in self._local_s)
+                                          step_s=self._step_s, fresh=name in self._local_s,
+                                          on_copied=self.uploader.copied)
         self._last_beat = self.clock.monotonic()
         self.save_s, self.uploaded = uploaded.save_s, uploaded.record
         self.uploaded_at = self.clock.time()

@@ -11,7 +11,8 @@ Two ways, chosen per save by :func:`choose_mode`:
   memory holds at most one snapshot.
 * **fork**: no copy at all. The background writer is a forked child that reads
   the live tensors from its copy-on-write view of memory (:mod:`colabrun.runner.save.writer`).
-  Only for CPU tensors, and only where a copy would cost more than a fork.
+  Only for CPU tensors, and in ``auto`` mode only where a copy would cost more than a
+  fork: a big state that training mostly leaves as it is.
 """
 
 from __future__ import annotations
@@ -25,23 +26,47 @@ import torch
 
 from colabrun.jobs.handle import Stateful
 
+AUTO = "auto"
 COPY = "copy"
 FORK = "fork"
 
-#: in ``auto`` mode, states at least this big are written by a forked child: from here
-#: a fork costs less than a copy (benchmarks/README.md#measurements-behind-the-constants)
+#: in ``auto`` mode, only states at least this big may be written by a forked child: from
+#: here a fork stalls the loop less than a copy
+#: (benchmarks/README.md#measurements-behind-the-constants)
 FORK_MIN_BYTES = 128 * 2**20
+#: in ``auto`` mode, a big state is forked only if training rewrites at most this share of
+#: it. Each page training writes while a forked child lives is copied by the kernel on a
+#: fault: a copy of the same bytes plus a fault per 4 KiB, paid by the steps after the
+#: save. A state training rewrites whole (any dense optimizer: Adam, SGD with momentum)
+#: costs a fork more than a copy; a mostly frozen one (a fine-tuned backbone) costs it
+#: less, and is not held twice in memory for the session.
+FORK_MAX_REWRITTEN_SHARE = 0.5
 
 
-def choose_mode(requested: str, *, nbytes: int, on_cuda: bool, can_fork: bool) -> str:
+def choose_mode(requested: str, *, nbytes: int, on_cuda: bool, can_fork: bool,
+                frozen_bytes: int = 0) -> str:
     """``copy`` or ``fork`` for one save (a pure decision).
 
     CUDA tensors are always copied (a forked child cannot read device memory);
-    ``fork`` needs a platform that forks safely; ``auto`` forks only big states.
+    ``fork`` needs a platform that forks safely; ``auto`` forks only big states that
+    training mostly leaves as they are.
+
+    Args:
+        requested: ``auto``, ``copy`` or ``fork`` (the spec's ``checkpoint.snapshot``).
+        nbytes: bytes of tensor data in the state.
+        on_cuda: whether any of it is on a CUDA device.
+        can_fork: whether this platform forks a writer safely.
+        frozen_bytes: bytes of it training does not rewrite (:func:`frozen_bytes`).
+
+    Returns:
+        ``copy`` or ``fork``.
     """
     if on_cuda or not can_fork or requested == COPY:
         return COPY
-    if requested == FORK or nbytes >= FORK_MIN_BYTES:
+    if requested == FORK:
+        return FORK
+    rewritten = nbytes - min(frozen_bytes, nbytes)
+    if nbytes >= FORK_MIN_BYTES and rewritten <= FORK_MAX_REWRITTEN_SHARE * nbytes:
         return FORK
     return COPY
 
@@ -65,6 +90,7 @@ class HostBuffers:
         self.shared = shared
         self._buffers: dict[Path_, torch.Tensor] = {}
         self._keys: dict[int, Path_] = {}  # id of a shared buffer -> its position
+        self._sources: list[torch.Tensor] = []  # the live tensors the last snapshot read
         self.layout = 0
 
     @property
@@ -81,6 +107,13 @@ class HostBuffers:
         """The buffer at position ``key``."""
         return self._buffers[key]
 
+    def take_sources(self) -> list[torch.Tensor]:
+        """The live CPU tensors the last snapshot copied into shared buffers, once (the
+        list is cleared): a writer process forked now frees its view of them
+        (:func:`~colabrun.runner.save.child.release_storages`)."""
+        sources, self._sources = self._sources, []
+        return sources
+
     def snapshot(self, states: Mapping[str, Any]
                  ) -> tuple[dict[str, Any], Callable[[], None] | None]:
         """Copy ``{name: state_dict}`` into the buffers.
@@ -89,6 +122,7 @@ class HostBuffers:
             The snapshot, and a function that waits until its asynchronous
             device copies landed (``None`` when every copy was synchronous).
         """
+        self._sources = []
         on_cuda = [False]
         with torch.no_grad():  # copies of parameters stay out of autograd's graph
             state = {name: self._copy(value, (name,), on_cuda) for name, value in states.items()}
@@ -125,6 +159,8 @@ class HostBuffers:
             buffer = self._allocate(tensor, path)
         cuda = tensor.is_cuda
         buffer.copy_(tensor, non_blocking=cuda)
+        if self.shared and not cuda:
+            self._sources.append(tensor)
         on_cuda[0] = on_cuda[0] or cuda
         return buffer
 
@@ -145,6 +181,19 @@ class HostBuffers:
                                  pin_memory=tensor.is_cuda)
         self._buffers[path] = buffer
         return buffer
+
+
+def frozen_bytes(tracked: Mapping[str, Stateful]) -> int:
+    """Bytes of the tracked modules' parameters that need no gradient, which training
+    leaves as they are (each counted once); the rest of a state (trainable parameters,
+    optimizer state, buffers) is taken as rewritten at every step."""
+    frozen: dict[int, int] = {}
+    for obj in tracked.values():
+        if isinstance(obj, torch.nn.Module):
+            for param in obj.parameters():
+                if not param.requires_grad:
+                    frozen[id(param)] = param.numel() * param.element_size()
+    return sum(frozen.values())
 
 
 def live_state(tracked: Mapping[str, Stateful]) -> dict[str, Any]:

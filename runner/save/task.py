@@ -6,7 +6,7 @@ Three strategies, one module each, chosen per save by :func:`writer_mode`:
 * ``thread`` (:mod:`colabrun.runner.save.thread_writer`): a daemon thread
   serialises a copied snapshot;
 * ``process`` (:mod:`colabrun.runner.save.process_writer`): a long-lived child
-  serialises snapshots copied into shared buffers;
+  serialises snapshots copied into shared buffers, at a low CPU priority;
 * ``fork`` (:mod:`colabrun.runner.save.fork_writer`): a child forked for the save
   serialises the live tensors from its copy-on-write view of memory.
 """
@@ -21,7 +21,7 @@ from typing import Any, NamedTuple, Protocol
 
 import torch
 
-from colabrun.runner.save.snapshot import FORK, FORK_MIN_BYTES, HostBuffers
+from colabrun.runner.save.snapshot import FORK, HostBuffers
 from colabrun.state.checkpoints import CheckpointStore
 from colabrun.state.manifest import Manifest
 from colabrun.state.rotation import plan_local_rotation
@@ -30,34 +30,28 @@ THREAD = "thread"  # a copied snapshot, written by a thread
 PROCESS = "process"  # a snapshot in shared buffers, written by a long-lived child
 # FORK (from colabrun.runner.save.snapshot): live tensors, written by a child forked for the save
 
-#: the largest state a writer process serialises. It keeps the pages training changes
-#: after its fork (the tensors, mostly), so bigger copied states are written by a
-#: thread (benchmarks/README.md#measurements-behind-the-constants).
-PROCESS_MAX_BYTES = FORK_MIN_BYTES
-
-
 def fork_available() -> bool:
     """Whether this platform can fork a writer safely (Linux only: macOS forks badly)."""
     return hasattr(os, "fork") and sys.platform.startswith("linux")
 
 
-def writer_mode(snapshot: str, *, on_cuda: bool, nbytes: int, buffers: HostBuffers) -> str:
+def writer_mode(snapshot: str, *, on_cuda: bool, buffers: HostBuffers) -> str:
     """How a save whose snapshot was taken as ``snapshot`` is written (a pure decision).
 
     Args:
         snapshot: ``fork`` (live tensors) or ``copy``.
         on_cuda: whether the tracked state holds CUDA tensors.
-        nbytes: bytes of tensor data in the state.
         buffers: where a copy went (shared memory or not).
 
     Returns:
-        ``fork`` for live tensors; ``process`` for copies in shared buffers of states
-        under :data:`PROCESS_MAX_BYTES`; ``thread`` for other copies (CUDA sources,
-        pinned buffers, no fork, big states).
+        ``fork`` for live tensors; ``process`` for copies in shared buffers, whatever
+        their size (the process frees its view of the live state, so it keeps no
+        copy of it: :func:`~colabrun.runner.save.child.release_storages`); ``thread``
+        for other copies (CUDA sources, pinned buffers, no fork).
     """
     if snapshot == FORK:
         return FORK
-    if buffers.shared and not on_cuda and nbytes < PROCESS_MAX_BYTES:
+    if buffers.shared and not on_cuda:
         return PROCESS
     return THREAD
 
@@ -83,7 +77,8 @@ class SaveTask:
     before_commit: Callable[[], None] | None = None
     #: where the snapshot's tensors live (``process`` mode: shared buffers)
     buffers: HostBuffers | None = None
-    #: ``fork`` mode: parameters whose gradients the child lets go of at once
+    #: ``fork`` and ``process`` modes: parameters whose gradients a child forked for
+    #: this save lets go of at once
     gradients_of: Sequence[torch.Tensor] = ()
 
 

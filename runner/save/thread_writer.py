@@ -1,8 +1,8 @@
 """The ``thread`` strategy: the writer's own thread serialises a copied snapshot.
 
-Where fork is not safe (macOS, Windows), for snapshots of CUDA tensors (pinned
-buffers), and for copies too big for a writer process
-(:data:`~colabrun.runner.save.task.PROCESS_MAX_BYTES`).
+Where fork is not safe (macOS, Windows), and for snapshots of CUDA tensors (pinned
+buffers, which a writer process does not share). It runs in the training process, at
+its priority: a thread at a lower one would hold the GIL while waiting for a core.
 """
 
 from __future__ import annotations

@@ -2,8 +2,11 @@
 
 Durable first: the next upload starts as soon as the previous one ends, unless uploads
 measurably slow training beyond their budget (:class:`~colabrun.runner.save.pace.UploadPace`);
-a session's end hurries it. A failed upload is retried every ``retry_s`` until the root is
-back; a newer submission replaces the one waiting. The thread's body is one
+a session's end hurries it. The next save need not wait for the end, only for the
+checkpoint's commit under the root (:meth:`Uploader.copied`): its local write overlaps
+the record and the rotation that follow, and its upload starts as they end. A failed
+upload is retried every ``retry_s`` until the root is back; a newer submission replaces the
+one waiting. The thread's body is one
 :meth:`Uploader.tick`, which says what it did as an :class:`UploadOutcome`;
 problems reach the owner as data (``on_failure``, :attr:`Uploader.fatal`), never
 raised inside the thread.
@@ -73,6 +76,7 @@ class Uploader:
         self._idle.set()
         self._pending: str | None = None
         self.current: str | None = None
+        self._copied = False  # the current upload is committed under the root
         self.failing = False
         self.failures = 0
         self.fatal: BaseException | None = None
@@ -89,19 +93,31 @@ class Uploader:
             self._idle.clear()
         self._wake.set()
 
+    def copied(self) -> None:
+        """From the upload function: the checkpoint it uploads is committed under the root;
+        what is left (its record in ``state.json``, the rotation) ends soon."""
+        with self._lock:
+            self._copied = True
+
     @property
     def ready(self) -> bool:
-        """Whether a submission now would start uploading at once: nothing in flight or
-        waiting, and the pace's rest over; also while failing (the root is away: nothing
-        to wait for) or stopped."""
+        """Whether a checkpoint saved now would be uploaded as soon as it is committed
+        locally: nothing waiting, and nothing in flight with the pace's rest over, or an
+        upload in flight already committed under the root (:meth:`copied`) and no probe of
+        clean steps due after it; also while failing (the root is away: nothing to wait
+        for) or stopped."""
         if self.failing or self.fatal is not None:
             return True
         with self._lock:
-            return (self.current is None and self._pending is None
-                    and (self._hurry or self._clock.monotonic() >= self._not_before))
+            if self._pending is not None:
+                return False
+            if self.current is not None:
+                return self._copied and not self.pace.probe_due
+            return self._hurry or self._clock.monotonic() >= self._not_before
 
     def observe_step(self, step_s: float, *, writing: bool) -> None:
-        """A training step took ``step_s``; ``writing``: a local save was being written."""
+        """A training step took ``step_s``; ``writing``: it paid for a local save (written
+        meanwhile or just before), whose toll it is."""
         with self._lock:
             self.pace.observe_step(step_s, uploading=self.current is not None,
                                    writing=writing)
@@ -171,7 +187,7 @@ class Uploader:
                 return UploadOutcome.IDLE
             if self._is_paced():
                 return UploadOutcome.PACED  # the thread comes back when it is due
-            self._pending, self.current = None, name
+            self._pending, self.current, self._copied = None, name, False
         return self._upload_one(name)
 
     def _beat_if_asked(self) -> bool:

@@ -33,6 +33,11 @@ class SaveCadence:
         self.stalls: deque[float] = deque(maxlen=STALLS_KEPT)
         self._last_step_at: float | None = None
         self._after_save = False  # the next step's time includes a save's stall
+        self._after_epoch = False  # the next step's time includes the work between epochs
+        #: whether the last step is comparable with the others: not the first of an epoch,
+        #: whose time holds the work between epochs (an evaluation, the scheduler, a new
+        #: loader iterator), none of it a save's or an upload's toll
+        self.is_comparable = False
 
     def seconds_since_save(self, now: float) -> float:
         """Monotonic seconds since the last save (or the start)."""
@@ -50,11 +55,19 @@ class SaveCadence:
             # the step after a save holds its stall, counted apart
             stall = self.stalls[-1] if self._after_save else 0.0
             self.work_s = max(0.0, self.step_s - stall)
-            self.meter.observe_step(self.work_s, writing=writing, uploading=uploading)
-        self._after_save = False
+            self.is_comparable = not self._after_epoch
+            if self.is_comparable:
+                self.meter.observe_step(self.work_s, writing=writing, uploading=uploading)
+        self._after_save = self._after_epoch = False
         self._last_step_at = now
         self.steps_since_save += 1
         return self.step_s
+
+    def on_epoch_end(self) -> None:
+        """An epoch ended: the next step is timed, but metered for no save or upload. Learned
+        as the epoch-end save's toll, it held the next saves back: on a loaded VM the 30 ms
+        job's root had nothing newer than an epoch-end save 18-29 steps later (issue 19)."""
+        self._after_epoch = True
 
     def on_save(self, receipt: SaveReceipt, now: float) -> None:
         """A save was handed to the writer at ``now``, blocking the loop ``receipt.stall_s``."""

@@ -1,4 +1,5 @@
-"""The loop's save side: the counters a save decision reads, the situation it is
+"""The loop's save side: the counters a save decision reads (the steps and seconds since
+the last save, the batches of an accumulation: :class:`Accumulation`), the situation it is
 decided in (:mod:`colabrun.runner.train.boundary`), and handing a save to the
 :class:`~colabrun.runner.save.saver.Saver`.
 """
@@ -15,7 +16,7 @@ from colabrun.runner.save.capture import SaveContext
 from colabrun.runner.save.policy import CostMeter
 from colabrun.runner.save.saver import Saver
 from colabrun.runner.save.task import WriteStats
-from colabrun.runner.train.boundary import Decision, Situation, decide
+from colabrun.runner.train.boundary import Decision, Situation, decide, is_mid_accumulation
 from colabrun.runner.train.cadence import SaveCadence
 from colabrun.runner.train.live import Controls
 from colabrun.runner.train.position import Position
@@ -36,6 +37,42 @@ class SaveTelemetry:
     def last_write(self) -> WriteStats | None:
         """What the last background write cost."""
         return self.saver.last_write
+
+    @property
+    def charged_s(self) -> float:
+        """Seconds of training the meters charged to checkpointing so far: the stalls (the
+        newest 1000), the saves' tolls and the uploads' (what the adaptive cadence paces by)."""
+        return sum(self.stalls) + self.cost.tolls_s + self.saver.uploader.pace.toll_s
+
+
+class Accumulation:
+    """Counts the batches between ``run.step()`` calls, to hold saves mid-accumulation.
+
+    Args:
+        batches_per_step: the most batches seen between two steps so far (kept in each
+            checkpoint, so a resumed run knows it before its own first step); 0: none seen.
+    """
+
+    def __init__(self, batches_per_step: int = 0) -> None:
+        self.batches_per_step = batches_per_step
+        self.batches_since_step = 0
+        #: an epoch-end save was held for an accumulation spanning the epoch's end
+        self.epoch_end_owed = False
+
+    def on_batch(self) -> None:
+        """The loop yielded one more batch."""
+        self.batches_since_step += 1
+
+    def on_step(self) -> None:
+        """The user called ``run.step()``: the accumulation so far is applied."""
+        self.batches_per_step = max(self.batches_per_step, self.batches_since_step)
+        self.batches_since_step = 0
+
+    @property
+    def is_mid(self) -> bool:
+        """Whether the loop is between two steps of an accumulation now."""
+        return is_mid_accumulation(batches_since_step=self.batches_since_step,
+                                   batches_per_step=self.batches_per_step)
 
 
 class Saving:
@@ -60,6 +97,7 @@ class Saving:
         self._save_s = save_s
         self._guess = guess
         self.cadence = SaveCadence(now=clock.monotonic())
+        self.accumulation = Accumulation()
 
     @property
     def telemetry(self) -> SaveTelemetry:
@@ -68,28 +106,37 @@ class Saving:
 
     def stepped(self) -> float | None:
         """One optimizer step ended now; its duration (``None`` for the session's first)."""
+        self.accumulation.on_step()
         writing, uploading = self.saver.busy, self.saver.uploading
         step_s = self.cadence.on_step(self._clock.monotonic(), writing=writing,
                                       uploading=uploading)
-        if self.cadence.work_s is not None:
-            self.saver.observe_step(self.cadence.work_s, writing=writing)
+        if self.cadence.work_s is not None and self.cadence.is_comparable:
+            # a step that paid for a save is its toll only, not an upload's too
+            self.saver.observe_step(self.cadence.work_s, writing=self.cadence.meter.paid)
         return step_s
 
     def has_unsaved_work(self, *, resumed: bool) -> bool:
-        """Whether stopping now would lose steps (or a fresh run's first checkpoint). A save
-        still being written counts: its commit is waited for, never taken again."""
-        return self.cadence.steps_since_save > 0 or (
+        """Whether stopping now would lose steps, an epoch's end held for an accumulation,
+        or a fresh run's first checkpoint. A save still being written counts: its commit is
+        waited for, never taken again."""
+        return self.cadence.steps_since_save > 0 or self.accumulation.epoch_end_owed or (
             self.saver.newest_name is None and not resumed)
 
     def decide(self, tracked: Mapping[str, Stateful], *, at_epoch_end: bool, last: bool,
                resumed: bool) -> Decision:
-        """What to do at this boundary (refreshing the lease first).
+        """What to do at this boundary (refreshing the lease first). An epoch-end save
+        held mid-accumulation is owed to the next boundary after a step.
 
         Raises:
             LeaseLost: another runner took the job over.
         """
         self.saver.refresh_lease()
-        return decide(self._policy, self._situation(tracked, at_epoch_end, last, resumed))
+        if at_epoch_end:
+            self.cadence.on_epoch_end()
+        decision = decide(self._policy, self._situation(tracked, at_epoch_end, last, resumed))
+        if decision.held and at_epoch_end:
+            self.accumulation.epoch_end_owed = True
+        return decision
 
     def expected_save_s(self, tracked: Mapping[str, Stateful]) -> float | None:
         """One save's duration: measured this session, else learned before, else guessed."""
@@ -112,7 +159,8 @@ class Saving:
             checkpoint_requested=controls.checkpoint_requested,
             stop_reason=controls.stop_reason, deadline=controls.deadline,
             now=self._clock.time(), step_s=cadence.step_s,
-            save_s=self.expected_save_s(tracked))
+            save_s=self.expected_save_s(tracked), mid_accumulation=self.accumulation.is_mid,
+            epoch_end_owed=self.accumulation.epoch_end_owed)
 
     def _save_cost_s(self) -> float | None:
         """What one save costs training, its upload included (``None`` until measured):
@@ -130,3 +178,4 @@ class Saving:
         receipt = self.saver.save(tracked, position, reason, context=context,
                                   step_s=self.cadence.step_s)
         self.cadence.on_save(receipt, now=self._clock.monotonic())
+        self.accumulation.epoch_end_owed = False

@@ -46,7 +46,6 @@ from colabrun.runner.save.snapshot import (
 )
 from colabrun.runner.save.task import (
     PROCESS,
-    PROCESS_MAX_BYTES,
     THREAD,
     SaveTask,
     WriteStats,
@@ -96,8 +95,8 @@ BIG = FORK_MIN_BYTES * 4
         pytest.param("fork", 0, False, True, "fork", id="fork-requested-empty"),
         pytest.param("auto", 0, False, True, "copy", id="auto-empty"),
         pytest.param("auto", FORK_MIN_BYTES - 1, False, True, "copy", id="auto-just-below"),
-        pytest.param("auto", FORK_MIN_BYTES, False, True, "fork", id="auto-at-threshold"),
-        pytest.param("auto", BIG, False, True, "fork", id="auto-big"),
+        pytest.param("auto", FORK_MIN_BYTES, False, True, "copy", id="auto-big-rewritten"),
+        pytest.param("auto", BIG, False, True, "copy", id="auto-bigger-rewritten"),
     ],
 )
 def test_choose_mode(requested: str, nbytes: int, cuda: bool, can_fork: bool,
@@ -732,8 +731,7 @@ def test_only_a_checkpoint_left_by_an_earlier_process_is_verified_as_it_uploads(
     [
         pytest.param(FORK, True, False, 10, FORK, id="fork"),
         pytest.param(COPY, True, False, 10, PROCESS, id="copy-shared"),
-        pytest.param(COPY, True, False, PROCESS_MAX_BYTES - 1, PROCESS, id="copy-just-below"),
-        pytest.param(COPY, True, False, PROCESS_MAX_BYTES, THREAD, id="copy-big"),
+        pytest.param(COPY, True, False, FORK_MIN_BYTES * 4, PROCESS, id="copy-big"),
         pytest.param(COPY, True, True, 10, THREAD, id="copy-cuda"),
         pytest.param(COPY, False, False, 10, THREAD, id="copy-no-fork"),
     ],
@@ -741,7 +739,7 @@ def test_only_a_checkpoint_left_by_an_earlier_process_is_verified_as_it_uploads(
 def test_writer_mode(snapshot: str, shared: bool, cuda: bool, nbytes: int,
                      expected: str) -> None:
     buffers = HostBuffers(shared=shared)
-    assert writer_mode(snapshot, on_cuda=cuda, nbytes=nbytes, buffers=buffers) == expected
+    assert writer_mode(snapshot, on_cuda=cuda, buffers=buffers) == expected
 
 
 def test_shared_buffers_are_named_by_position_and_change_layout_only_when_allocated() -> None:

@@ -251,3 +251,53 @@ def test_ready_while_the_root_fails_so_local_saves_go_on() -> None:
     up.submit("a")
     assert up.tick() is UploadOutcome.FAILED and up.failing
     assert up.ready, "nothing to wait for while the root is away"
+
+
+class CopyingRoot(Root):
+    """A root whose upload stops between the checkpoint's commit and its record, where the
+    test looks at the uploader (``during``), as the saver's upload tells it (``copied``)."""
+
+    def __init__(self, during: Callable[[], None]) -> None:
+        super().__init__()
+        self.during = during
+        self.up: Uploader | None = None
+
+    def upload(self, name: str) -> None:
+        assert self.up is not None
+        self.during()  # copying: not committed under the root yet
+        self.up.copied()
+        self.uploaded.append(name)
+        self.during()  # recording it in state.json, rotating
+
+
+def test_the_next_save_may_start_once_the_upload_is_committed_under_the_root() -> None:
+    """Issue 19: the next save's local write overlaps the record and rotation of the
+    upload before it, so its own upload starts as that one ends."""
+    seen: list[bool] = []
+    clock = FakeClock()
+    root = CopyingRoot(lambda: seen.append(up.ready))
+    up = uploader(root, clock, pace=UploadPace(budget=0.02))
+    root.up = up
+    for _ in range(5):
+        up.pace.observe_step(0.03, uploading=False)  # clean steps: no probe due
+    up.submit("a")
+    assert up.tick() is UploadOutcome.UPLOADED
+    assert seen == [False, True], "not while copying; once committed under the root"
+    up.submit("b")  # the save taken then: committed locally as the record ended
+    assert not up.ready, "one waiting"
+    assert up.tick() is UploadOutcome.UPLOADED and root.uploaded == ["a", "b"]
+
+
+def test_an_upload_due_a_probe_of_clean_steps_holds_the_next_save_back() -> None:
+    seen: list[bool] = []
+    clock = FakeClock()
+    root = CopyingRoot(lambda: seen.append(up.ready))
+    up = uploader(root, clock, pace=UploadPace(budget=0.02))
+    root.up = up
+    up.pace.observe_step(0.03, uploading=True)  # no clean step seen: a probe is due
+    up.submit("a")
+    assert up.tick() is UploadOutcome.UPLOADED
+    assert seen == [False, False]
+    assert not up.ready, "resting for the probe"
+    clock.advance(0.09)
+    assert up.ready
