@@ -54,8 +54,10 @@ class TrainingRun(Protocol):
     def global_step(self) -> int:
         """Optimizer steps taken so far, across all sessions."""
 
-    def track(self, **objects: Stateful) -> None:
-        """Register objects whose state is saved, and restored now if resuming."""
+    def track(self, **objects: Any) -> None:
+        """Register objects whose state is saved, and restored now if resuming: anything
+        :class:`Stateful`, and random generators (``torch.Generator``, NumPy ``Generator``
+        or ``RandomState``, ``random.Random``)."""
 
     def epochs(self) -> Iterator[int]:
         """Yield the epoch numbers still to do."""
@@ -67,7 +69,8 @@ class TrainingRun(Protocol):
         """Cut a batch into micro-batches ``(piece, weight)`` (more after a CUDA OOM)."""
 
     def step(self, **metrics: float) -> None:
-        """Count one optimizer step, with optional metrics to log."""
+        """Count one optimizer step, with optional metrics to log. Accumulating gradients
+        over several batches, call it once per optimizer step: saves wait for it."""
 
     def log(self, **metrics: float) -> None:
         """Record metrics at the current step (e.g. validation accuracy)."""

@@ -52,7 +52,7 @@ __all__ = [
 ]
 
 #: Every named point, loop first, then a save in the order it passes them.
-LOOP_POINTS = ("step", "epoch.end")
+LOOP_POINTS = ("step", "batch", "epoch.end")
 ALL_POINTS: tuple[str, ...] = (LOOP_POINTS + SAVE_POINTS + (COMMITTED_POINT,)
                                + STATE_WRITE_POINTS + ROTATE_POINTS)
 

@@ -2,7 +2,7 @@
 
 ``COLABRUN_KILL_AT=POINT[@TIER][:N][,POINT[@TIER][:N]...]``
     SIGKILL the training process the N-th time (default 1st) it passes the named
-    point (``step``, ``epoch.end``, or a save/state/rotation point, see
+    point (``step``, ``batch``, ``epoch.end``, or a save/state/rotation point, see
     ``colabrun.runner.faults.ALL_POINTS``). Used by the crash tests and by users
     testing their own training code. The i-th entry applies to the i-th worker
     of a session: a supervised job is killed once per entry and restarted.

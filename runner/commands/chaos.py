@@ -5,7 +5,9 @@ at random points (mid-step, mid-upload, mid-save before the manifest,
 mid-state-write, right after a commit), resuming after each, all in a scratch
 root on the CPU. Then it compares every tracked tensor and every logged
 metric with the reference. Each run is a child process, which dies with this one;
-the kills are real.
+the kills are real. A diverged verdict names the causes the runs warned about
+(:mod:`colabrun.runner.train.exactness`), read from each child's output and job log,
+before the usual ones.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import torch
 from colabrun.jobs.errors import CheckpointError, ColabrunError
 from colabrun.jobs.spec import JobSpec
 from colabrun.runner.platform import child_entry
+from colabrun.runner.train.exactness import causes_in
 from colabrun.runner.train.metrics import BOOKKEEPING, read_metrics
 from colabrun.state.checkpoints import CheckpointStore
 from colabrun.state.jobdir import JobDir
@@ -47,10 +50,10 @@ CHILD_ENTRY = child_entry("from colabrun.runner.commands.chaos import _child_mai
                           "_child_main(sys.argv[2])\n")
 
 HINTS = ("usual causes: an object with state not passed to run.track (an LR scheduler, a "
-         "GradScaler, an EMA), random numbers from a generator the handle does not know "
-         "(np.random.default_rng, a torch.Generator of your own), a data loader that "
-         "shuffles by itself instead of through run.batches, or DataLoader workers drawing "
-         "random augmentations (exact only at epoch boundaries)")
+         "GradScaler, an EMA, a random generator of your own such as np.random.default_rng "
+         "or a torch.Generator), a data loader that shuffles by itself instead of through "
+         "run.batches, a value carried across steps in a local variable instead of "
+         "run.extras, or random numbers drawn in another thread")
 
 
 class ChaosError(ColabrunError, RuntimeError):
@@ -85,6 +88,8 @@ class ChaosReport:
     checkpoints_chaos: int = 0
     reference_s: float = 0.0
     chaos_s: float = 0.0
+    #: what the runs warned breaks an exact resume (``inexact resume:`` lines)
+    causes: list[str] = field(default_factory=list)
 
     @property
     def verdict(self) -> str:
@@ -114,6 +119,7 @@ class ChaosReport:
                 lines.append(f"first step whose metrics differ: {self.first_step}")
             if self.first_tensor is not None:
                 lines.append(f"first tensor that differs: {self.first_tensor}")
+            lines.extend(f"the runs warned: {cause}" for cause in self.causes)
             lines.append(HINTS)
         return "\n".join(lines)
 
@@ -161,6 +167,7 @@ def run_chaos(spec: JobSpec, *, kills: int, seed: int = 0, epochs: int | None = 
     report.checkpoints_chaos = _tally(scratch / "chaos.saves") + final_counts.get(
         "save.renamed", 0)
     _compare(report, scratch / "reference" / spec.name, chaos_root / spec.name)
+    report.causes = _causes(scratch, spec.name)
     return report
 
 
@@ -176,6 +183,8 @@ def _child(spec: JobSpec, root: Path, counts_file: Path, *, kill: tuple[str, int
     }))
     done = subprocess.run([sys.executable, "-c", CHILD_ENTRY, str(os.getpid()), str(task)],
                           capture_output=True, text=True)
+    with open(root.parent / f"{root.name}.out", "a") as out:  # for _causes: warnings included
+        out.write(done.stdout + done.stderr)
     if done.returncode == -9 and kill is not None:
         return {"_killed": True}
     if done.returncode != 0:
@@ -218,6 +227,16 @@ def _kill_record(kind: str, log: Path, spec: JobSpec, root: Path) -> Kill:
     step_s = state.timings.step_s if state and state.timings.step_s else 0.0
     return Kill(kind=kind, point=entry["point"], step=step, resumed_step=resumed_step,
                 lost_s=max(0, step - resumed_step) * step_s)
+
+
+def _causes(scratch: Path, name: str) -> list[str]:
+    """What the runs warned breaks exactness: in the children's output and the job logs."""
+    text = ""
+    for run in ("reference", "chaos"):
+        for path in (scratch / f"{run}.out", scratch / run / name / "log" / "colabrun.log"):
+            if path.exists():
+                text += path.read_text(errors="replace") + "\n"
+    return causes_in(text)
 
 
 def _tally(path: Path) -> int:

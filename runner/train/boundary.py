@@ -1,5 +1,11 @@
 """What the loop does at a boundary (between batches, between epochs): save, stop, or
 go on. A pure decision over the policy, the counters, the requests and the deadline.
+
+A loop that accumulates gradients over several batches (``opt.step()`` and ``run.step()``
+every k batches) holds gradients that no checkpoint keeps while it is *mid-accumulation*
+(:func:`is_mid_accumulation`): a save or a stop that falls due then is held until the next
+boundary that follows a ``run.step()``, at most k-1 batches later
+(docs/concepts.md#rules-for-a-bit-exact-resume, rule 5).
 """
 
 from __future__ import annotations
@@ -31,6 +37,10 @@ class Situation:
         now: wall time, for the deadline.
         step_s: the last step's duration, if measured.
         save_s: the learned duration of one save, if known.
+        mid_accumulation: whether batches were trained since the last ``run.step()`` of a
+            loop that accumulates (:func:`is_mid_accumulation`): nothing is saved or stopped.
+        epoch_end_owed: an epoch-end save was held for an accumulation that spanned the
+            epoch's end: the next boundary not mid-accumulation takes it.
     """
 
     steps_since_save: int
@@ -47,19 +57,44 @@ class Situation:
     now: float = 0.0
     step_s: float | None = None
     save_s: float | None = None
+    mid_accumulation: bool = False
+    epoch_end_owed: bool = False
 
 
 @dataclass(frozen=True)
 class Decision:
-    """Save (for ``save``'s reason) and/or stop (for ``stop``'s), or go on."""
+    """Save (for ``save``'s reason) and/or stop (for ``stop``'s), or go on.
+
+    ``held``: a save or stop fell due mid-accumulation and waits for the next boundary
+    after a ``run.step()``; ``stop`` then says what to remember (``save`` is ``None``).
+    """
 
     save: str | None = None
     stop: str | None = None
+    held: bool = False
 
     @property
     def goes_on(self) -> bool:
         """Neither a save nor a stop."""
-        return self.save is None and self.stop is None
+        return self.save is None and self.stop is None and not self.held
+
+
+def is_mid_accumulation(*, batches_since_step: int, batches_per_step: int) -> bool:
+    """Whether a boundary falls inside a gradient accumulation (a pure function).
+
+    Args:
+        batches_since_step: batches yielded since the last ``run.step()`` (or the
+            session's start).
+        batches_per_step: the most batches seen between two ``run.step()`` calls, as
+            this run and the checkpoint it resumed from know it; 0 while no ``run.step()``
+            was seen (a loop that never calls it keeps saving between any two batches).
+
+    Returns:
+        Whether the boundary lies strictly between two steps of a loop that steps every
+        ``batches_per_step`` batches. A boundary past that many batches is not held: the
+        loop no longer steps as it did, and holding longer could hold a stop for ever.
+    """
+    return 0 < batches_since_step < batches_per_step
 
 
 def decide(policy: CheckpointPolicy, situation: Situation) -> Decision:
@@ -68,7 +103,8 @@ def decide(policy: CheckpointPolicy, situation: Situation) -> Decision:
     A stop already asked for wins over the deadline's; the deadline stops the run
     when the final save must start now. A save is due by the policy
     (:func:`~colabrun.runner.save.policy.save_due`), else when asked for, else
-    before a stop that would lose work.
+    before a stop that would lose work. Mid-accumulation, whatever is due is held
+    (``held``), the stop included: it never unwinds the loop before the save it needs.
 
     Args:
         policy: the spec's checkpoint policy.
@@ -83,10 +119,12 @@ def decide(policy: CheckpointPolicy, situation: Situation) -> Decision:
         stop = "deadline"
     reason = None if s.last_batch and policy.at_epoch_end else save_due(
         policy, steps_since_save=s.steps_since_save, seconds_since_save=s.seconds_since_save,
-        at_epoch_end=s.at_epoch_end, save_cost_s=s.save_cost_s, writer_busy=s.writer_busy,
-        upload_ready=s.upload_ready)
+        at_epoch_end=s.at_epoch_end or s.epoch_end_owed, save_cost_s=s.save_cost_s,
+        writer_busy=s.writer_busy, upload_ready=s.upload_ready)
     if reason is None and s.checkpoint_requested:
         reason = "requested"
     if reason is None and stop is not None and s.has_unsaved_work:
         reason = stop
+    if s.mid_accumulation and (reason is not None or stop is not None):
+        return Decision(stop=stop, held=True)
     return Decision(save=reason, stop=stop)

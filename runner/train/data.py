@@ -1,23 +1,32 @@
 """This epoch's batches still to do, skipped at the sampler level.
 
-A ``DataLoader`` is rebuilt over the same dataset with a sampler that yields
-only the indices not yet consumed: skipped batches are never loaded. The
-order of an epoch comes from a generator seeded by ``(seed, epoch)`` alone,
-never from the global RNG, so it is the same in every session; the loader's
-own generator (worker seeds) is seeded the same way.
+A ``DataLoader`` is rebuilt over the same dataset with a batch sampler that
+yields only the batches not yet consumed: skipped batches are never loaded.
+The order of an epoch comes from a generator seeded by ``(seed, epoch)`` alone,
+never from the global RNG, so it is the same in every session; or, when the loop
+passes the user's loader's ``generator`` (restored to its epoch-start state), from
+that one, as the user's loader would draw it. A sampler of another kind, or a
+custom ``batch_sampler``, is iterated whole when the epoch's batches are asked
+for, at the same program point in every session, and the first ``skip`` batches
+dropped. The rebuilt loader's dataset seeds the draws of each batch by the
+batch's number (:mod:`colabrun.runner.train.batch_seed`), whichever worker loads
+it. What cannot be positioned (an ``IterableDataset``, an iterable that is not a
+sequence) is read and dropped, with an
+:class:`~colabrun.runner.train.exactness.InexactResume` warning.
 """
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from itertools import islice
 from typing import Any
 
 import torch
-from torch.utils.data import DataLoader, IterableDataset, RandomSampler, Sampler, SequentialSampler
+from torch.utils.data import DataLoader, IterableDataset, RandomSampler, SequentialSampler
 
 from colabrun.jobs.errors import HandleError
+from colabrun.runner.train.batch_seed import NumberedBatches, SeededBatches, already_collated
+from colabrun.runner.train.exactness import warn_inexact
 
 
 def epoch_seed(seed: int, epoch: int) -> int:
@@ -25,40 +34,106 @@ def epoch_seed(seed: int, epoch: int) -> int:
     return (seed * 1_000_003 + epoch * 7_919 + 12_345) % (2**63 - 1)
 
 
-class _IndexSampler(Sampler[int]):
-    """Yields a fixed list of indices."""
-
-    def __init__(self, indices: torch.Tensor) -> None:
-        self.indices = indices
-
-    def __iter__(self) -> Iterator[int]:
-        return iter(self.indices.tolist())
-
-    def __len__(self) -> int:
-        return len(self.indices)
-
-
-def epoch_order(loader: DataLoader[Any], *, seed: int, epoch: int) -> torch.Tensor:
+def epoch_order(loader: DataLoader[Any], *, seed: int, epoch: int,
+                generator: torch.Generator | None = None) -> torch.Tensor:
     """The dataset indices of one epoch, in order.
 
+    Args:
+        loader: a loader over a map-style dataset, with a sequential or random sampler.
+        seed: the job's seed.
+        epoch: the epoch number.
+        generator: where a shuffle is drawn from (the user's loader's, at its epoch-start
+            state), as the user's loader draws it; ``None``: a generator seeded by
+            :func:`epoch_seed`.
+
     Raises:
-        HandleError: the loader's sampler is neither sequential nor random.
+        HandleError: the loader's sampler is neither sequential nor random (without
+            replacement, over the whole dataset).
     """
     size = len(loader.dataset)  # type: ignore[arg-type]
     if isinstance(loader.sampler, SequentialSampler):
         return torch.arange(size)
-    if isinstance(loader.sampler, RandomSampler) and not loader.sampler.replacement:
-        generator = torch.Generator().manual_seed(epoch_seed(seed, epoch))
-        return torch.randperm(size, generator=generator)
+    if _is_plain_shuffle(loader.sampler, size):
+        if generator is not None:
+            return _drawn_as_pytorch_does(size, generator)
+        seeded = torch.Generator().manual_seed(epoch_seed(seed, epoch))
+        return torch.randperm(size, generator=seeded)
     raise HandleError(
-        f"run.batches(): cannot resume a DataLoader whose sampler is "
+        f"run.batches(): cannot compute the order of a DataLoader whose sampler is "
         f"{type(loader.sampler).__name__}; use shuffle=True or shuffle=False with a "
-        "map-style dataset and batch_size, or yield batches from a list"
+        "map-style dataset and batch_size"
     )
 
 
+def _drawn_as_pytorch_does(size: int, generator: torch.Generator) -> torch.Tensor:
+    """The order a ``DataLoader(shuffle=True, generator=generator)`` iterates, with the same
+    draws: the iterator's base seed, then the ``RandomSampler``'s permutation (and, once
+    exhausted, one more that it discards), so that the user's loader would see the same
+    orders, epoch after epoch, without colabrun."""
+    _draw_base_seed(generator)
+    return torch.tensor(list(RandomSampler(range(size), generator=generator)), dtype=torch.int64)
+
+
+def _draw_base_seed(generator: torch.Generator) -> None:
+    """What a ``DataLoader``'s iterator draws from its generator before its sampler does:
+    its workers' base seed (the rebuilt loader seeds its workers by the batch instead)."""
+    torch.empty((), dtype=torch.int64).random_(generator=generator)
+
+
+def _is_plain_shuffle(sampler: object, size: int) -> bool:
+    return (isinstance(sampler, RandomSampler) and not sampler.replacement
+            and sampler.num_samples == size)
+
+
+def epoch_batches(loader: DataLoader[Any], *, seed: int, epoch: int,
+                  generator: torch.Generator | None = None) -> list[list[int]]:
+    """All the batches of one epoch of a map-style ``loader``, as lists of indices.
+
+    A sequential or shuffling sampler's order is computed (:func:`epoch_order`); any
+    other sampler or batch sampler is iterated, drawing as the user's loader would
+    (from ``generator`` too, when given, as :func:`epoch_order` says).
+
+    Raises:
+        HandleError: the loader has neither a batch size nor a batch sampler, or its
+            batch sampler has no ``len()``.
+    """
+    size = len(loader.dataset)  # type: ignore[arg-type]
+    batch_size = loader.batch_size
+    known = isinstance(loader.sampler, SequentialSampler) or _is_plain_shuffle(loader.sampler,
+                                                                               size)
+    if batch_size is None or not known:
+        if generator is not None:
+            _draw_base_seed(generator)
+        return _drawn_batches(loader)
+    order = epoch_order(loader, seed=seed, epoch=epoch, generator=generator).tolist()
+    batches = [order[i:i + batch_size] for i in range(0, size, batch_size)]
+    if loader.drop_last and batches and len(batches[-1]) < batch_size:
+        batches.pop()
+    return batches
+
+
+def _drawn_batches(loader: DataLoader[Any]) -> list[list[int]]:
+    batch_sampler = loader.batch_sampler
+    if batch_sampler is None or loader_length(batch_sampler) is None:
+        raise HandleError(
+            "run.batches(): cannot resume a DataLoader without a batch size, or whose "
+            "sampler has no len(); give it batch_size= and a sampler with a length"
+        )
+    sampler = getattr(batch_sampler, "sampler", loader.sampler)
+    own = getattr(sampler, "generator", None)
+    if isinstance(own, torch.Generator) and own is not loader.generator:
+        warn_inexact(
+            f"run.batches() got a DataLoader whose {type(sampler).__name__} draws from a "
+            "torch.Generator of its own",
+            "give the same generator to the DataLoader too (DataLoader(..., generator=g)), "
+            "which colabrun puts back at each epoch's start (docs/concepts.md"
+            "#rules-for-a-bit-exact-resume)", stacklevel=7)  # the user's for loop
+    return [list(batch) for batch in batch_sampler]
+
+
 def remaining_batches(
-    loader: Iterable[Any], *, seed: int, epoch: int, skip: int
+    loader: Iterable[Any], *, seed: int, epoch: int, skip: int,
+    generator: torch.Generator | None = None,
 ) -> Iterable[Any]:
     """The batches of ``loader`` for ``epoch`` after the first ``skip``.
 
@@ -67,49 +142,51 @@ def remaining_batches(
         seed: the job's seed.
         epoch: the epoch number (fixes the shuffle order).
         skip: batches already consumed in this epoch.
+        generator: the shuffle's generator, at its epoch-start state (see
+            :func:`epoch_order`); ``None``: one seeded by ``(seed, epoch)``.
+
+    Raises:
+        HandleError: a ``DataLoader`` that cannot be positioned (see :func:`epoch_batches`).
     """
     if isinstance(loader, DataLoader):
         if isinstance(loader.dataset, IterableDataset):
-            return _skip_by_reading(loader, skip)
-        return _rebuild(loader, seed=seed, epoch=epoch, skip=skip)
+            return _skip_by_reading(loader, skip, what="an IterableDataset",
+                                    fix="use a map-style dataset (__getitem__ and __len__)")
+        return _rebuild(loader, seed=seed, epoch=epoch, skip=skip, generator=generator)
     if isinstance(loader, Sequence):
         return loader[skip:]
-    return _skip_by_reading(loader, skip)
+    return _skip_by_reading(loader, skip, what="an iterable that is not a sequence",
+                            fix="give a DataLoader over a map-style dataset, or a list")
 
 
-def _rebuild(loader: DataLoader[Any], *, seed: int, epoch: int, skip: int) -> DataLoader[Any]:
-    if loader.batch_size is None:
-        raise HandleError(
-            "run.batches(): cannot resume a DataLoader built with a custom batch_sampler; "
-            "give it batch_size= and shuffle= instead"
-        )
-    order = epoch_order(loader, seed=seed, epoch=epoch)
+def _rebuild(loader: DataLoader[Any], *, seed: int, epoch: int, skip: int,
+             generator: torch.Generator | None) -> DataLoader[Any]:
+    batches = epoch_batches(loader, seed=seed, epoch=epoch, generator=generator)
+    base = epoch_seed(seed, epoch)
     workers = loader.num_workers
     return DataLoader(
-        loader.dataset,
-        batch_size=loader.batch_size,
-        sampler=_IndexSampler(order[skip * loader.batch_size :]),
+        SeededBatches(loader.dataset, base=base, collate_fn=loader.collate_fn),
+        # (number, indices) pairs, where torch expects indices: for SeededBatches alone
+        batch_sampler=NumberedBatches(batches[skip:], start=skip),  # type: ignore[arg-type]
         num_workers=workers,
-        collate_fn=loader.collate_fn,
+        collate_fn=already_collated,
         pin_memory=loader.pin_memory,
-        drop_last=loader.drop_last,
         timeout=loader.timeout,
         worker_init_fn=loader.worker_init_fn,
         multiprocessing_context=loader.multiprocessing_context if workers else None,
-        generator=torch.Generator().manual_seed(epoch_seed(seed, epoch) + 1),
+        generator=torch.Generator().manual_seed(base + 1),
         prefetch_factor=loader.prefetch_factor if workers else None,
         persistent_workers=loader.persistent_workers if workers else False,
     )
 
 
-def _skip_by_reading(loader: Iterable[Any], skip: int) -> Iterable[Any]:
+def _skip_by_reading(loader: Iterable[Any], skip: int, *, what: str, fix: str
+                     ) -> Iterable[Any]:
     if skip:
-        warnings.warn(
-            f"run.batches(): this loader cannot skip by index; reading and dropping {skip} "
-            "batches (use a map-style dataset to skip without loading)",
-            RuntimeWarning,
-            stacklevel=3,
-        )
+        warn_inexact(f"run.batches() skips the batches done of {what} by reading them",
+                     f"{fix}: colabrun positions those without loading, and seeds "
+                     "their draws (docs/concepts.md#rules-for-a-bit-exact-resume)",
+                     stacklevel=5)  # the user's for loop
     return islice(loader, skip, None)
 
 

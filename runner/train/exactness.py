@@ -4,8 +4,9 @@ Where a run does something colabrun cannot save or replay exactly (a loader it
 cannot position, a generator it does not know), the run goes on: it still
 resumes from its checkpoint, just not bit for bit. The user is told once per
 cause and process, as an :class:`InexactResume` warning whose text names the
-cause and the fix. The worker's warnings reach the job log, where
-``colabrun chaos`` finds them by :data:`MARK` to name the cause in its verdict
+cause and the fix. Python prints warnings to the training process's stderr
+(in the notebook, or ``colabrun run``'s output), where ``colabrun chaos`` finds them
+in its runs' output by :data:`MARK` to name the cause in its verdict
 (docs/concepts.md#rules-for-a-bit-exact-resume).
 """
 

@@ -13,7 +13,6 @@ from typing import Any
 
 import torch
 
-from colabrun.jobs.handle import Stateful
 from colabrun.jobs.spec import JobSpec
 from colabrun.runner.train.loop import Loop
 from colabrun.runner.train.saving import SaveTelemetry
@@ -58,8 +57,10 @@ class Run:
         self._loop.resolve()
         self._loop.extras = value
 
-    def track(self, **objects: Stateful) -> None:
-        """Register objects to save; when resuming, load their saved state now.
+    def track(self, **objects: Any) -> None:
+        """Register objects to save; when resuming, load their saved state now. Besides
+        objects with ``state_dict()``/``load_state_dict()``, random generators: a
+        ``torch.Generator``, a NumPy ``Generator`` or ``RandomState``, a ``random.Random``.
 
         Raises:
             HandleError: an object has no ``state_dict``/``load_state_dict``, or
@@ -76,7 +77,11 @@ class Run:
         return self._loop.batches(loader)
 
     def step(self, **metrics: float) -> None:
-        """Count one optimizer step; ``metrics`` (e.g. ``loss=``) go to the metrics log."""
+        """Count one optimizer step; ``metrics`` (e.g. ``loss=``) go to the metrics log.
+
+        Accumulating gradients over k batches, call it once per optimizer step (after
+        ``opt.step()``): a save or stop that falls due in between waits for it.
+        """
         self._loop.step(metrics)
 
     def split(self, batch: Any) -> Iterator[tuple[Any, float]]:

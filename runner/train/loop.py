@@ -6,7 +6,12 @@ resumed run re-enters the user's loop exactly where the saved one left it:
 fetched) or after the last one; ``epoch_start``, inside ``run.epochs()``
 between two epochs. ``run.step()`` only counts and records; a checkpoint that
 falls due (:mod:`colabrun.runner.train.boundary`) is taken at the next of those
-points. On resume, the state goes back as :mod:`colabrun.runner.train.restore` says.
+points, unless the loop is mid-accumulation (batches trained since the last
+``run.step()`` of a loop that steps every k batches): then at the first point after
+the next ``run.step()``. On resume, the state goes back as
+:mod:`colabrun.runner.train.restore` says; the loader's own state as
+:mod:`colabrun.runner.train.loaders` says. A fresh run reseeds the global generators
+as its training starts (:func:`~colabrun.runner.train.rng.training_seed`).
 """
 
 from __future__ import annotations
@@ -22,15 +27,26 @@ from colabrun.jobs.handle import Stateful
 from colabrun.jobs.spec import JobSpec
 from colabrun.runner.clock import Clock
 from colabrun.runner.save.saver import Saver
-from colabrun.runner.train.data import loader_length, remaining_batches, split_batch
+from colabrun.runner.train.data import loader_length, split_batch
+from colabrun.runner.train.generators import as_tracked
 from colabrun.runner.train.live import StopTraining, Wiring
+from colabrun.runner.train.loaders import LoaderKeeper
 from colabrun.runner.train.metrics import MetricsLog
 from colabrun.runner.train.position import EPOCH_START, IN_EPOCH, Position
 from colabrun.runner.train.report import EpochMeans, epoch_line
-from colabrun.runner.train.restore import MICRO_BATCHES, Restorer, save_context
+from colabrun.runner.train.restore import (
+    BATCHES_PER_STEP,
+    LOADER,
+    MICRO_BATCHES,
+    OWN_EXTRAS,
+    Restorer,
+    capture_epoch_start,
+    save_context,
+)
 from colabrun.runner.train.resume import PendingResume, ResumePoint
 from colabrun.runner.train.rng import capture_rng
-from colabrun.runner.train.saving import SaveTelemetry, Saving
+from colabrun.runner.train.saving import Accumulation, SaveTelemetry, Saving
+from colabrun.runner.train.untracked import GeneratorWatch, current_frame
 
 
 class Loop:
@@ -64,6 +80,8 @@ class Loop:
         self.micro_batches = wiring.micro_batches
         self._pending = resume if isinstance(resume, PendingResume) else None
         self._restorer = Restorer()
+        self._loaders = LoaderKeeper()
+        self._watch = GeneratorWatch()
         self._resumed = False
         self.extras: dict[str, Any] = {}
         self._position = Position()
@@ -97,20 +115,17 @@ class Loop:
 
     # -- what the user's calls do ---------------------------------------------------
 
-    def track(self, objects: Mapping[str, Stateful]) -> None:
-        """Register objects to save; when resuming, load their saved state now.
+    def track(self, objects: Mapping[str, Any]) -> None:
+        """Register objects to save; when resuming, load their saved state now. Random
+        generators (:mod:`colabrun.runner.train.generators`) are tracked through adapters.
 
         Raises:
-            HandleError: an object has no ``state_dict``/``load_state_dict``, or
-                the checkpoint has no state under that name.
+            HandleError: an object has no ``state_dict``/``load_state_dict`` and is no
+                generator, or the checkpoint has no state under that name.
         """
         self.resolve()
-        for name, obj in objects.items():
-            if not isinstance(obj, Stateful):
-                raise HandleError(
-                    f"run.track({name}=...): a {type(obj).__name__} has no state_dict() and "
-                    "load_state_dict(); track modules, optimizers, schedulers or such objects"
-                )
+        for name, given in objects.items():
+            obj = as_tracked(name, given)
             self._restorer.load(name, obj)
             self._tracked[name] = obj
 
@@ -124,9 +139,10 @@ class Loop:
         if self._epochs_started:
             raise HandleError("run.epochs() can be iterated only once per run")
         self._epochs_started = True
+        self._restorer.start_training(self.spec.seed)
         for epoch in range(self._position.epoch, self.spec.epochs):
             self._restorer.at_epoch_start(self._tracked)
-            self._epoch_rng = capture_rng()
+            self._epoch_rng = capture_epoch_start(self._tracked)
             yield epoch
             self._move(self._position.after_epoch(epoch))
             self._wiring.on_point("epoch.end")
@@ -137,9 +153,10 @@ class Loop:
     def batches(self, loader: Iterable[Any]) -> Iterator[Any]:
         """Yield the current epoch's batches still to do; saves between batches when due."""
         self.resolve()
+        self._restorer.start_training(self.spec.seed)
         self._restorer.at(EPOCH_START, self._tracked)  # batches without epochs(), maybe
-        it = iter(remaining_batches(loader, seed=self.spec.seed, epoch=self._position.epoch,
-                                    skip=self._position.batch))
+        it = iter(self._loaders.open(loader, seed=self.spec.seed, epoch=self._position.epoch,
+                                     skip=self._position.batch))
         self.progress.batches_in_epoch = loader_length(loader)
         while True:
             last = self._position.batch == self.progress.batches_in_epoch
@@ -151,6 +168,8 @@ class Loop:
                 self.progress.phase = "between"
                 return
             self.progress.phase = "train"
+            self._saving.accumulation.on_batch()  # counted before its body's run.step()
+            self._wiring.on_point("batch")
             yield batch
             self._move(self._position.after_batch())
 
@@ -217,8 +236,10 @@ class Loop:
         self._resumed = point is not None
         if point is None:
             return
-        self.extras = {k: v for k, v in point.extras.items() if k != MICRO_BATCHES}
+        self.extras = {k: v for k, v in point.extras.items() if k not in OWN_EXTRAS}
         self.micro_batches = max(self.micro_batches, int(point.extras.get(MICRO_BATCHES, 1)))
+        self._saving.accumulation = Accumulation(int(point.extras.get(BATCHES_PER_STEP, 0)))
+        self._loaders = LoaderKeeper(point.payload.get(LOADER))
         self.progress.micro_batches = self.micro_batches
         self._move(point.position)
 
@@ -228,14 +249,20 @@ class Loop:
         self.progress.batch = position.batch
 
     def _boundary(self, *, where: str, at_epoch_end: bool = False, last: bool = False) -> None:
-        """Save when due or asked; stop when asked. ``last``: after an epoch's last batch."""
+        """Save when due or asked; stop when asked. ``last``: after an epoch's last batch.
+        Mid-accumulation, a save or stop due waits (the stop is remembered)."""
+        self._watch.look(current_frame())
         decision = self._saving.decide(self._tracked, at_epoch_end=at_epoch_end, last=last,
                                        resumed=self._resumed)
         controls = self._wiring.controls
         if decision.stop is not None:
             controls.request_stop(decision.stop)
+        if decision.held:
+            return
         if decision.save is not None:
             controls.checkpoint_requested = False
+            if not self._watch.done:
+                self._watch.report(self._tracked, kept=self._loaders.generators())
             self._save(where=where, reason=decision.save)
         if controls.stop_reason is not None:  # read again: a signal may come during the save
             raise StopTraining(controls.stop_reason)
@@ -250,7 +277,8 @@ class Loop:
         self.progress.phase = "save"
         context = save_context(where, extras=self.extras, micro_batches=self.micro_batches,
                                rng=capture_rng(), epoch_rng=self._epoch_rng,
-                               metrics=self._latest)
+                               metrics=self._latest, loader=self._loaders.state(where),
+                               batches_per_step=self._saving.accumulation.batches_per_step)
         self._saving.save(self._tracked, self._position.saved_at(where), reason, context)
         self.progress.phase = "train"
 

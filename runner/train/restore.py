@@ -4,8 +4,11 @@ putting it back as the loop reaches the point it was saved at (:class:`Restorer`
 Tracked objects are loaded when they are tracked; the RNG states are restored
 last, at the resume point, so a resumed run draws the same numbers from there
 on. A mid-epoch checkpoint also holds the RNG state of its epoch's start
-(:data:`~colabrun.runner.train.resume.RNG_EPOCH`), restored when ``run.epochs()``
-yields that epoch again, so draws at the top of an epoch repeat too.
+(:data:`RNG_EPOCH`), restored when ``run.epochs()`` yields that epoch again, so
+draws at the top of an epoch repeat too. Generators the user tracks
+(:mod:`colabrun.runner.train.generators`) go the same way: their epoch-start states
+ride in :data:`RNG_EPOCH`, and they are loaded again at the resume point. The data
+loader's own state (:mod:`colabrun.runner.train.loaders`) is kept under :data:`LOADER`.
 """
 
 from __future__ import annotations
@@ -18,18 +21,34 @@ from typing import Any
 from colabrun.jobs.errors import HandleError
 from colabrun.jobs.handle import Stateful
 from colabrun.runner.save.capture import SaveContext
+from colabrun.runner.train.generators import GeneratorState
 from colabrun.runner.train.position import EPOCH_START, IN_EPOCH
 from colabrun.runner.train.resume import ResumePoint
-from colabrun.runner.train.rng import restore_rng
+from colabrun.runner.train.rng import capture_rng, restore_rng, seed_everything, training_seed
 
 RNG = "rng"  # payload key: the RNG state at the save's program point
 RNG_EPOCH = "rng_epoch_start"  # payload key: the RNG state when the current epoch began
+GENERATORS = "tracked_generators"  # in RNG_EPOCH: the tracked generators' states
+LOADER = "loader"  # payload key: the data loader's own state, if it has one
 MICRO_BATCHES = "_colabrun_micro_batches"  # kept with the extras: survives restarts
+#: kept with the extras: the most batches between two run.step() calls (an accumulation)
+BATCHES_PER_STEP = "_colabrun_batches_per_step"
+#: the extras colabrun keeps for itself, not shown in run.extras
+OWN_EXTRAS = (MICRO_BATCHES, BATCHES_PER_STEP)
+
+
+def capture_epoch_start(tracked: Mapping[str, Stateful]) -> dict[str, Any]:
+    """The global RNG states and the tracked generators' states, as an epoch begins."""
+    return {**capture_rng(), GENERATORS: {
+        name: obj.state_dict() for name, obj in tracked.items()
+        if isinstance(obj, GeneratorState)}}
 
 
 def save_context(where: str, *, extras: Mapping[str, Any], micro_batches: int,
                  rng: Mapping[str, Any], epoch_rng: Mapping[str, Any] | None,
-                 metrics: Mapping[str, float] | None = None) -> SaveContext:
+                 metrics: Mapping[str, float] | None = None,
+                 batches_per_step: int = 0,
+                 loader: Mapping[str, Any] | None = None) -> SaveContext:
     """What a save at ``where`` holds besides the tracked objects (a pure function).
 
     Args:
@@ -39,9 +58,12 @@ def save_context(where: str, *, extras: Mapping[str, Any], micro_batches: int,
         rng: the RNG states now.
         epoch_rng: the RNG states when the current epoch began (kept mid-epoch only).
         metrics: the newest value of each metric logged so far (finite ones are kept).
+        batches_per_step: the most batches between two ``run.step()`` calls so far.
+        loader: the data loader's own state, if it has one.
 
     Returns:
-        The context: the RNG states, and the extras with the micro-batch count.
+        The context: the RNG states (and the loader's), and the extras with the
+        micro-batch count and the accumulation's length.
 
     Raises:
         HandleError: ``extras`` holds something JSON cannot.
@@ -56,9 +78,11 @@ def save_context(where: str, *, extras: Mapping[str, Any], micro_batches: int,
     state = {RNG: rng}
     if where == IN_EPOCH and epoch_rng is not None:
         state[RNG_EPOCH] = epoch_rng
+    if loader is not None:
+        state[LOADER] = loader
     finite = {k: v for k, v in (metrics or {}).items() if math.isfinite(v)}
-    return SaveContext(where=where, state=state, extras={**extras, MICRO_BATCHES: micro_batches},
-                       metrics=finite)
+    own = {MICRO_BATCHES: micro_batches, BATCHES_PER_STEP: batches_per_step}
+    return SaveContext(where=where, state=state, extras={**extras, **own}, metrics=finite)
 
 
 class Restorer:
@@ -70,6 +94,17 @@ class Restorer:
 
     def __init__(self, point: ResumePoint | None = None) -> None:
         self._point = point
+        self._fresh = point is None
+        self._started = False
+
+    def start_training(self, seed: int) -> None:
+        """The first ``run.epochs()`` or ``run.batches()``: a fresh run reseeds the global
+        generators (:func:`~colabrun.runner.train.rng.training_seed`), so what setup drew
+        (importing ``sklearn.datasets`` draws from ``random``) does not change the numbers
+        training draws; a resumed run gets the checkpoint's states instead."""
+        if self._fresh and not self._started:
+            seed_everything(training_seed(seed))
+        self._started = True
 
     def load(self, name: str, obj: Stateful) -> None:
         """Load the saved state of the object tracked as ``name``.
@@ -96,12 +131,14 @@ class Restorer:
         """
         point = self._point
         if point is not None and point.where == IN_EPOCH and RNG_EPOCH in point.payload:
-            restore_rng(point.payload[RNG_EPOCH])
+            epoch_rng = point.payload[RNG_EPOCH]
+            restore_rng(epoch_rng)
+            _load_generators(tracked, epoch_rng.get(GENERATORS, {}))
         self.at(EPOCH_START, tracked)
 
     def at(self, where: str, tracked: Mapping[str, Stateful]) -> None:
         """The loop reached a ``where`` boundary: if the checkpoint was saved at one,
-        restore its RNG state; the run is then like any other.
+        restore its RNG states (the tracked generators' too); the run is then like any other.
 
         Raises:
             HandleError: the checkpoint holds state for an object not tracked.
@@ -111,6 +148,7 @@ class Restorer:
             return
         self.check_all_restored(tracked)
         restore_rng(point.payload[RNG])
+        _load_generators(tracked, point.payload["tracked"])  # the epoch's start moved them
         self._point = None  # resumed: from here on the run is like any other
 
     def check_all_restored(self, tracked: Mapping[str, Stateful]) -> None:
@@ -127,3 +165,10 @@ class Restorer:
                 f"checkpoint {self._point.name} holds state for {missing}, which this run did "
                 "not track; call run.track(...) with the same names before the first batch"
             )
+
+
+def _load_generators(tracked: Mapping[str, Stateful], states: Mapping[str, Any]) -> None:
+    """Load the tracked generators that ``states`` holds a state for."""
+    for name, obj in tracked.items():
+        if isinstance(obj, GeneratorState) and name in states:
+            obj.load_state_dict(states[name])

@@ -21,6 +21,13 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def training_seed(seed: int) -> int:
+    """The seed a fresh run's training draws from, as its first epoch starts: set up
+    and trained alike whatever setup drew (importing ``sklearn.datasets`` draws from
+    Python's ``random``), and distinct from ``seed``, whose numbers set up the model."""
+    return (seed * 6_364_136_223_846_793_005 + 1_442_695_040_888_963_407) % 2**63
+
+
 def capture_rng() -> dict[str, Any]:
     """The state of every generator, as a ``weights_only``-loadable value."""
     numpy_state: Any = np.random.get_state(legacy=True)

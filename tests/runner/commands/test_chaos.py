@@ -40,12 +40,13 @@ def test_chaos_on_the_example_is_exact(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("entrypoint", "tensor"), [
-    ("tests.broken_jobs:untracked_scheduler", "model."),
-    ("tests.broken_jobs:own_generator", "model."),
+@pytest.mark.parametrize(("entrypoint", "tensor", "cause"), [
+    ("tests.broken_jobs:untracked_scheduler", "model.", None),
+    ("tests.broken_jobs:own_generator", "model.",
+     "the runs warned: an untracked numpy.random.Generator 'rng' in own_generator()"),
 ])
 def test_chaos_catches_broken_training_code(tmp_path: Path, entrypoint: str,
-                                            tensor: str) -> None:
+                                            tensor: str, cause: str | None) -> None:
     spec = JobSpec(name="broken", entrypoint=entrypoint, epochs=4,
                    checkpoint={"every_steps": 2, "every_s": None})
     spec_file = write_spec_file(tmp_path / "spec.json", spec)
@@ -55,6 +56,11 @@ def test_chaos_catches_broken_training_code(tmp_path: Path, entrypoint: str,
     assert "verdict: diverged" in done.stdout
     assert f"first tensor that differs: {tensor}" in done.stdout
     assert "usual causes" in done.stdout
+    if cause is not None:  # named before the usual causes
+        assert cause in done.stdout
+        assert done.stdout.index(cause) < done.stdout.index("usual causes")
+    else:
+        assert "the runs warned" not in done.stdout
 
 
 def test_the_report_as_json_for_scripts() -> None:

@@ -156,14 +156,6 @@ def test_batches_skip_without_loading(tmp_path: Path) -> None:
     assert other_epoch != full
 
 
-def test_batches_refuse_a_custom_sampler() -> None:
-    data = list(range(10))
-    sampler = torch.utils.data.WeightedRandomSampler([1.0] * 10, 10)
-    loader = torch.utils.data.DataLoader(data, batch_size=2, sampler=sampler)
-    with pytest.raises(HandleError, match="WeightedRandomSampler"):
-        list(remaining_batches(loader, seed=0, epoch=0, skip=1))
-
-
 def test_batches_of_a_sequence_are_sliced() -> None:
     assert list(remaining_batches(["a", "b", "c"], seed=0, epoch=0, skip=2)) == ["c"]
 

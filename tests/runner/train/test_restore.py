@@ -11,6 +11,7 @@ import torch
 from colabrun.jobs.errors import HandleError
 from colabrun.runner.train.position import EPOCH_START, IN_EPOCH
 from colabrun.runner.train.restore import (
+    BATCHES_PER_STEP,
     MICRO_BATCHES,
     RNG,
     RNG_EPOCH,
@@ -38,7 +39,7 @@ def test_a_mid_epoch_save_holds_the_rng_of_its_epochs_start_too() -> None:
     inside = save_context(IN_EPOCH, extras={"best": 0.9}, micro_batches=2, rng=rng,
                           epoch_rng=epoch_rng)
     assert inside.where == IN_EPOCH and inside.state == {RNG: rng, RNG_EPOCH: epoch_rng}
-    assert inside.extras == {"best": 0.9, MICRO_BATCHES: 2}
+    assert inside.extras == {"best": 0.9, MICRO_BATCHES: 2, BATCHES_PER_STEP: 0}
     between = save_context(EPOCH_START, extras={}, micro_batches=1, rng=rng,
                            epoch_rng=epoch_rng)
     assert between.state == {RNG: rng}, "between epochs, the next epoch's start is now"
