@@ -9,6 +9,7 @@ the reason, where ``unshare`` is refused.
 
 from __future__ import annotations
 
+import os
 import random
 import re
 import signal
@@ -112,13 +113,41 @@ def test_a_second_runtime_is_refused_while_the_first_lives_then_takes_over(
     assert taken_s <= LEASE_S + 30, f"took {taken_s:.1f} s (imports included)"
 
 
+def _holds_a_lock_on(path: Path) -> bool:
+    """Whether any process holds a lock on ``path`` (``/proc/locks``: ``maj:min:inode``)."""
+    if not path.exists():
+        return False
+    st = path.stat()
+    key = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
+    return any(line.split()[5] == key for line in Path("/proc/locks").read_text().splitlines()
+               if len(line.split()) > 5)
+
+
+def _freeze_outside_the_state_lock(runtime: Runtime, job_dir: Path) -> None:
+    """SIGSTOP the runtime at a moment it holds no lock on ``state.json.lock``.
+
+    That lock serialises state writes *on one machine*; two Colab runtimes are two VMs and
+    never share it. The simulator's runtimes share one kernel, so an owner frozen inside a
+    state write would block the other's takeover for the lock's timeout: not the case
+    under test (fencing by generation).
+    """
+    lock = job_dir / "state.json.lock"
+    for _ in range(200):
+        runtime.freeze()
+        if not _holds_a_lock_on(lock):
+            return
+        runtime.thaw()
+        time.sleep(0.005)
+    raise AssertionError("the owner held the state lock at every one of 200 freezes")
+
+
 def test_a_frozen_owner_woken_after_a_takeover_stops_and_nothing_it_wrote_is_loaded(
         tmp_path: Path) -> None:
     root = tmp_path / "root"
     spec_file = write_spec_file(tmp_path / "d.json", _spec(root, epochs=8))
     with _runtime(tmp_path, spec_file, root, "old.log") as old:
         old.wait_for(r"saved step-", timeout=120)
-        old.freeze()
+        _freeze_outside_the_state_lock(old, root / "d")
         with _runtime(tmp_path, spec_file, root, "new.log") as new:
             new.wait_for(r"took job 'd' over .*expired", timeout=60)
             new.wait_for(r"resuming from|fresh start", timeout=60)
