@@ -20,6 +20,7 @@ import torch
 
 from colabrun.jobs.errors import HandleError
 from colabrun.jobs.handle import Stateful
+from colabrun.runner.train.rng import decode_python_state, encode_python_state
 
 _ARRAY = "ndarray"  # the tag of an encoded NumPy array: (_ARRAY, dtype, tensor)
 
@@ -119,13 +120,10 @@ class PythonRandomState(GeneratorState):
     kind = "random.Random"
 
     def _get(self) -> Any:
-        version, internal, gauss_next = self.generator.getstate()
-        # the 625 words as one tensor, as for the global generator (rng.py)
-        return (version, torch.tensor(internal, dtype=torch.int64), gauss_next)
+        return encode_python_state(self.generator.getstate())  # as the global one's
 
     def _set(self, state: Any) -> None:
-        version, internal, gauss_next = state
-        self.generator.setstate((version, tuple(internal.tolist()), gauss_next))
+        self.generator.setstate(decode_python_state(state))
 
     def _raw(self) -> Any:
         return self.generator.getstate()

@@ -32,10 +32,8 @@ def capture_rng() -> dict[str, Any]:
     """The state of every generator, as a ``weights_only``-loadable value."""
     numpy_state: Any = np.random.get_state(legacy=True)
     kind, key, pos, has_gauss, gauss = numpy_state
-    version, internal, gauss_next = random.getstate()
     state: dict[str, Any] = {
-        # the 625 words as one tensor: pickled as one object, not 625 (saves are hot)
-        "python": (version, torch.from_numpy(np.array(internal, dtype=np.int64)), gauss_next),
+        "python": encode_python_state(random.getstate()),
         "numpy": (kind, torch.from_numpy(key.astype(np.int64)), int(pos), int(has_gauss),
                   float(gauss)),
         "torch": torch.get_rng_state(),
@@ -47,7 +45,7 @@ def capture_rng() -> dict[str, Any]:
 
 def restore_rng(state: dict[str, Any]) -> None:
     """Put every generator back as :func:`capture_rng` found it."""
-    random.setstate(_as_python_state(state["python"]))
+    random.setstate(decode_python_state(state["python"]))
     kind, key, pos, has_gauss, gauss = state["numpy"]
     np.random.set_state((kind, key.numpy().astype(np.uint32), pos, has_gauss, gauss))
     torch.set_rng_state(state["torch"])
@@ -57,7 +55,15 @@ def restore_rng(state: dict[str, Any]) -> None:
             torch.cuda.set_rng_state(cuda_state, index)
 
 
-def _as_python_state(value: Any) -> tuple[Any, ...]:
+def encode_python_state(state: tuple[Any, ...]) -> tuple[Any, ...]:
+    """A ``random.Random.getstate()`` as a ``weights_only``-loadable value: the 625 words
+    as one tensor, pickled as one object, not 625 (saves are hot)."""
+    version, internal, gauss_next = state
+    return (version, torch.from_numpy(np.array(internal, dtype=np.int64)), gauss_next)
+
+
+def decode_python_state(value: Any) -> tuple[Any, ...]:
+    """What :func:`encode_python_state` made, for ``random.Random.setstate()``."""
     version, internal, gauss = value
     if isinstance(internal, torch.Tensor):
         return (version, tuple(internal.tolist()), gauss)

@@ -4,9 +4,11 @@ A generator the user made (``torch.Generator()``, ``np.random.default_rng()``,
 ``random.Random()``) and did not pass to ``run.track`` restarts from its first state
 after a resume: the run is not exact. :class:`GeneratorWatch` looks at the training
 loop's frames (the frame iterating ``run.batches()``/``run.epochs()`` and its callers
-up to the training function, their locals and their module's globals) at each boundary
-until the first save; there, a generator seen before whose state has moved since, not
-tracked, not one colabrun keeps otherwise, is named once with
+up to the training function, their locals and their module's globals) at the 1st, 2nd,
+4th, 8th... boundary until the first save (a notebook's globals may be hundreds of
+names: not at every batch of a run whose first save comes minutes in); there, a
+generator seen before whose state has moved since, not tracked, not one colabrun keeps
+otherwise, is named once with
 :func:`~colabrun.runner.train.exactness.warn_inexact`. A generator only used in setup
 (to make data) never moves after the first boundary, and is left alone.
 """
@@ -62,11 +64,16 @@ class GeneratorWatch:
 
     def __init__(self) -> None:
         self._seen: dict[int, Sighting] = {}
+        self._boundaries = 0
         self.done = False
 
     def look(self, frame: FrameType | None) -> None:
-        """At a boundary: note the generators in the loop's frames not seen yet."""
+        """At a boundary: note the generators in the loop's frames not seen yet (at the
+        boundaries numbered by a power of two)."""
         if self.done:
+            return
+        self._boundaries += 1
+        if self._boundaries & (self._boundaries - 1):
             return
         for user in user_frames(frame):
             for name, where, generator in generators_in(user):

@@ -128,3 +128,21 @@ def test_the_first_save_names_an_untracked_generator_drawn_from_during_training(
     assert watch.done
     watch.look(sys._getframe())  # done: the watch costs nothing after the first save
     assert watch.report({}, kept=[]) == []
+
+
+def test_the_watch_looks_at_boundaries_numbered_by_a_power_of_two(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(exactness, "_said", set())
+    watch = GeneratorWatch()
+    watch.look(sys._getframe())  # 1st: nothing here yet
+    late = np.random.default_rng(1)  # made in the loop, after its first boundary
+    watch.look(sys._getframe())  # 2nd: seen
+    later = np.random.default_rng(2)
+    watch.look(sys._getframe())  # 3rd: not looked at
+    late.random()
+    later.random()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        moved = watch.report({}, kept=[])
+    assert [s.name for s in moved] == ["late"]
+    assert len([w for w in caught if w.category is InexactResume]) == 1
