@@ -249,15 +249,49 @@ def _fill(disk: Path) -> None:
                 assert exc.errno == errno.ENOSPC
 
 
+class _AppendWatch(FaultyFs):
+    """The real filesystem, telling when an append to the metrics log met a full disk."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.append_refused = threading.Event()
+
+    def open(self, path: Path, mode: str) -> Any:
+        file = super().open(path, mode)
+        if "a" not in mode or Path(path).name != "metrics.jsonl":
+            return file
+        watch = self.append_refused
+        write = file.write
+
+        def watched(data: Any) -> int:
+            try:
+                return write(data)
+            except OSError as exc:
+                if exc.errno == errno.ENOSPC:
+                    watch.set()
+                raise
+
+        file.write = watched  # type: ignore[method-assign]
+        return file
+
+
 def test_a_root_filled_then_freed_mid_run_keeps_every_metrics_record_whole(
     tmp_path: Path, small_disk: Path, reference: dict[str, Any],
     capsys: pytest.CaptureFixture[str]
 ) -> None:
     root = small_disk / "runs"
     spec = spec_for(root).model_copy(update={"local_dir": str(tmp_path / "local")})
-    hook = at_step({8: lambda: _fill(small_disk),
-                    30: lambda: (small_disk / "filler").unlink()})
-    result = runner.run(spec, on_point=hook, storage=faulty(FaultyFs()))
+    fs = _AppendWatch()
+
+    def free() -> None:
+        # the disk stays full until a metrics append met it: on a loaded machine the
+        # uploads of steps 8-30 may all fail on the checkpoint's write first, and the
+        # retry that syncs the metrics comes after retry_s (15 s)
+        assert fs.append_refused.wait(60), "no metrics append met the full disk"
+        (small_disk / "filler").unlink()
+
+    hook = at_step({8: lambda: _fill(small_disk), 30: free})
+    result = runner.run(spec, on_point=hook, storage=faulty(fs))
     out = capsys.readouterr().out
     assert "cannot append" in out and "No space left on device" in out  # the disk was met
     assert result.status is Status.COMPLETED
