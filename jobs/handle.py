@@ -72,5 +72,20 @@ class TrainingRun(Protocol):
         """Count one optimizer step, with optional metrics to log. Accumulating gradients
         over several batches, call it once per optimizer step: saves wait for it."""
 
+    @property
+    def rank(self) -> int:
+        """This process's first data-parallel rank (0 in the leader)."""
+
+    @property
+    def world_size(self) -> int:
+        """The job's data-parallel ranks (``distributed.ranks``)."""
+
+    @property
+    def is_main(self) -> bool:
+        """Whether this process runs rank 0."""
+
+    def wrap(self, model: torch.nn.Module, **kwargs: Any) -> torch.nn.Module:
+        """``model`` as DDP when the job runs in several processes, else itself."""
+
     def log(self, **metrics: float) -> None:
         """Record metrics at the current step (e.g. validation accuracy)."""

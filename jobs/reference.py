@@ -11,14 +11,21 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from colabrun.jobs.spec import CheckpointPolicy, JobSpec, KeepBest, WatchdogPolicy
+from colabrun.jobs.spec import (
+    CheckpointPolicy,
+    DistributedPolicy,
+    JobSpec,
+    KeepBest,
+    WatchdogPolicy,
+)
 
 HEADER = """# Spec reference
 
 Generated from the `JobSpec` schema by `colabrun schema --markdown`; do not edit by hand.
 A spec is YAML, TOML, JSON, or a Python file defining `spec`. Unknown fields are rejected.
-Changing `entrypoint`, `params` or `seed` of an existing job is refused unless `--force`;
-raising `epochs` trains longer.
+Changing `entrypoint`, `params`, `seed` or `distributed.ranks` of an existing job is refused
+unless `--force`; raising `epochs` trains longer, and `distributed.processes` may differ from
+one runtime to the next.
 """
 
 
@@ -58,5 +65,6 @@ def spec_reference_markdown() -> str:
     lines = [HEADER, "## Top-level fields", "", *_table(JobSpec), "",
              "## `checkpoint`", "", *_table(CheckpointPolicy), "",
              "### `checkpoint.keep_best`", "", *_table(KeepBest), "",
-             "## `watchdog`", "", *_table(WatchdogPolicy), ""]
+             "## `watchdog`", "", *_table(WatchdogPolicy), "",
+             "## `distributed`", "", *_table(DistributedPolicy), ""]
     return "\n".join(lines)

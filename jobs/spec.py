@@ -117,6 +117,56 @@ class WatchdogPolicy(BaseModel):
     )
 
 
+class DistributedPolicy(BaseModel):
+    """Data-parallel training: how many ranks define the math, and how many processes run
+    them on this runtime (docs/concepts.md#several-processes).
+
+    ``ranks`` is part of what the job trains (each optimizer step averages the gradients of
+    ``ranks`` batches); ``processes`` is only how this runtime runs them: a job started
+    with 2 processes on a runtime with two GPUs continues on a runtime with one, as 2
+    virtual ranks in one process, and back.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    ranks: int = Field(
+        default=1, ge=1, le=64, strict=True,
+        description="Data-parallel ranks the math is defined by: each optimizer step "
+        "averages the gradients of one batch per rank (the loader's batch_size is per rank).",
+    )
+    processes: int | Literal["auto"] = Field(
+        default="auto",
+        description="Processes to run the ranks on, on this runtime: each runs ranks / "
+        "processes of them as virtual ranks. 'auto': one per GPU (the most that divides "
+        "ranks), else 1.",
+    )
+    backend: Literal["auto", "gloo", "nccl"] = Field(
+        default="auto", description="torch.distributed backend: 'auto' is NCCL on CUDA, "
+        "gloo on the CPU.",
+    )
+    allow_inexact: bool = Field(
+        default=False,
+        description="Continue when a resume on another number of processes cannot be "
+        "bit-exact (more than 2 ranks: the gradients are summed in another order).",
+    )
+
+    @field_validator("processes")
+    @classmethod
+    def _check_processes(cls, value: int | str) -> int | str:
+        if isinstance(value, bool) or (isinstance(value, int) and value < 1):
+            raise ValueError(f"{value!r} is not a number of processes; give 1 or more, "
+                             "or 'auto'")
+        return value
+
+    @model_validator(mode="after")
+    def _check_divides(self) -> DistributedPolicy:
+        if isinstance(self.processes, int) and self.ranks % self.processes:
+            raise ValueError(
+                f"processes: {self.processes} does not divide ranks: {self.ranks}; each "
+                "process runs the same number of ranks: give a divisor of ranks, or 'auto'")
+        return self
+
+
 class JobSpec(BaseModel):
     """A training job: which function to run, with what, for how long, saved how.
 
@@ -190,6 +240,10 @@ class JobSpec(BaseModel):
         "A runtime that finds the job held watches the heartbeat this long before it takes "
         "the job over or refuses.",
     )
+    distributed: DistributedPolicy = Field(
+        default_factory=DistributedPolicy,
+        description="Data-parallel ranks and the processes that run them.",
+    )
     description: str = Field(default="", description="Free text shown by `colabrun status`.")
 
     @field_validator("name")
@@ -219,6 +273,16 @@ class JobSpec(BaseModel):
         json.dumps(self.params)  # JsonValue already guarantees it; keep the invariant explicit
         return self
 
+    @model_validator(mode="after")
+    def _check_processes_supervised(self) -> JobSpec:
+        processes = self.distributed.processes
+        if isinstance(processes, int) and processes > 1 and not self.supervise:
+            raise ValueError(
+                f"distributed.processes: {processes} needs supervise: true (the supervisor "
+                "starts and watches the processes); set processes: 1 to debug in this "
+                "process, running the ranks as virtual ranks")
+        return self
+
     @property
     def allows_cpu_fallback(self) -> bool:
         """Whether a missing GPU may be replaced by the CPU (with a warning)."""
@@ -236,8 +300,13 @@ class JobSpec(BaseModel):
         return f"{module}:{qualname}"
 
     def defining_fields(self) -> dict[str, Any]:
-        """The fields that define the model and data, as plain JSON values."""
-        return {"entrypoint": self.entrypoint_ref, "params": self.params, "seed": self.seed}
+        """The fields that define the model and data, as plain JSON values (the ranks
+        only when more than one: a job of one rank keeps the fingerprint it had before)."""
+        fields: dict[str, Any] = {"entrypoint": self.entrypoint_ref, "params": self.params,
+                                  "seed": self.seed}
+        if self.distributed.ranks > 1:
+            fields["ranks"] = self.distributed.ranks
+        return fields
 
     def fingerprint(self) -> str:
         """sha256 over :meth:`defining_fields`; equal specs train the same thing."""
@@ -265,4 +334,7 @@ def changed_defining_fields(old: dict[str, Any], new: JobSpec) -> list[str]:
     recorded = dict(old)
     if isinstance(recorded.get("entrypoint"), str):  # a pre-0.2 name is the same function
         recorded["entrypoint"] = current_entrypoint(recorded["entrypoint"])
-    return sorted(name for name in DEFINING_FIELDS if recorded.get(name) != current[name])
+    changed = [name for name in DEFINING_FIELDS if recorded.get(name) != current[name]]
+    if recorded.get("ranks", 1) != current.get("ranks", 1):
+        changed.append("distributed.ranks")
+    return sorted(changed)

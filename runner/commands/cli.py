@@ -186,8 +186,11 @@ def _chaos(args: argparse.Namespace) -> int:
     scratch = (Path(args.scratch) if args.scratch
                else Path(tempfile.mkdtemp(prefix="colabrun-chaos-")))
     if not args.json:
-        print(f"chaos: job {spec.name!r}, {args.kills} kills (seed {args.seed}), on the CPU, "
-              f"in {scratch}")
+        ranks = spec.distributed.ranks
+        how = (f", its {ranks} ranks as virtual ranks in one process (the same bits as "
+               "one process each: docs/concepts.md#several-processes)" if ranks > 1 else "")
+        print(f"chaos: job {spec.name!r}, {args.kills} kills (seed {args.seed}), on the CPU"
+              f"{how}, in {scratch}")
     report = run_chaos(spec, kills=args.kills, seed=args.seed, epochs=args.epochs,
                        scratch=scratch, out=sys.stderr if args.json else None)
     print(json.dumps({"scratch": str(scratch), **report.as_json()}, indent=2) if args.json

@@ -57,19 +57,20 @@ def batch_seeds(base: int, number: int) -> Seeds:
 
 
 class NumberedBatches(Sampler[Batch]):
-    """A batch sampler yielding ``(number, indices)``: the batches from ``start`` on.
+    """A batch sampler yielding ``(number, indices)``.
 
     Args:
-        batches: the rest of the epoch's batches, each a list of dataset indices.
-        start: the number of the first (the batches already done).
+        batches: the batches to load, each a list of dataset indices.
+        numbers: their numbers in the epoch (with several ranks, not consecutive: the
+            batches of this process's ranks).
     """
 
-    def __init__(self, batches: Sequence[list[int]], *, start: int) -> None:
+    def __init__(self, batches: Sequence[list[int]], *, numbers: Sequence[int]) -> None:
         self.batches = batches
-        self.start = start
+        self.numbers = numbers
 
     def __iter__(self) -> Iterator[Batch]:
-        return enumerate(self.batches, start=self.start)
+        return iter(zip(self.numbers, self.batches, strict=True))
 
     def __len__(self) -> int:
         return len(self.batches)

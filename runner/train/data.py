@@ -131,43 +131,79 @@ def _drawn_batches(loader: DataLoader[Any]) -> list[list[int]]:
     return [list(batch) for batch in batch_sampler]
 
 
+def shard_numbers(count: int, *, skip: int, ranks: range, world: int) -> list[int]:
+    """The numbers of the batches a process loads, in the order it trains them. Pure.
+
+    Step ``i`` of an epoch trains batches ``i * world + r``, one per rank ``r``; a process
+    loads those of its ``ranks``, step after step, from step ``skip`` on. The last
+    ``count % world`` batches of an epoch are left out: every rank takes as many steps.
+    """
+    return [i * world + r for i in range(skip, count // world) for r in ranks]
+
+
+def steps_per_epoch(loader: Iterable[Any], world: int) -> int | None:
+    """The optimizer steps of one epoch with ``world`` ranks (``None`` without ``len``)."""
+    count = loader_length(loader)
+    return None if count is None else count // world
+
+
 def remaining_batches(
     loader: Iterable[Any], *, seed: int, epoch: int, skip: int,
-    generator: torch.Generator | None = None,
+    generator: torch.Generator | None = None, ranks: range = range(1), world: int = 1,
 ) -> Iterable[Any]:
-    """The batches of ``loader`` for ``epoch`` after the first ``skip``.
+    """The batches of ``loader`` for ``epoch`` after the first ``skip`` steps: this
+    process's ranks' (:func:`shard_numbers`), one rank's after the other at each step.
 
     Args:
         loader: a ``DataLoader`` over a map-style dataset, or a sequence of batches.
         seed: the job's seed.
         epoch: the epoch number (fixes the shuffle order).
-        skip: batches already consumed in this epoch.
+        skip: steps already taken in this epoch.
         generator: the shuffle's generator, at its epoch-start state (see
             :func:`epoch_order`); ``None``: one seeded by ``(seed, epoch)``.
+        ranks: the ranks this process runs.
+        world: the job's ranks.
 
     Raises:
-        HandleError: a ``DataLoader`` that cannot be positioned (see :func:`epoch_batches`).
+        HandleError: a ``DataLoader`` that cannot be positioned (see :func:`epoch_batches`),
+            or a loader of unknown length with several ranks (it cannot be sharded).
     """
     if isinstance(loader, DataLoader):
         if isinstance(loader.dataset, IterableDataset):
+            _refuse_sharding(world, "an IterableDataset")
             return _skip_by_reading(loader, skip, what="an IterableDataset",
                                     fix="use a map-style dataset (__getitem__ and __len__)")
-        return _rebuild(loader, seed=seed, epoch=epoch, skip=skip, generator=generator)
+        return _rebuild(loader, seed=seed, epoch=epoch, skip=skip, generator=generator,
+                        ranks=ranks, world=world)
     if isinstance(loader, Sequence):
-        return loader[skip:]
+        if world == 1:
+            return loader[skip:]
+        return [loader[n] for n in shard_numbers(len(loader), skip=skip, ranks=ranks,
+                                                 world=world)]
+    _refuse_sharding(world, "an iterable that is not a sequence")
     return _skip_by_reading(loader, skip, what="an iterable that is not a sequence",
                             fix="give a DataLoader over a map-style dataset, or a list")
 
 
+def _refuse_sharding(world: int, what: str) -> None:
+    if world > 1:
+        raise HandleError(
+            f"run.batches(): cannot deal the batches of {what} to {world} ranks; give a "
+            "DataLoader over a map-style dataset (__getitem__ and __len__), or a list of "
+            "batches (docs/concepts.md#several-processes)")
+
+
 def _rebuild(loader: DataLoader[Any], *, seed: int, epoch: int, skip: int,
-             generator: torch.Generator | None) -> DataLoader[Any]:
+             generator: torch.Generator | None, ranks: range, world: int) -> DataLoader[Any]:
     batches = epoch_batches(loader, seed=seed, epoch=epoch, generator=generator)
+    numbers = shard_numbers(len(batches), skip=skip, ranks=ranks, world=world)
     base = epoch_seed(seed, epoch)
     workers = loader.num_workers
     return DataLoader(
         SeededBatches(loader.dataset, base=base, collate_fn=loader.collate_fn),
         # (number, indices) pairs, where torch expects indices: for SeededBatches alone
-        batch_sampler=NumberedBatches(batches[skip:], start=skip),  # type: ignore[arg-type]
+        batch_sampler=NumberedBatches(  # type: ignore[arg-type]
+            [batches[n] for n in numbers], numbers=numbers),
         num_workers=workers,
         collate_fn=already_collated,
         pin_memory=loader.pin_memory,

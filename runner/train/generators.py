@@ -162,13 +162,26 @@ def as_stateful(obj: Any, name: str) -> GeneratorState | None:
     return None
 
 
-def as_tracked(name: str, obj: Any) -> Stateful:
+def as_tracked(name: str, obj: Any, *, ranks: int = 1) -> Stateful:
     """What ``run.track(name=obj)`` keeps: ``obj``, or its adapter if it is a generator.
 
+    Args:
+        name: the name it is tracked under.
+        obj: what the user tracks.
+        ranks: the job's ranks (a generator of the user's is refused with several: each
+            rank would need its own, which one checkpoint cannot tell apart yet).
+
     Raises:
-        HandleError: ``obj`` has no ``state_dict``/``load_state_dict`` and is no generator.
+        HandleError: ``obj`` has no ``state_dict``/``load_state_dict`` and is no generator,
+            or it is a generator and the job has several ranks.
     """
-    tracked = as_stateful(obj, name) or obj
+    adapter = as_stateful(obj, name)
+    if adapter is not None and ranks > 1:
+        raise HandleError(
+            f"run.track({name}=...): a job of {ranks} ranks cannot track a "
+            f"{type(obj).__name__} yet; draw from the global generators (torch, NumPy, "
+            "random), which colabrun keeps for each rank (docs/concepts.md#several-processes)")
+    tracked = adapter or obj
     if not isinstance(tracked, Stateful):
         raise HandleError(
             f"run.track({name}=...): a {type(obj).__name__} has no state_dict() and "

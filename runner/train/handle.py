@@ -42,6 +42,22 @@ class Run:
         return self._loop.position.step
 
     @property
+    def rank(self) -> int:
+        """This process's first rank (0 in the leader); with virtual ranks, the others
+        follow it (:attr:`world_size` counts them all)."""
+        return self._loop.layout.first_rank
+
+    @property
+    def world_size(self) -> int:
+        """The job's data-parallel ranks (``distributed.ranks``), whatever the processes."""
+        return self._loop.layout.ranks
+
+    @property
+    def is_main(self) -> bool:
+        """Whether this process runs rank 0 (print, evaluate, export there)."""
+        return self._loop.layout.is_leader
+
+    @property
     def resumed(self) -> bool:
         """Whether this run continues from a checkpoint."""
         return self._loop.resumed
@@ -96,11 +112,24 @@ class Run:
                 (loss_fn(model(x), y) * weight).backward()
             optimizer.step()
         """
-        return self._loop.split(batch)
+        return self._loop.ranks.split(batch, self._loop.micro_batches)
 
     def log(self, **metrics: float) -> None:
         """Record metrics at the current step (validation accuracy, say)."""
         self._loop.log(metrics)
+
+    def wrap(self, model: torch.nn.Module, **kwargs: Any) -> torch.nn.Module:
+        """``model``, ready for data-parallel training: a ``DistributedDataParallel``
+        (``kwargs`` go to it) when this job runs in several processes, else the model
+        itself. Track the model, not what this returns::
+
+            model = Net().to(run.device)
+            run.track(model=model, optimizer=opt)
+            net = run.wrap(model)
+            for (x, y), weight in run.split(batch):
+                (loss_fn(net(x), y) * weight).backward()
+        """
+        return self._loop.ranks.wrap(model, **kwargs)
 
 
 def save_telemetry(run: Run) -> SaveTelemetry:
@@ -112,4 +141,4 @@ def save_telemetry(run: Run) -> SaveTelemetry:
     Returns:
         Live views of its stalls, its cost meter, and its last background write.
     """
-    return run._loop.telemetry
+    return run._loop.saving.telemetry

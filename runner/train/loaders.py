@@ -20,6 +20,7 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader
 
+from colabrun.jobs.errors import HandleError
 from colabrun.runner.train.data import remaining_batches
 from colabrun.runner.train.exactness import warn_inexact
 from colabrun.runner.train.position import IN_EPOCH
@@ -66,9 +67,21 @@ class LoaderKeeper:
         generator = None if loader is None else getattr(loader, "generator", None)
         return [] if generator is None else [generator]
 
-    def open(self, loader: Iterable[Any], *, seed: int, epoch: int, skip: int) -> Iterable[Any]:
-        """The batches of ``loader`` still to do in ``epoch``, after ``skip`` done ones."""
+    def open(self, loader: Iterable[Any], *, seed: int, epoch: int, skip: int,
+             ranks: range = range(1), world: int = 1) -> Iterable[Any]:
+        """The batches of ``loader`` still to do in ``epoch``, after ``skip`` done steps:
+        those of this process's ``ranks`` out of ``world``
+        (:func:`~colabrun.runner.train.data.remaining_batches`).
+
+        Raises:
+            HandleError: a ``StatefulDataLoader`` with several ranks (it deals its batches
+                itself), or a loader that cannot be positioned.
+        """
         saved, self._saved = self._saved or {}, None
+        if world > 1 and is_stateful_loader(loader):
+            raise HandleError(
+                "run.batches(): a StatefulDataLoader cannot be dealt to several ranks; give "
+                "a torch DataLoader over the same dataset (docs/concepts.md#several-processes)")
         self._loader = loader
         self._adopted = is_stateful_loader(loader) and (skip == 0 or STATE_DICT in saved)
         if self._adopted:
@@ -87,7 +100,8 @@ class LoaderKeeper:
         if generator is not None and GENERATOR in saved:
             generator.set_state(saved[GENERATOR])
         self._epoch_start = None if generator is None else generator.get_state()
-        return remaining_batches(loader, seed=seed, epoch=epoch, skip=skip, generator=generator)
+        return remaining_batches(loader, seed=seed, epoch=epoch, skip=skip, generator=generator,
+                                 ranks=ranks, world=world)
 
     def state(self, where: str) -> dict[str, Any] | None:
         """What a checkpoint taken at ``where`` keeps of the loader (``None``: nothing)."""

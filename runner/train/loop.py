@@ -26,8 +26,13 @@ from colabrun.jobs.errors import HandleError
 from colabrun.jobs.handle import Stateful
 from colabrun.jobs.spec import JobSpec
 from colabrun.runner.clock import Clock
+from colabrun.runner.dist.group import Group
+from colabrun.runner.dist.layout import Layout
+from colabrun.runner.dist.ranks import Ranks
+from colabrun.runner.dist.virtual import unwrapped
+from colabrun.runner.platform import use_deterministic_algorithms
 from colabrun.runner.save.saver import Saver
-from colabrun.runner.train.data import loader_length, split_batch
+from colabrun.runner.train.data import steps_per_epoch
 from colabrun.runner.train.generators import as_tracked
 from colabrun.runner.train.live import StopTraining, Wiring
 from colabrun.runner.train.loaders import LoaderKeeper
@@ -44,8 +49,7 @@ from colabrun.runner.train.restore import (
     save_context,
 )
 from colabrun.runner.train.resume import PendingResume, ResumePoint
-from colabrun.runner.train.rng import capture_rng
-from colabrun.runner.train.saving import Accumulation, SaveTelemetry, Saving
+from colabrun.runner.train.saving import Accumulation, Saving
 from colabrun.runner.train.untracked import GeneratorWatch, current_frame
 
 
@@ -67,19 +71,24 @@ class Loop:
     def __init__(self, *, spec: JobSpec, device: torch.device, saver: Saver,
                  metrics: MetricsLog, clock: Clock,
                  resume: ResumePoint | PendingResume | None = None,
-                 wiring: Wiring | None = None) -> None:
+                 wiring: Wiring | None = None, group: Group | None = None) -> None:
         self.spec = spec
         self.device = device
+        #: the ranks run here (``run.split``, ``run.wrap``: :class:`Ranks`)
+        self.ranks = ranks = Ranks(group or Group(Layout(ranks=spec.distributed.ranks)))
+        self.group, self.layout = ranks.group, ranks.layout
+        self._streams, self._virtual = ranks.streams, ranks.virtual
         self.params: Mapping[str, Any] = MappingProxyType(dict(spec.params))
         self._metrics, self._clock = metrics, clock
         self._wiring = wiring = wiring or Wiring()
         self.progress = wiring.progress
-        self._saving = Saving(saver, clock=clock, policy=spec.checkpoint,
+        #: when to save, and the saves handed over (its ``telemetry``: what they cost)
+        self.saving = Saving(saver, clock=clock, policy=spec.checkpoint,
                               controls=wiring.controls, save_s=wiring.save_s,
                               guess=wiring.save_guess)
         self.micro_batches = wiring.micro_batches
         self._pending = resume if isinstance(resume, PendingResume) else None
-        self._restorer = Restorer()
+        self._restorer = Restorer(streams=self._streams)
         self._loaders = LoaderKeeper()
         self._watch = GeneratorWatch()
         self._resumed = False
@@ -108,11 +117,6 @@ class Loop:
         self.resolve()
         return self._resumed
 
-    @property
-    def telemetry(self) -> SaveTelemetry:
-        """What saves cost this run so far."""
-        return self._saving.telemetry
-
     # -- what the user's calls do ---------------------------------------------------
 
     def track(self, objects: Mapping[str, Any]) -> None:
@@ -125,7 +129,7 @@ class Loop:
         """
         self.resolve()
         for name, given in objects.items():
-            obj = as_tracked(name, given)
+            obj = as_tracked(name, unwrapped(given), ranks=self.layout.ranks)
             self._restorer.load(name, obj)
             self._tracked[name] = obj
 
@@ -139,36 +143,42 @@ class Loop:
         if self._epochs_started:
             raise HandleError("run.epochs() can be iterated only once per run")
         self._epochs_started = True
-        self._restorer.start_training(self.spec.seed)
+        self._start_training()
         for epoch in range(self._position.epoch, self.spec.epochs):
             self._restorer.at_epoch_start(self._tracked)
-            self._epoch_rng = capture_epoch_start(self._tracked)
+            self._epoch_rng = capture_epoch_start(self._tracked, self._streams)
             yield epoch
             self._move(self._position.after_epoch(epoch))
             self._wiring.on_point("epoch.end")
             self._boundary(where=EPOCH_START, at_epoch_end=True)
-            self._report_epoch()
+            means = self._epoch_means.take()
+            if self._wiring.on_epoch_end is not None:  # one plain line per epoch
+                self._wiring.on_epoch_end(epoch_line(
+                    self._position, epochs=self.spec.epochs, means=means,
+                    saved=self.saving.saver.durability().describe(now=self._clock.time())))
         self._finish()
 
     def batches(self, loader: Iterable[Any]) -> Iterator[Any]:
         """Yield the current epoch's batches still to do; saves between batches when due."""
         self.resolve()
-        self._restorer.start_training(self.spec.seed)
+        self._start_training()
         self._restorer.at(EPOCH_START, self._tracked)  # batches without epochs(), maybe
+        layout = self.layout
         it = iter(self._loaders.open(loader, seed=self.spec.seed, epoch=self._position.epoch,
-                                     skip=self._position.batch))
-        self.progress.batches_in_epoch = loader_length(loader)
+                                     skip=self._position.batch, ranks=layout.hosted,
+                                     world=layout.ranks))
+        self.progress.batches_in_epoch = steps_per_epoch(loader, layout.ranks)
         while True:
             last = self._position.batch == self.progress.batches_in_epoch
             self._boundary(where=IN_EPOCH, last=last)
             self._restorer.at(IN_EPOCH, self._tracked)
             try:
-                batch = next(it)
+                batch = self._virtual.next_batch(it)
             except StopIteration:
                 self.progress.phase = "between"
                 return
             self.progress.phase = "train"
-            self._saving.accumulation.on_batch()  # counted before its body's run.step()
+            self.saving.accumulation.on_batch()  # counted before its body's run.step()
             self._wiring.on_point("batch")
             yield batch
             self._move(self._position.after_batch())
@@ -176,17 +186,13 @@ class Loop:
     def step(self, metrics: Mapping[str, float]) -> None:
         """Count one optimizer step; ``metrics`` go to the metrics log."""
         self.resolve()
-        self.progress.step_s = self._saving.stepped()
+        self.progress.step_s = self.saving.stepped()
         self._move(self._position.after_step())
         if self._wiring.on_progress is not None:
             self._wiring.on_progress(self.progress)
         if metrics:
             self.log(metrics)
         self._wiring.on_point("step")
-
-    def split(self, batch: Any) -> Iterator[tuple[Any, float]]:
-        """Cut a batch into :attr:`micro_batches` pieces along dim 0: ``(piece, weight)``."""
-        yield from split_batch(batch, self.micro_batches)
 
     def log(self, metrics: Mapping[str, float]) -> None:
         """Record metrics at the current step."""
@@ -195,6 +201,8 @@ class Loop:
         values = {k: float(v) for k, v in metrics.items()}
         self._latest.update(values)
         self.progress.metrics = dict(self._latest)
+        if not self.layout.is_leader:  # the leader's records are the job's
+            return
         self._metrics.append(
             {"step": self._position.step, "epoch": self._position.epoch,
              "session": self._wiring.session, "time": self._clock.time(), **values})
@@ -206,16 +214,10 @@ class Loop:
         for the uploads. Returns whether the newest checkpoint reached the root."""
         if not self._finished:
             self._finish()
-        self._saving.saver.finish(upload_wait_s)
-        return self._saving.saver.is_durable
-
-    def settle(self) -> None:
-        """If the training function ended before needing its resume point, still
-        wait for it (the session is recorded then); its errors are not raised."""
-        try:
-            self.resolve()
-        except Exception:  # the training function's own outcome is what counts
-            return
+        if not self.layout.is_leader:  # the leader saves and uploads
+            return True
+        self.saving.saver.finish(upload_wait_s)
+        return self.saving.saver.is_durable
 
     def resolve(self) -> None:
         """Wait for a resume point still loading in the background, and adopt it."""
@@ -232,16 +234,24 @@ class Loop:
 
     def _adopt(self, point: ResumePoint | None) -> None:
         """Continue from ``point`` (``None``: a fresh start)."""
-        self._restorer = Restorer(point)
+        self._restorer = Restorer(point, streams=self._streams)
         self._resumed = point is not None
+        self.ranks.check_start(None if point is None else point.name,
+                                {} if point is None else point.extras,
+                                allow_inexact=self.spec.distributed.allow_inexact)
         if point is None:
             return
         self.extras = {k: v for k, v in point.extras.items() if k not in OWN_EXTRAS}
         self.micro_batches = max(self.micro_batches, int(point.extras.get(MICRO_BATCHES, 1)))
-        self._saving.accumulation = Accumulation(int(point.extras.get(BATCHES_PER_STEP, 0)))
+        self.saving.accumulation = Accumulation(int(point.extras.get(BATCHES_PER_STEP, 0)))
         self._loaders = LoaderKeeper(point.payload.get(LOADER))
         self.progress.micro_batches = self.micro_batches
         self._move(point.position)
+
+    def _start_training(self) -> None:
+        """A fresh run reseeds; an inductor the set-up imported learns ``deterministic``."""
+        self._restorer.start_training(self.spec.seed)
+        use_deterministic_algorithms(self.spec.deterministic)
 
     def _move(self, position: Position) -> None:
         self._position = position
@@ -252,8 +262,8 @@ class Loop:
         """Save when due or asked; stop when asked. ``last``: after an epoch's last batch.
         Mid-accumulation, a save or stop due waits (the stop is remembered)."""
         self._watch.look(current_frame())
-        decision = self._saving.decide(self._tracked, at_epoch_end=at_epoch_end, last=last,
-                                       resumed=self._resumed)
+        decision = self.group.agree(lambda: self.saving.decide(
+            self._tracked, at_epoch_end=at_epoch_end, last=last, resumed=self._resumed))
         controls = self._wiring.controls
         if decision.stop is not None:
             controls.request_stop(decision.stop)
@@ -264,30 +274,32 @@ class Loop:
             if not self._watch.done:
                 self._watch.report(self._tracked, kept=self._loaders.generators())
             self._save(where=where, reason=decision.save)
-        if controls.stop_reason is not None:  # read again: a signal may come during the save
-            raise StopTraining(controls.stop_reason)
+            # read again: a signal may come during the save (one agreed reading)
+            stop = self.group.agree(lambda: controls.stop_reason)
+        else:
+            stop = decision.stop
+        if stop is not None:
+            controls.request_stop(stop)
+            raise StopTraining(stop)
 
     def _finish(self) -> None:
         self._finished = True
-        if self._saving.has_unsaved_work(resumed=self._resumed):
+        if self.group.agree(lambda: self.saving.has_unsaved_work(resumed=self._resumed)):
             self._save(where=EPOCH_START, reason="final")
 
     def _save(self, *, where: str, reason: str) -> None:
         self._restorer.check_all_restored(self._tracked)
         self.progress.phase = "save"
-        context = save_context(where, extras=self.extras, micro_batches=self.micro_batches,
-                               rng=capture_rng(), epoch_rng=self._epoch_rng,
+        epoch_rng = self._epoch_rng
+        ranks = self.ranks.gather(epoch_rng)
+        if ranks is None:  # another process's: the leader writes the checkpoint
+            self.progress.phase = "train"
+            return
+        context = save_context(where, extras=self.ranks.stamped(self.extras),
+                               micro_batches=self.micro_batches,
+                               rng=ranks.now[0], epoch_rng=epoch_rng,
                                metrics=self._latest, loader=self._loaders.state(where),
-                               batches_per_step=self._saving.accumulation.batches_per_step)
-        self._saving.save(self._tracked, self._position.saved_at(where), reason, context)
+                               batches_per_step=self.saving.accumulation.batches_per_step,
+                               rank_rng=ranks.now, rank_epoch_rng=ranks.epoch)
+        self.saving.save(self._tracked, self._position.saved_at(where), reason, context)
         self.progress.phase = "train"
-
-    def _report_epoch(self) -> None:
-        """One plain line per epoch: progress, metric means, the newest checkpoint."""
-        means = self._epoch_means.take()
-        if self._wiring.on_epoch_end is not None:
-            saved = self._saving.saver.durability()  # the epoch's own save, even in flight
-            self._wiring.on_epoch_end(epoch_line(
-                self._position, epochs=self.spec.epochs, means=means,
-                saved=saved.describe(now=self._clock.time())))
-

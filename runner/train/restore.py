@@ -20,35 +20,56 @@ from typing import Any
 
 from colabrun.jobs.errors import HandleError
 from colabrun.jobs.handle import Stateful
+from colabrun.runner.dist.ranks import PROCESSES
+from colabrun.runner.dist.streams import RankStreams
 from colabrun.runner.save.capture import SaveContext
 from colabrun.runner.train.generators import GeneratorState
 from colabrun.runner.train.position import EPOCH_START, IN_EPOCH
 from colabrun.runner.train.resume import ResumePoint
-from colabrun.runner.train.rng import capture_rng, restore_rng, seed_everything, training_seed
+from colabrun.runner.train.rng import capture_rng
 
 RNG = "rng"  # payload key: the RNG state at the save's program point
 RNG_EPOCH = "rng_epoch_start"  # payload key: the RNG state when the current epoch began
 GENERATORS = "tracked_generators"  # in RNG_EPOCH: the tracked generators' states
 LOADER = "loader"  # payload key: the data loader's own state, if it has one
+#: payload key, and key in RNG_EPOCH: the streams of ranks 1 and up, by rank (as text);
+#: rank 0's are RNG and RNG_EPOCH themselves (docs/concepts.md#several-processes)
+RANKS = "ranks"
 MICRO_BATCHES = "_colabrun_micro_batches"  # kept with the extras: survives restarts
 #: kept with the extras: the most batches between two run.step() calls (an accumulation)
 BATCHES_PER_STEP = "_colabrun_batches_per_step"
 #: the extras colabrun keeps for itself, not shown in run.extras
-OWN_EXTRAS = (MICRO_BATCHES, BATCHES_PER_STEP)
+OWN_EXTRAS = (MICRO_BATCHES, BATCHES_PER_STEP, PROCESSES)
 
 
-def capture_epoch_start(tracked: Mapping[str, Stateful]) -> dict[str, Any]:
-    """The global RNG states and the tracked generators' states, as an epoch begins."""
-    return {**capture_rng(), GENERATORS: {
+def capture_epoch_start(tracked: Mapping[str, Stateful],
+                        streams: RankStreams | None = None) -> dict[str, Any]:
+    """The global RNG states and the tracked generators' states, as an epoch begins;
+    with several ranks here, the streams of the others under :data:`RANKS`."""
+    captured = {**capture_rng(), GENERATORS: {
         name: obj.state_dict() for name, obj in tracked.items()
         if isinstance(obj, GeneratorState)}}
+    if streams is not None and len(streams.hosted) > 1:
+        captured[RANKS] = {str(rank): state for rank, state in streams.states().items()
+                           if rank != streams.first}
+    return captured
+
+
+def ranks_in(main: Mapping[str, Any], hosted: range) -> dict[int, Mapping[str, Any]]:
+    """The streams of ``hosted`` in a saved RNG value: rank 0's is ``main`` itself, the
+    others' are under its :data:`RANKS`, or beside it in the payload (see :func:`save_context`).
+    """
+    others = main.get(RANKS, {})
+    return {rank: main if rank == 0 else others[str(rank)] for rank in hosted}
 
 
 def save_context(where: str, *, extras: Mapping[str, Any], micro_batches: int,
                  rng: Mapping[str, Any], epoch_rng: Mapping[str, Any] | None,
                  metrics: Mapping[str, float] | None = None,
                  batches_per_step: int = 0,
-                 loader: Mapping[str, Any] | None = None) -> SaveContext:
+                 loader: Mapping[str, Any] | None = None,
+                 rank_rng: Mapping[int, Any] | None = None,
+                 rank_epoch_rng: Mapping[int, Any] | None = None) -> SaveContext:
     """What a save at ``where`` holds besides the tracked objects (a pure function).
 
     Args:
@@ -60,6 +81,8 @@ def save_context(where: str, *, extras: Mapping[str, Any], micro_batches: int,
         metrics: the newest value of each metric logged so far (finite ones are kept).
         batches_per_step: the most batches between two ``run.step()`` calls so far.
         loader: the data loader's own state, if it has one.
+        rank_rng, rank_epoch_rng: with several ranks, the streams of ranks 1 and up, now
+            and as the epoch began (by rank).
 
     Returns:
         The context: the RNG states (and the loader's), and the extras with the
@@ -75,9 +98,9 @@ def save_context(where: str, *, extras: Mapping[str, Any], micro_batches: int,
             f"run.extras must hold JSON values (numbers, strings, lists, dicts): {exc}; "
             "convert tensors with .item() or .tolist() before storing them"
         ) from exc
-    state = {RNG: rng}
+    state: dict[str, Any] = {RNG: _with_ranks(rng, rank_rng)}
     if where == IN_EPOCH and epoch_rng is not None:
-        state[RNG_EPOCH] = epoch_rng
+        state[RNG_EPOCH] = _with_ranks(epoch_rng, rank_epoch_rng)
     if loader is not None:
         state[LOADER] = loader
     finite = {k: v for k, v in (metrics or {}).items() if math.isfinite(v)}
@@ -85,17 +108,25 @@ def save_context(where: str, *, extras: Mapping[str, Any], micro_batches: int,
     return SaveContext(where=where, state=state, extras={**extras, **own}, metrics=finite)
 
 
+def _with_ranks(main: Mapping[str, Any], ranks: Mapping[int, Any] | None) -> Mapping[str, Any]:
+    others = {str(rank): state for rank, state in (ranks or {}).items() if rank != 0}
+    return {**main, RANKS: others} if others else main
+
+
 class Restorer:
     """Puts a resume point's state back as the loop reaches it, then lets go of it.
 
     Args:
         point: the checkpoint resumed from; ``None``: a fresh start (nothing to do).
+        streams: the random streams of the ranks this process runs.
     """
 
-    def __init__(self, point: ResumePoint | None = None) -> None:
+    def __init__(self, point: ResumePoint | None = None,
+                 streams: RankStreams | None = None) -> None:
         self._point = point
         self._fresh = point is None
         self._started = False
+        self._streams = streams or RankStreams()
 
     def start_training(self, seed: int) -> None:
         """The first ``run.epochs()`` or ``run.batches()``: a fresh run reseeds the global
@@ -103,7 +134,7 @@ class Restorer:
         (importing ``sklearn.datasets`` draws from ``random``) does not change the numbers
         training draws; a resumed run gets the checkpoint's states instead."""
         if self._fresh and not self._started:
-            seed_everything(training_seed(seed))
+            self._streams.seed(seed)  # rank 0's: training_seed(seed)
         self._started = True
 
     def load(self, name: str, obj: Stateful) -> None:
@@ -132,7 +163,7 @@ class Restorer:
         point = self._point
         if point is not None and point.where == IN_EPOCH and RNG_EPOCH in point.payload:
             epoch_rng = point.payload[RNG_EPOCH]
-            restore_rng(epoch_rng)
+            self._streams.load(ranks_in(epoch_rng, self._streams.hosted))
             _load_generators(tracked, epoch_rng.get(GENERATORS, {}))
         self.at(EPOCH_START, tracked)
 
@@ -147,7 +178,7 @@ class Restorer:
         if point is None or point.where != where or RNG not in point.payload:
             return
         self.check_all_restored(tracked)
-        restore_rng(point.payload[RNG])
+        self._streams.load(ranks_in(point.payload[RNG], self._streams.hosted))
         _load_generators(tracked, point.payload["tracked"])  # the epoch's start moved them
         self._point = None  # resumed: from here on the run is like any other
 

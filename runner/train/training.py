@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import traceback
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
@@ -22,7 +22,9 @@ from colabrun.jobs.imports import import_hint, working_folders
 from colabrun.jobs.spec import JobSpec
 from colabrun.runner.clock import Clock
 from colabrun.runner.display.console import Console, LogFlusher
-from colabrun.runner.platform import choose_device
+from colabrun.runner.dist.group import Group, Joined, opened
+from colabrun.runner.dist.layout import Layout
+from colabrun.runner.platform import choose_device, use_deterministic_algorithms
 from colabrun.runner.save.pace import UPLOAD_BUDGET
 from colabrun.runner.save.saver import Saver
 from colabrun.runner.train.handle import Run
@@ -74,6 +76,10 @@ class SessionContext:
     heartbeat_s: float = float("inf")
     upload_wait_s: float = 600.0
     on_progress: Callable[[LiveProgress], None] | None = None
+    #: the job's ranks and this process among the processes running them
+    layout: Layout = Layout()
+    #: host and port of the leader's c10d store, when the layout has several processes
+    address: tuple[str, int] | None = None
 
 
 def train_session(spec: JobSpec, ctx: SessionContext) -> Outcome:
@@ -94,16 +100,35 @@ def _train_session(spec: JobSpec, ctx: SessionContext) -> Outcome:
     """:func:`_train`, with its errors translated into outcomes."""
     try:
         return _train(spec, ctx)
-    except LeaseLost as exc:
+    except Exception as exc:
+        if ctx.layout.is_grouped and from_the_group(exc):  # a peer died or hung: restart
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            return Outcome(Exit.CRASHED, f"lost its group ({type(exc).__name__}: {first})",
+                           error=exc, exit_code=1)
+        return _translated(exc, ctx)
+
+
+def from_the_group(exc: BaseException) -> bool:
+    """Whether ``exc`` came from torch.distributed (a collective or the store failing: a
+    peer died, hung past the collective timeout, or the rendezvous could not form), not
+    from the training function's own code."""
+    if isinstance(exc, torch.distributed.DistError):
+        return True
+    frames = traceback.extract_tb(exc.__traceback__)
+    return bool(frames) and "torch/distributed/" in frames[-1].filename.replace("\\", "/")
+
+
+def _translated(exc: Exception, ctx: SessionContext) -> Outcome:
+    """The outcome of a session that raised ``exc``."""
+    if isinstance(exc, LeaseLost):
         return Outcome(Exit.FENCED, str(exc), error=exc, exit_code=exc.exit_code)
-    except torch.cuda.OutOfMemoryError as exc:
+    if isinstance(exc, torch.cuda.OutOfMemoryError):
         return Outcome(Exit.OOM, f"CUDA out of memory: {exc}".splitlines()[0], error=exc,
                        exit_code=1)
-    except ColabrunError as exc:
+    if isinstance(exc, ColabrunError):
         return Outcome(Exit.FAILED, str(exc), error=exc, exit_code=exc.exit_code)
-    except Exception as exc:
-        ctx.console.info("".join(traceback.format_exception(exc)).rstrip())
-        return Outcome(Exit.FAILED, _raised(exc, ctx.search_path), error=exc, exit_code=1)
+    ctx.console.info("".join(traceback.format_exception(exc)).rstrip())
+    return Outcome(Exit.FAILED, _raised(exc, ctx.search_path), error=exc, exit_code=1)
 
 
 def _raised(exc: Exception, search_path: tuple[Path, ...]) -> str:
@@ -124,30 +149,65 @@ def _train(spec: JobSpec, ctx: SessionContext) -> Outcome:
     of a job completed."""
     train = resolve_entrypoint(spec.entrypoint, search_path=ctx.search_path)
     device, note = choose_device(spec)
-    if note:
+    leader = ctx.layout.is_leader
+    if note and leader:
         ctx.console.warn(note)
     state = ctx.job.statefile.read()
     assert state is not None
-    ctx.job.claim_local(state.created_at)
+    if leader:  # the leader alone stages, saves, uploads and writes the state
+        ctx.job.claim_local(state.created_at)
     ctx.progress.phase = "setup"
-    metrics = MetricsLog(ctx.job.path, ctx.job.storage, ctx.job.local.dir.parent,
-                         on_synced=default_sinks(ctx.job.path, ctx.job.root, ctx.job.name,
-                                                 ctx.console.warn))
-    saver = _build_saver(spec, ctx, metrics)
-    # The checkpoint loads in the background while the user's function sets up.
-    pending = PendingResume(lambda: find_resume_point(ctx.job, state, ctx.console, ctx.clock),
-                            partial(_record_session, spec, ctx, saver, str(device)))
-    loop = _build_loop(spec, ctx, state, saver, metrics, pending, device)
-    seed_everything(spec.seed)
-    torch.use_deterministic_algorithms(spec.deterministic, warn_only=True)
-    try:
-        with interrupts_request_stop(ctx.controls), _saver_closed(loop, saver):
-            outcome = _call(train, loop, saver, ctx)
-    finally:
-        metrics.close()  # after the last upload: the plot shows every step uploaded
-    if outcome.exit is Exit.COMPLETED:
+    with opened(_group(spec, ctx, device)) as group:
+        device = _process_device(device, ctx.layout)
+        sinks = default_sinks(ctx.job.path, ctx.job.root, ctx.job.name, ctx.console.warn) \
+            if leader else None
+        metrics = MetricsLog(ctx.job.path, ctx.job.storage, ctx.job.local.dir.parent,
+                             on_synced=sinks)
+        saver = _build_saver(spec, ctx, metrics)
+        # The checkpoint loads in the background while the user's function sets up.
+        record = partial(_record_session, spec, ctx, saver, str(device)) if leader \
+            else _found_point
+        pending = PendingResume(
+            lambda: find_resume_point(ctx.job, state, ctx.console, ctx.clock), record)
+        loop = _build_loop(spec, ctx, state, saver, metrics, pending, device, group)
+        seed_everything(spec.seed)
+        use_deterministic_algorithms(spec.deterministic)
+        try:
+            with interrupts_request_stop(ctx.controls), _saver_closed(loop, saver):
+                outcome = _call(train, loop, saver, ctx)
+        finally:
+            metrics.close()  # after the last upload: the plot shows every step uploaded
+    if outcome.exit is Exit.COMPLETED and leader:
         ctx.job.release_local()
     return outcome
+
+
+def _group(spec: JobSpec, ctx: SessionContext, device: torch.device) -> Group:
+    """The group this process trains in: joined with the job's other processes when the
+    layout has several (docs/concepts.md#several-processes), else alone."""
+    if not ctx.layout.is_grouped:  # one process: the spec's ranks, as virtual ranks
+        return Group(Layout(ranks=spec.distributed.ranks, backend=ctx.layout.backend))
+    if ctx.address is None:
+        raise ColabrunError(f"job {spec.name!r}: process {ctx.layout.process} of "
+                            f"{ctx.layout.processes} was started without the group's address")
+    # twice the stall floor: a hung peer is the supervisor's to find (it dumps the stacks)
+    return Joined(ctx.layout, ctx.address, setup_s=spec.watchdog.setup_s,
+                  collective_s=2 * spec.watchdog.stall_floor_s,
+                  device=_process_device(device, ctx.layout))
+
+
+def _process_device(device: torch.device, layout: Layout) -> torch.device:
+    """The device of this process: on CUDA with several processes, one GPU each."""
+    if device.type != "cuda" or not layout.is_grouped:
+        return device
+    chosen = torch.device("cuda", layout.process % max(1, torch.cuda.device_count()))
+    torch.cuda.set_device(chosen)
+    return chosen
+
+
+def _found_point(found: Found) -> ResumePoint | None:
+    """A follower's resume point: the leader records the session and says where."""
+    return found.point
 
 
 def _call(train: Callable[[Run], Any], loop: Loop, saver: Saver, ctx: SessionContext
@@ -210,7 +270,10 @@ def _saver_closed(loop: Loop, saver: Saver) -> Iterator[None]:
         yield
     finally:
         try:
-            loop.settle()
+            # the function ended before needing its resume point: still wait for it (the
+            # session is recorded then), its errors not raised (the function's outcome counts)
+            with suppress(Exception):
+                loop.resolve()
         finally:
             saver.close()
 
@@ -241,13 +304,16 @@ def _build_saver(spec: JobSpec, ctx: SessionContext, metrics: MetricsLog) -> Sav
 
 
 def _build_loop(spec: JobSpec, ctx: SessionContext, state: JobState, saver: Saver,
-                metrics: MetricsLog, resume: PendingResume, device: torch.device) -> Loop:
-    wiring = Wiring(session=ctx.session, on_point=ctx.on_point, on_epoch_end=ctx.console.info,
+                metrics: MetricsLog, resume: PendingResume, device: torch.device,
+                group: Group) -> Loop:
+    leader = ctx.layout.is_leader
+    wiring = Wiring(session=ctx.session, on_point=ctx.on_point,
+                    on_epoch_end=ctx.console.info if leader else None,
                     on_progress=ctx.on_progress, controls=ctx.controls, progress=ctx.progress,
                     micro_batches=ctx.micro_batches, save_s=state.timings.save_s,
-                    save_guess=_save_guess(ctx, state))
+                    save_guess=_save_guess(ctx, state) if leader else None)
     return Loop(spec=spec, device=device, saver=saver, metrics=metrics, clock=ctx.clock,
-                resume=resume, wiring=wiring)
+                resume=resume, wiring=wiring, group=group)
 
 
 def _save_guess(ctx: SessionContext, state: JobState) -> SaveGuess | None:

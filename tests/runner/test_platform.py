@@ -64,3 +64,27 @@ def test_a_forked_child_of_the_parent_named_goes_on() -> None:
             os._exit(0)
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
+
+
+def test_deterministic_algorithms_are_asked_for_without_importing_the_inductor() -> None:
+    """torch's own call imports torch._inductor.config (1.15 s on this machine) at every
+    worker's start; colabrun's sets the inductor's flag only once something imported it."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, torch\n"
+        "from colabrun.runner.platform import use_deterministic_algorithms\n"
+        "use_deterministic_algorithms(True)\n"
+        "assert 'torch._inductor.config' not in sys.modules\n"
+        "assert torch.are_deterministic_algorithms_enabled()\n"
+        "assert torch.is_deterministic_algorithms_warn_only_enabled()\n"
+        "import torch._inductor.config as config\n"
+        "use_deterministic_algorithms(False)\n"
+        "assert config.deterministic is False and not torch.are_deterministic_algorithms_enabled()\n"
+        "use_deterministic_algorithms(True)\n"
+        "assert config.deterministic is True\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
