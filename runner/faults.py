@@ -83,8 +83,8 @@ def current_tier() -> Tier:
 
 
 class FaultSpecError(ColabrunError, ValueError):
-    """A fault-injection request (``COLABRUN_KILL_AT``, ``COLABRUN_KILL_HOW``) that names
-    no known point, tier or way to die."""
+    """A fault-injection request (``COLABRUN_KILL_AT``, ``COLABRUN_KILL_HOW``,
+    ``COLABRUN_KILL_PROCESS``) that names no known point, tier, way to die or process."""
 
     exit_code = 2
 
@@ -214,24 +214,35 @@ def combine(*hooks: Hook | None) -> Hook:
     return hook
 
 
-def hook_from_environment(attempt: int = 0, *, progress: LiveProgress | None = None
-                          ) -> Hook | None:
+def hook_from_environment(attempt: int = 0, *, progress: LiveProgress | None = None,
+                          process: int = 0) -> Hook | None:
     """The kill hook ``COLABRUN_KILL_AT`` asks for this worker attempt, if any.
 
     ``POINT[@TIER][:N],...``: the i-th entry applies to the i-th attempt of a
     session (restarted workers), so a test can kill a worker several times.
     ``COLABRUN_KILL_HOW=stop`` stops the process instead (see :class:`KillAt`).
+    ``COLABRUN_KILL_PROCESS=P`` aims them at process ``P`` of a group (0, the leader, by
+    default): every other process gets no hook.
+
+    Args:
+        attempt: the worker attempt of the session (0: the first).
+        progress: where the loop is (to know the step, and to log it).
+        process: this process's index in its group (0: the leader, or a process alone).
+
+    Returns:
+        The hook, or ``None`` when nothing is asked for this attempt and process.
 
     Raises:
         FaultSpecError: an entry naming no known point or tier, an ``N`` that is not an
-            integer, or an unknown ``COLABRUN_KILL_HOW`` (or ``stop`` without a kill log).
+            integer, an unknown ``COLABRUN_KILL_HOW`` (or ``stop`` without a kill log),
+            or a ``COLABRUN_KILL_PROCESS`` that is no process index.
     """
     entries = _kill_entries()
-    how, log = _kill_how(), knobs.kill_log()
+    how, log, target = _kill_how(), knobs.kill_log(), _kill_process()
     if how == "stop" and log is None and entries:
         raise FaultSpecError("COLABRUN_KILL_HOW=stop needs COLABRUN_KILL_LOG=FILE: without it "
                              "nothing learns that the process stopped")
-    if attempt >= len(entries):
+    if attempt >= len(entries) or process != target:
         return None
     entry = entries[attempt]
     return KillAt(entry.point, entry.nth, progress=progress, log=log,
@@ -253,6 +264,14 @@ def _kill_entries() -> list[knobs.KillEntry]:
             raise FaultSpecError(f"COLABRUN_KILL_AT: unknown tier {entry.tier!r} in "
                                  f"{entry.point}@{entry.tier}; known: {', '.join(get_args(Tier))}")
     return entries
+
+
+def _kill_process() -> int:
+    try:
+        return knobs.kill_process()
+    except ValueError as exc:
+        raise FaultSpecError(f"COLABRUN_KILL_PROCESS: {exc}; write the index of the worker "
+                             "process to kill: 0 (the leader, the default), 1, ...") from exc
 
 
 def _kill_how() -> How:

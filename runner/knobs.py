@@ -20,6 +20,11 @@
     more happens in it: a harness watching that file kills the whole simulated
     runtime at that moment (the soak, ``benchmarks/soak.py``).
 
+``COLABRUN_KILL_PROCESS=P``
+    Which worker process of a group ``COLABRUN_KILL_AT`` kills or stops: ``0``, the
+    leader (the default), or a follower's index (``distributed.processes`` above 1). The
+    other processes of the group run without a hook.
+
 ``COLABRUN_CONTROL_POLLING=1``
     Watch ``control/`` with the polling observer even on a local disk (what
     a Drive mount gets), to test it.
@@ -72,6 +77,20 @@ def kill_how() -> str:
     """``COLABRUN_KILL_HOW``: ``kill`` (the default) or ``stop``, as written (checked by
     the fault module)."""
     return os.environ.get("COLABRUN_KILL_HOW", "").strip() or "kill"
+
+
+def kill_process() -> int:
+    """``COLABRUN_KILL_PROCESS``: the index of the worker process the kill hooks are for
+    (0, the leader, by default).
+
+    Raises:
+        ValueError: a value that is not a whole number of 0 or more.
+    """
+    value = os.environ.get("COLABRUN_KILL_PROCESS", "").strip() or "0"
+    process = int(value)
+    if process < 0:
+        raise ValueError(f"{value!r} is below 0")
+    return process
 
 
 def control_polling() -> bool:

@@ -4,7 +4,9 @@ The edge that ties the pure decisions (transitions, lease verdicts) to the
 folder. It runs in the foreground: on Colab a busy cell is what keeps the
 runtime (docs/colab.md#limits). The training itself runs in a supervised worker
 process (:mod:`colabrun.runner.watch.supervisor`), or in this process when the spec says
-``supervise: false``.
+``supervise: false``. A job of several ranks runs them in the processes its
+``distributed`` section and this runtime's GPUs allow (:func:`session_layout`), each a
+supervised worker; in this process, all as virtual ranks.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from colabrun.runner import knobs
 from colabrun.runner.clock import Clock, SystemClock
 from colabrun.runner.display.console import Console
 from colabrun.runner.display.progress import ProgressView, ViewStream, wants_bar
+from colabrun.runner.dist.layout import Layout, plan_layout, visible_gpus
 from colabrun.runner.ending import RunResult, abandon, finish, result_of, summary_line
 from colabrun.runner.faults import hook_from_environment
 from colabrun.runner.opening import clear_leftovers, open_state, take_and_begin
@@ -126,6 +129,7 @@ def _run_session(job: JobDir, spec: JobSpec, state: JobState, *, on_disk: bool,
             dead = wait_for_lease(state, job.statefile.read, _me(), clock=clock,
                                   console=console, is_alive=pid_alive)
         deadline = _deadline(spec, clock)
+        layout = session_layout(spec, supervised=supervised)
         taken: list[Fence] = []  # set once the lease is in the state being written
         try:
             begun = take_and_begin(job, spec, _me(), None if on_disk else state,
@@ -133,7 +137,7 @@ def _run_session(job: JobDir, spec: JobSpec, state: JobState, *, on_disk: bool,
                                     console=console, deadline_at=deadline.ends_at, taken=taken)
             ctx = _start_session(job, spec, begun, deadline, clock=clock, console=console,
                                  live=live, view=view, search_path=search_path,
-                                 upload_wait_s=upload_wait_s)
+                                 upload_wait_s=upload_wait_s, layout=layout)
             outcome = _train(spec, ctx, supervised=supervised, view=view, warm=warm)
         except BaseException as exc:
             if taken:
@@ -197,10 +201,15 @@ def _me() -> Owner:
 
 def _start_session(job: JobDir, spec: JobSpec, state: JobState, deadline: Deadline, *,
                    clock: Clock, console: Console, live: LiveProgress, view: ProgressView,
-                   search_path: tuple[Path, ...], upload_wait_s: float) -> SessionContext:
-    """Clear what a dead session left, and say what the session's training needs."""
+                   search_path: tuple[Path, ...], upload_wait_s: float,
+                   layout: Layout) -> SessionContext:
+    """Clear what a dead session left, say how the ranks run, and say what the session's
+    training needs."""
     clear_leftovers(job)
     _warn_if_budget_spent(spec, deadline, clock, console)
+    line = layout_line(layout)
+    if line:
+        console.info(line)
     return SessionContext(
         job=job, fence=fence_of(state), session=len(state.sessions) - 1, clock=clock,
         console=console, on_point=job.statefile.on_point,
@@ -208,18 +217,53 @@ def _start_session(job: JobDir, spec: JobSpec, state: JobState, deadline: Deadli
         search_path=search_path, heartbeat_s=spec.lease_s / 4,
         upload_wait_s=upload_wait_s, on_progress=lambda p: view.update(
             epoch=p.epoch, epochs_total=p.epochs_total, batch=p.batch,
-            batches_in_epoch=p.batches_in_epoch, metrics=p.metrics))
+            batches_in_epoch=p.batches_in_epoch, metrics=p.metrics), layout=layout)
+
+
+def session_layout(spec: JobSpec, *, supervised: bool) -> Layout:
+    """How this session runs the job's ranks: in the processes the spec's ``distributed``
+    section asks for on this runtime's GPUs (:func:`plan_layout`) when supervised; in this
+    process, all as virtual ranks, when not.
+
+    Args:
+        spec: the job.
+        supervised: whether the training runs in supervised workers.
+
+    Returns:
+        The leader's layout.
+    """
+    if not supervised:
+        return Layout(ranks=spec.distributed.ranks, processes=1)
+    return plan_layout(spec.distributed, gpus=visible_gpus(), device=spec.device)
+
+
+def layout_line(layout: Layout) -> str | None:
+    """What the console says of ``layout`` as the session starts (``training 2 ranks in 2
+    processes (gloo)``).
+
+    Args:
+        layout: the session's layout.
+
+    Returns:
+        The line; ``None`` for one rank, with nothing to say.
+    """
+    if layout.processes > 1:
+        return (f"training {layout.ranks} ranks in {layout.processes} processes "
+                f"({layout.backend})")
+    if layout.ranks > 1:
+        return f"training {layout.ranks} ranks as virtual ranks in 1 process"
+    return None
 
 
 def _train(spec: JobSpec, ctx: SessionContext, *, supervised: bool,
            view: ProgressView, warm: WorkerProcess | None = None) -> Outcome:
     """Train the session: in supervised workers (the first one ``warm``, started
-    ahead), or in this process."""
+    ahead; one per process of ``ctx.layout``), or in this process."""
     if supervised:
         return Supervisor(spec, ctx.job, fence=ctx.fence, session=ctx.session,
                           clock=ctx.clock, console=ctx.console,
                           deadline=ctx.controls.deadline, search_path=ctx.search_path,
-                          view=view, warm=warm).run()
+                          view=view, warm=warm, layout=ctx.layout).run()
     try:
         return train_session(spec, ctx)
     finally:

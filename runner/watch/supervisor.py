@@ -1,4 +1,4 @@
-"""The supervisor: runs the training in a worker process and watches it.
+"""The supervisor: runs the training in worker processes and watches them.
 
 What cannot be handled from inside the worker is handled here
 (docs/concepts.md#supervisor-and-worker):
@@ -7,16 +7,29 @@ GIL (F17), a CUDA OOM (F7), the runtime's deadline, interrupts (F5), control
 requests, and the lease's heartbeat. A worker that could not begin (its imports failed:
 :class:`~colabrun.runner.watch.messages.NotStarted`) is no crash: the job fails at once,
 with the worker's traceback and what to do. Decisions are pure: restarts in
-:mod:`~colabrun.runner.watch.restarts`, hangs in :mod:`~colabrun.runner.watch.stall`;
-the lease is kept by :class:`~colabrun.runner.watch.lease_keeper.LeaseKeeper`'s thread.
-This module only watches, signals and waits.
+:mod:`~colabrun.runner.watch.restarts`, hangs in :mod:`~colabrun.runner.watch.stall`,
+whose end is an attempt's in :func:`~colabrun.runner.watch.workers.verdict_of`; the
+lease is kept by :class:`~colabrun.runner.watch.lease_keeper.LeaseKeeper`'s thread.
+This module and :mod:`~colabrun.runner.watch.workers` only watch, signal and wait.
+
+The supervisor keeps the policy: the attempts and their restarts, the lease, interrupts
+and control requests, the stall watch's verdict, a CUDA OOM, and what an attempt's end
+means to the job. Each attempt's worker processes are a
+:class:`~colabrun.runner.watch.workers.Workers`: started, heard, seen to exit, their
+stacks dumped, killed and reaped there. A job of several processes
+(:class:`~colabrun.runner.dist.layout.Layout`, docs/concepts.md#several-processes) runs
+one worker per process, as a group. The leader (process 0) is the group to the outside:
+its heartbeats drive the bars and the stall watch (a peer that hangs holds it in a
+collective), and requests, interrupts and the deadline go to it alone (it decides for
+all). A process that exits without saying how its session ended takes the group down:
+the others are killed and the attempt is a crash, restarted as a whole from the last
+checkpoint; a hung group has every process's stacks dumped (both judged by
+:mod:`~colabrun.runner.watch.workers`).
 """
 
 from __future__ import annotations
 
 import queue
-import signal
-from dataclasses import dataclass
 from pathlib import Path
 
 from tenacity import Retrying, retry_if_result
@@ -27,19 +40,18 @@ from colabrun.jobs.spec import JobSpec
 from colabrun.runner.clock import Clock
 from colabrun.runner.display.console import Console
 from colabrun.runner.display.progress import ProgressView
+from colabrun.runner.dist.layout import Layout
 from colabrun.runner.train.training import Outcome
 from colabrun.runner.watch.control import ControlWatcher
 from colabrun.runner.watch.deadline import Deadline
 from colabrun.runner.watch.interrupts import Interrupts
 from colabrun.runner.watch.lease_keeper import LeaseKeeper, LeaseReport, Refresh
 from colabrun.runner.watch.messages import (
-    Beat,
     CheckpointRequest,
     Ended,
     Kill,
     KillReason,
     NotStarted,
-    Output,
     StopRequest,
 )
 from colabrun.runner.watch.remote_error import restore_error
@@ -52,24 +64,13 @@ from colabrun.runner.watch.restarts import (
     should_restart,
 )
 from colabrun.runner.watch.stall import StallLimits, StallWatch
-from colabrun.runner.watch.worker import STACKS_NAME, WorkerTask
+from colabrun.runner.watch.worker import WorkerTask
 from colabrun.runner.watch.worker_process import WorkerProcess
+from colabrun.runner.watch.workers import POLL_S, Address, Workers, start_processes
 from colabrun.state.jobdir import JobDir
 from colabrun.state.lease import Fence, LeaseLost
 
-POLL_S = 0.2
 UNKNOWN_REQUEST = "ignoring unknown request file control/{} (known: stop, checkpoint)"
-
-
-@dataclass
-class _Watch:
-    """What one attempt has seen of its worker."""
-
-    worker: WorkerProcess
-    ended: Ended | None = None
-    not_started: NotStarted | None = None
-    stop_sent: bool = False
-    kill: Kill | None = None
 
 
 class Supervisor:
@@ -86,12 +87,14 @@ class Supervisor:
         search_path: folders the worker imports the entrypoint from.
         view: the progress bars the worker's heartbeats move.
         warm: a worker started ahead (:meth:`WorkerProcess.start`), for the first attempt.
+        layout: the ranks and the processes running them (the leader's view); by default
+            the spec's ranks, as virtual ranks of one process.
     """
 
     def __init__(self, spec: JobSpec, job: JobDir, *, fence: Fence, session: int,
                  clock: Clock, console: Console, deadline: Deadline,
                  search_path: tuple[Path, ...] = (), view: ProgressView | None = None,
-                 warm: WorkerProcess | None = None) -> None:
+                 warm: WorkerProcess | None = None, layout: Layout | None = None) -> None:
         self.spec = spec
         self._warm = warm
         self.job = job
@@ -101,6 +104,7 @@ class Supervisor:
         self.console = console
         self.deadline = deadline
         self.search_path = search_path
+        self.layout = layout or Layout(ranks=spec.distributed.ranks)
         self.view = view or ProgressView(enabled=False, out=console.out)
         self.micro_batches = 1
         self.history: list[Attempt] = []
@@ -145,139 +149,115 @@ class Supervisor:
                                     outcome.detail))
         if should_restart(self.history, cap=self.spec.watchdog.max_restarts):
             what = "ran out of CUDA memory" if outcome.exit is Exit.OOM else outcome.detail
-            self.console.warn(f"the worker {what}; restarting it from the last "
+            whom = ("it" if self.layout.processes == 1
+                    else f"all {self.layout.processes} processes")
+            self.console.warn(f"the worker {what}; restarting {whom} from the last "
                               f"checkpoint in {backoff_s(self.history):.0f} s")
         return outcome
 
     def _attempt(self) -> Outcome:
         if self.lease.lost is not None:  # found while waiting to restart: start nothing
             return _fenced(self.lease.lost)
-        watch = _Watch(self._worker().give(self._task()))
+        warm, self._warm = self._warm, None
+        workers = Workers(start_processes(self.layout.processes, self._task, warm=warm,
+                                          clock=self.clock),
+                          clock=self.clock, console=self.console, view=self.view,
+                          stall=self.stall, heartbeat_s=self.spec.watchdog.heartbeat_s,
+                          log=self.job.path / "log")
         self.stall.restart(now=self.clock.monotonic())
         try:
-            while watch.worker.is_running() and not self._act_on_lease(watch):
-                self._receive(watch, timeout=POLL_S)
-                self._act_on_interrupts(watch)
-                self._act_on_requests(watch)
-                self._check_stall(watch)
+            while workers.goes_on() and not self._act_on_lease(workers):
+                workers.receive(timeout=POLL_S)
+                self._act_on_interrupts(workers)
+                self._act_on_requests(workers)
+                self._check_stall(workers)
+                workers.check_exits()
         finally:
-            if watch.worker.is_running():
-                self._kill(watch, Kill.because(KillReason.SUPERVISOR_STOPPED))
-            watch.worker.wait()
-        while self._receive(watch, timeout=0):
-            pass
-        watch.worker.close()
-        return self._classify(watch)
+            workers.reap()
+        workers.finish()
+        return self._classify(workers)
 
-    def _worker(self) -> WorkerProcess:
-        """The worker started ahead, if it is still alive (or it said why it could not
-        start: a new one would fail the same way); else a new one."""
-        warm, self._warm = self._warm, None
-        if warm is not None and (warm.is_running() or warm.did_not_start):
-            return warm
-        if warm is not None:
-            warm.discard()
-        return WorkerProcess.start()
-
-    def _task(self) -> WorkerTask:
+    def _task(self, process: int = 0, address: Address | None = None) -> WorkerTask:
         return WorkerTask(spec=self.spec, root=self.job.root, fence=self.fence,
                           session=self.session, micro_batches=self.micro_batches,
                           deadline=self.deadline, search_path=self.search_path,
-                          attempt=len(self.history))
+                          attempt=len(self.history), layout=self.layout.of_process(process),
+                          address=address)
 
-    def _receive(self, watch: _Watch, *, timeout: float) -> bool:
-        message = watch.worker.receive(timeout)
-        if isinstance(message, Output):
-            self.view.write(message.text)
-        elif isinstance(message, Beat):
-            self.stall.observe(message, now=self.clock.monotonic())
-            self.view.update(epoch=message.epoch, epochs_total=message.epochs_total,
-                             batch=message.batch, batches_in_epoch=message.batches_in_epoch,
-                             metrics=message.metrics)
-        elif isinstance(message, Ended):
-            watch.ended = message
-        elif isinstance(message, NotStarted):
-            watch.not_started = message
-        return message is not None
+    # -- watching -------------------------------------------------------------------------
 
-    # -- watching ---------------------------------------------------------------------
-
-    def _check_stall(self, watch: _Watch) -> None:
-        if watch.kill is not None:  # already dying: one verdict is enough
+    def _check_stall(self, workers: Workers) -> None:
+        """The stall watch judges the leader's progress (a peer that hangs holds it in a
+        collective); the group's processes are judged by their heartbeats
+        (:meth:`Workers.check_silent`)."""
+        if workers.kill is not None or workers.leader.ended is not None:  # dying, or decided
             return
-        stall = self.stall.check(now=self.clock.monotonic())
+        now = self.clock.monotonic()
+        stall = self.stall.check(now=now)
         if stall is None:
+            workers.check_silent(now=now)
             return
-        self.console.warn(f"no progress for {stall.silent_s:.0f} s (limit {stall.limit_s:.0f} "
-                          f"s, phase {stall.phase}): the training looks hung; its thread "
-                          "stacks follow")
-        stacks = watch.worker.dump_stacks(self.job.path / "log" / STACKS_NAME,
-                                          sleep=self.clock.sleep)
-        if stacks is not None:
-            self.console.info(f"thread stacks of the hung worker:\n{stacks}")
-        self._kill(watch, Kill(KillReason.HUNG, stall.detail()))
+        stacks = ("its thread stacks follow" if not workers.grouped
+                  else f"the thread stacks of its {len(workers.processes)} processes follow")
+        self.console.warn(f"no progress for {stall.silent_s:.0f} s (limit "
+                          f"{stall.limit_s:.0f} s, phase {stall.phase}): the training "
+                          f"looks hung; {stacks}")
+        workers.dump_stacks()
+        workers.kill_all(Kill(KillReason.HUNG, stall.detail()))
 
-    def _kill(self, watch: _Watch, kill: Kill) -> None:
-        watch.kill = watch.kill or kill
-        watch.worker.kill()
-
-    def _act_on_interrupts(self, watch: _Watch) -> None:
+    def _act_on_interrupts(self, workers: Workers) -> None:
         if self.interrupts.count >= 2:
-            watch.kill = Kill.because(KillReason.INTERRUPTED_TWICE)  # overrides any other
-            self._kill(watch, watch.kill)
-        elif self.interrupts.count == 1 and not watch.stop_sent:
+            workers.kill = Kill.because(KillReason.INTERRUPTED_TWICE)  # overrides any other
+            workers.kill_all(workers.kill)
+        elif self.interrupts.count == 1 and not workers.stop_sent:
             self.console.info("interrupted: saving at the next step, then stopping "
                               "(interrupt again to stop at once, without a save)")
-            watch.worker.send(StopRequest("interrupted"))
-            watch.stop_sent = True
+            workers.tell(StopRequest("interrupted"))
 
-    def _act_on_requests(self, watch: _Watch) -> None:
+    def _act_on_requests(self, workers: Workers) -> None:
         requests, unknown = self._watcher.pending()
         for name in unknown:
             self.console.warn(UNKNOWN_REQUEST.format(name))
         for name in requests:
             self.console.info(f"'{name}' request received")
-            if name == "stop":
-                watch.worker.send(StopRequest("stop requested"))
-                watch.stop_sent = True
-            else:
-                watch.worker.send(CheckpointRequest())
+            workers.tell(StopRequest("stop requested") if name == "stop"
+                         else CheckpointRequest())
 
-    def _act_on_lease(self, watch: _Watch) -> bool:
-        """Say what the lease keeper reported; kill the worker if the lease is lost."""
+    def _act_on_lease(self, workers: Workers) -> bool:
+        """Say what the lease keeper reported; kill the workers if the lease is lost."""
         while not self._lease_problems.empty():
             report = self._lease_problems.get_nowait()
             if report.outcome is Refresh.STORAGE_FAILED:  # a lost mount: training goes on
                 self.console.warn(f"cannot refresh the lease ({report.error}); training goes on")
         if self.lease.lost is None:
             return False
-        self._kill(watch, Kill.because(KillReason.FENCED))
+        workers.kill_all(Kill.because(KillReason.FENCED))
         return True
 
     # -- judging --------------------------------------------------------------------------
 
-    def _classify(self, watch: _Watch) -> Outcome:
-        kill = watch.kill
-        reason = kill.reason if kill is not None else None
-        if reason is KillReason.FENCED and self.lease.lost is not None:
+    def _classify(self, workers: Workers) -> Outcome:
+        """How the attempt ended: fenced when the workers were killed for a lost lease;
+        failed at once when one could not start; else as its processes show it
+        (:func:`~colabrun.runner.watch.workers.verdict_of`), a report made an outcome here."""
+        kill = workers.kill
+        if kill is not None and kill.reason is KillReason.FENCED and self.lease.lost is not None:
             return _fenced(self.lease.lost)
-        if watch.not_started is not None:
-            return self._not_started(watch.not_started)
-        if watch.ended is not None:
-            return self._ended(watch.ended)
-        if reason is KillReason.INTERRUPTED_TWICE:
-            return Outcome(Exit.STOPPED, "interrupted twice: stopped at once, without a save",
-                           exit_code=130)
-        if kill is not None and reason is KillReason.HUNG:
-            return Outcome(Exit.HUNG, kill.detail)
-        code = watch.worker.returncode
-        how = (f"was killed by {signal_name(-code)}" if code < 0
-               else f"exited with code {code}")
-        return Outcome(Exit.CRASHED, how)
+        failure = workers.not_started()
+        if failure is not None:
+            return self._not_started(failure)
+        verdict = workers.verdict()
+        if isinstance(verdict, Outcome):
+            return verdict
+        ended, process = verdict
+        return self._ended(ended, process=process)
 
-    def _ended(self, ended: Ended) -> Outcome:
-        self.micro_batches = ended.micro_batches
-        return Outcome(ended.exit, ended.detail,
+    def _ended(self, ended: Ended, *, process: int = 0) -> Outcome:
+        """The outcome a worker reported; a follower's names its process."""
+        if process == 0:
+            self.micro_batches = ended.micro_batches
+        return Outcome(ended.exit, ended.detail if process == 0
+                       else f"process {process}: {ended.detail}",
                        value=ended.value.load() if ended.value is not None else None,
                        error=restore_error(ended.error) if ended.error is not None else None,
                        exit_code=ended.exit_code)
@@ -320,17 +300,3 @@ def _fenced(lost: LeaseLost) -> Outcome:
     """The outcome of a session whose job another runner took over."""
     return Outcome(Exit.FENCED, str(lost), error=lost, exit_code=lost.exit_code)
 
-
-def signal_name(number: int) -> str:
-    """The name of signal ``number``, as the user reads it in "was killed by SIGKILL".
-
-    Args:
-        number: a signal number.
-
-    Returns:
-        ``SIGKILL`` for 9; the number itself for a signal Python does not name.
-    """
-    try:
-        return signal.Signals(number).name
-    except ValueError:
-        return str(number)

@@ -15,6 +15,10 @@ import, and a parent check every heartbeat), reports progress from a heartbeat t
 forwards everything it prints through the pipe (a notebook shows only what the kernel
 process prints), and dumps its thread stacks on SIGUSR2 (``faulthandler``, which works
 even when a thread holds the GIL).
+
+In a group of several processes (:class:`~colabrun.runner.dist.layout.Layout`) each is one
+such worker; only the leader (process 0) keeps the job log and prints the status line,
+and each dumps its stacks into its own file (:func:`stacks_name`).
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ from colabrun.jobs.spec import JobSpec
 from colabrun.runner.clock import Clock, SystemClock
 from colabrun.runner.display.console import Console
 from colabrun.runner.display.status import status_line
+from colabrun.runner.dist.layout import Layout
 from colabrun.runner.faults import hook_from_environment
 from colabrun.runner.platform import ORPHANED_EXIT, die_with_parent
 from colabrun.runner.train.live import Controls, LiveProgress
@@ -64,9 +69,23 @@ from colabrun.state.hooks import no_hook
 from colabrun.state.jobdir import JobDir
 from colabrun.state.lease import Fence
 
-#: worker exit codes, read when no :class:`Ended` message arrived
+#: worker exit codes, read when no :class:`Ended` message arrived (another exit: 1)
 EXIT_CODES = {Exit.COMPLETED: 0, Exit.STOPPED: 3, Exit.FAILED: 1, Exit.FENCED: 4, Exit.OOM: 17}
 STACKS_NAME = "stacks.txt"
+
+
+def stacks_name(process: int) -> str:
+    """The file under the job's ``log/`` that process ``process`` dumps its thread stacks
+    into: ``stacks.txt`` for the leader (or a process alone), ``stacks-p1.txt`` for
+    process 1.
+
+    Args:
+        process: the process's index in its group.
+
+    Returns:
+        The file's name.
+    """
+    return STACKS_NAME if process == 0 else f"stacks-p{process}.txt"
 
 
 @dataclass(frozen=True)
@@ -81,6 +100,10 @@ class WorkerTask:
     deadline: Deadline
     search_path: tuple[Path, ...]
     attempt: int = 0
+    #: the job's ranks, and this worker among the processes running them
+    layout: Layout = Layout()
+    #: host and port of the leader's c10d store, when the layout has several processes
+    address: tuple[str, int] | None = None
 
 
 class Channel:
@@ -200,24 +223,28 @@ def worker_main(conn: Connection, *, parent: int, path: Sequence[str] = ()) -> N
     channel = Channel(conn)
     sys.stdout = sys.stderr = ForwardingStream(channel)
     progress = LiveProgress(micro_batches=task.micro_batches)
-    job = JobDir(task.root, task.spec.name,
-                 on_point=hook_from_environment(task.attempt, progress=progress) or no_hook,
+    layout = task.layout
+    hook = hook_from_environment(task.attempt, progress=progress, process=layout.process)
+    job = JobDir(task.root, task.spec.name, on_point=hook or no_hook,
                  local_root=Path(task.spec.local_dir) if task.spec.local_dir else None)
     console = Console(out=cast(TextIO, sys.stdout), storage=job.storage)
-    console.attach_log(job.path)
+    if layout.is_leader:  # the others' lines reach the supervisor, prefixed, unlogged
+        console.attach_log(job.path)
     job.storage.makedirs(job.path / "log")
-    stacks = open(job.path / "log" / STACKS_NAME, "a")  # noqa: SIM115 - lives as long as we do
+    stacks_file = job.path / "log" / stacks_name(layout.process)
+    stacks = open(stacks_file, "a")  # noqa: SIM115 - lives as long as we do
     faulthandler.register(signal.SIGUSR2, file=stacks, all_threads=True)
     clock = SystemClock()
     controls = Controls(task.deadline)
+    status_every_s = task.spec.watchdog.status_every_s if layout.is_leader else float("inf")
     beat = Heartbeat(channel, progress, controls, interval_s=task.spec.watchdog.heartbeat_s,
-                     status_every_s=task.spec.watchdog.status_every_s, clock=clock,
-                     console=console, parent=parent)
+                     status_every_s=status_every_s, clock=clock, console=console,
+                     parent=parent)
     beat.start()
     ctx = SessionContext(job=job, fence=task.fence, session=task.session,
                          clock=clock, console=console, on_point=job.statefile.on_point,
                          controls=controls, progress=progress, micro_batches=task.micro_batches,
-                         search_path=task.search_path)
+                         search_path=task.search_path, layout=layout, address=task.address)
     outcome = train_session(task.spec, ctx)
     beat.stop()
     sys.stdout.flush()
@@ -225,7 +252,7 @@ def worker_main(conn: Connection, *, parent: int, path: Sequence[str] = ()) -> N
                        micro_batches=progress.micro_batches, value=Pickled.of(outcome.value),
                        error=None if outcome.error is None else report_error(outcome.error)))
     conn.close()
-    os._exit(EXIT_CODES[outcome.exit])  # skip atexit: nothing of ours is left to flush
+    os._exit(EXIT_CODES.get(outcome.exit, 1))  # skip atexit: nothing of ours is left to flush
 
 
 def _load_task(conn: Connection, blob: bytes) -> WorkerTask:

@@ -77,6 +77,8 @@ class WorkerProcess:
         self.conn = conn
         #: whether it was given its task (until then it only imports, then waits)
         self.tasked = False
+        #: whether its socket was found closed: no message will come any more
+        self.at_eof = False
 
     @classmethod
     def start(cls) -> WorkerProcess:
@@ -168,7 +170,8 @@ class WorkerProcess:
             pass
 
     def receive(self, timeout: float) -> WorkerMessage | None:
-        """The next message, waiting up to ``timeout`` seconds; ``None`` if none came.
+        """The next message, waiting up to ``timeout`` seconds; ``None`` if none came (or
+        the socket is closed: :attr:`at_eof`).
 
         Args:
             timeout: seconds to wait (0: only what is there already).
@@ -178,10 +181,18 @@ class WorkerProcess:
                 return None
             message: object = self.conn.recv()
         except (EOFError, OSError):
+            self.at_eof = True
             return None
         if isinstance(message, tuple):  # from a worker that could not import colabrun
             return NotStarted.from_wire(message)
         return cast(WorkerMessage, message)
+
+    def resume(self) -> None:
+        """SIGCONT the worker (a stopped one runs its pending signal handlers first)."""
+        try:
+            os.kill(self.pid, signal.SIGCONT)
+        except ProcessLookupError:
+            pass
 
     def kill(self) -> None:
         """SIGKILL the worker, if it still runs."""
@@ -206,14 +217,52 @@ class WorkerProcess:
         Returns:
             What it appended, or ``None`` when the worker is gone or wrote nothing readable.
         """
-        offset = stacks.stat().st_size if stacks.exists() else 0
-        try:
-            os.kill(self.pid, signal.SIGUSR2)
-        except ProcessLookupError:
+        offset = self.ask_for_stacks(stacks)
+        if offset is None:
             return None
         sleep(STACKS_WAIT_S)
-        if not stacks.exists():
+        return read_stacks(stacks, offset)
+
+    def ask_for_stacks(self, stacks: Path) -> int | None:
+        """Signal the worker to append its thread stacks to ``stacks`` (SIGUSR2); a group's
+        workers are all asked before any is read (:func:`read_stacks`), to wait once.
+
+        Args:
+            stacks: the file the worker's faulthandler appends to.
+
+        Returns:
+            Where in ``stacks`` its dump begins, or ``None`` when the worker is gone.
+        """
+        offset = stacks.stat().st_size if stacks.exists() else 0
+        try:
+            os.kill(self.pid, signal.SIGUSR2)  # a stopped worker answers once continued
+        except ProcessLookupError:
             return None
-        with open(stacks, encoding="utf-8", errors="replace") as f:
-            f.seek(offset)
-            return f.read().rstrip()
+        return offset
+
+
+def is_stopped(pid: int) -> bool:
+    """Whether process ``pid`` is stopped (a SIGSTOP, a debugger): state ``T`` or ``t``
+    in ``/proc/PID/stat`` (Linux; elsewhere never)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rpartition(")")[2].split()[:1] in (["T"], ["t"])
+
+
+def read_stacks(stacks: Path, offset: int) -> str | None:
+    """What a worker appended to ``stacks`` since ``offset`` (:meth:`WorkerProcess.ask_for_stacks`).
+
+    Args:
+        stacks: the file the worker's faulthandler appends to.
+        offset: its size before the worker was asked.
+
+    Returns:
+        The stacks, or ``None`` when there is no such file.
+    """
+    if not stacks.exists():
+        return None
+    with open(stacks, encoding="utf-8", errors="replace") as f:
+        f.seek(offset)
+        return f.read().rstrip()
