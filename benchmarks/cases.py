@@ -24,6 +24,7 @@ from typing import Any
 import torch
 
 from benchmarks import jobs
+from benchmarks.ddp import ddp_case
 from benchmarks.reseed import reseed_case
 from benchmarks.runtime_death import runtime_death
 from benchmarks.soak import soak_case
@@ -663,4 +664,5 @@ CASES: dict[str, Callable[[Config, Path], list[Row]]] = {
     "runtime_death": runtime_death,
     "soak": soak_case,
     "reseed": reseed_case,
+    "ddp": ddp_case,
 }
