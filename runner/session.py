@@ -20,13 +20,13 @@ from typing import Any, TextIO, cast
 import cloudpickle
 
 from colabrun.jobs.entrypoint import resolve_entrypoint
-from colabrun.jobs.errors import EntrypointError
+from colabrun.jobs.errors import EntrypointError, SpecError
 from colabrun.jobs.spec import JobSpec
 from colabrun.runner import knobs
 from colabrun.runner.clock import Clock, SystemClock
 from colabrun.runner.display.console import Console
 from colabrun.runner.display.progress import ProgressView, ViewStream, wants_bar
-from colabrun.runner.dist.layout import Layout, plan_layout, visible_gpus
+from colabrun.runner.dist.layout import Layout, layout_problem, plan_layout, visible_gpus
 from colabrun.runner.ending import RunResult, abandon, finish, result_of, summary_line
 from colabrun.runner.faults import hook_from_environment
 from colabrun.runner.opening import clear_leftovers, open_state, take_and_begin
@@ -106,16 +106,17 @@ def run_job(
         return _already_done(job, spec, state, on_disk=on_disk, console=console)
     _say_if_epochs_lowered(spec, state, console)
     _warn_if_not_durable(root, console)
+    layout = session_layout(spec, supervised=supervised)  # refused before any worker starts
     return _run_session(job, spec, state, on_disk=on_disk, supervised=supervised,
                         takeover=takeover, clock=clock, console=console, live=live, view=view,
                         search_path=tuple(Path(p) for p in search_path),
-                        upload_wait_s=upload_wait_s)
+                        upload_wait_s=upload_wait_s, layout=layout)
 
 
 def _run_session(job: JobDir, spec: JobSpec, state: JobState, *, on_disk: bool,
                  supervised: bool, takeover: bool, clock: Clock, console: Console,
                  live: LiveProgress, view: ProgressView, search_path: tuple[Path, ...],
-                 upload_wait_s: float) -> RunResult:
+                 upload_wait_s: float, layout: Layout) -> RunResult:
     """Take the job (waiting out a dead runtime's lease), train one session, record its end.
 
     A failure of colabrun's own (a folder that cannot be written, a lost mount) after the
@@ -129,7 +130,6 @@ def _run_session(job: JobDir, spec: JobSpec, state: JobState, *, on_disk: bool,
             dead = wait_for_lease(state, job.statefile.read, _me(), clock=clock,
                                   console=console, is_alive=pid_alive)
         deadline = _deadline(spec, clock)
-        layout = session_layout(spec, supervised=supervised)
         taken: list[Fence] = []  # set once the lease is in the state being written
         try:
             begun = take_and_begin(job, spec, _me(), None if on_disk else state,
@@ -231,10 +231,20 @@ def session_layout(spec: JobSpec, *, supervised: bool) -> Layout:
 
     Returns:
         The leader's layout.
+
+    Raises:
+        SpecError: this runtime cannot run the processes asked for
+            (:func:`~colabrun.runner.dist.layout.layout_problem`: more NCCL processes than
+            GPUs).
     """
     if not supervised:
         return Layout(ranks=spec.distributed.ranks, processes=1)
-    return plan_layout(spec.distributed, gpus=visible_gpus(), device=spec.device)
+    gpus = visible_gpus()
+    layout = plan_layout(spec.distributed, gpus=gpus, device=spec.device)
+    problem = layout_problem(layout, gpus, device=spec.device)
+    if problem is not None:
+        raise SpecError(f"cannot start job {spec.name!r}: {problem}")
+    return layout
 
 
 def layout_line(layout: Layout) -> str | None:

@@ -18,9 +18,10 @@ supervisor's stall watch first, which dumps every process's stacks
 
 from __future__ import annotations
 
-import pickle
+import json
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
+from dataclasses import asdict, is_dataclass
 from datetime import timedelta
 from typing import Any, TypeVar
 
@@ -30,6 +31,39 @@ import torch.distributed as dist
 from colabrun.runner.dist.layout import Layout
 
 T = TypeVar("T")
+
+#: decisions kept in the store at most: the leader deletes older ones (a follower is never
+#: that many boundaries behind: DDP's all-reduce holds each step to the slowest process)
+KEPT_DECISIONS = 1024
+#: what a failing collective or store says: a peer died, hung or closed the connection
+GROUP_FAILURES = ("Connection closed by peer", "Connection reset by peer", "Timed out",
+                  "timed out", "pair closure", "Broken pipe", "NCCL", "gloo")
+
+
+class GroupError(RuntimeError):
+    """The processes of a group disagree, or lost one another: the group restarts."""
+
+
+def is_group_failure(exc: BaseException) -> bool:
+    """Whether ``exc`` (or an exception it was raised from) came from the group rather than
+    from the training function's own code: torch.distributed's errors, a collective that
+    failed in DDP's backward (a plain ``RuntimeError`` naming gloo's or NCCL's transport),
+    or :class:`GroupError`."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, (GroupError, torch.distributed.DistError)):
+            return True
+        if isinstance(seen, RuntimeError) and any(mark in str(seen)
+                                                  for mark in GROUP_FAILURES):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def _encode(value: Any) -> bytes:
+    """A decision as JSON (never pickle: the store listens on the network)."""
+    return json.dumps(asdict(value) if is_dataclass(value) and not isinstance(value, type)
+                      else value).encode()
 
 
 class Group:
@@ -42,8 +76,9 @@ class Group:
     def __init__(self, layout: Layout | None = None) -> None:
         self.layout = layout or Layout()
 
-    def agree(self, decide: Callable[[], T]) -> T:
-        """What the leader decides: called here on the leader, read elsewhere."""
+    def agree(self, decide: Callable[[], T], kind: type[T] | None = None) -> T:
+        """What the leader decides: called here on the leader, read elsewhere (sent as
+        JSON: ``decide`` returns a JSON value, or a dataclass of them, given as ``kind``)."""
         return decide()
 
     def gather(self, value: T) -> list[T] | None:
@@ -89,15 +124,17 @@ class Joined(Group):
         self._device = device
         self._decisions = 0
 
-    def agree(self, decide: Callable[[], T]) -> T:
+    def agree(self, decide: Callable[[], T], kind: type[T] | None = None) -> T:
         self._decisions += 1
         key = f"decision/{self._decisions}"
         if self.layout.is_leader:
             value = decide()
-            self._store.set(key, pickle.dumps(value))  # type: ignore[arg-type]
+            self._store.set(key, _encode(value))  # type: ignore[arg-type]
+            if self._decisions > KEPT_DECISIONS:
+                self._store.delete_key(f"decision/{self._decisions - KEPT_DECISIONS}")
             return value
-        loaded: T = pickle.loads(self._store.get(key))
-        return loaded
+        loaded = json.loads(self._store.get(key))
+        return kind(**loaded) if kind is not None else loaded
 
     def gather(self, value: T) -> list[T] | None:
         out: list[Any] | None = [None] * self.layout.processes if self.layout.is_leader \

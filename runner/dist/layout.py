@@ -107,23 +107,66 @@ def plan_layout(policy: DistributedPolicy, *, gpus: int, device: str = "auto") -
     """
     on_gpu = gpus > 0 and device != "cpu"
     if policy.processes == "auto":
-        processes = max(d for d in range(1, policy.ranks + 1)
-                        if policy.ranks % d == 0 and d <= max(1, gpus if on_gpu else 1))
+        processes = most_processes(policy.ranks, gpus if on_gpu else 0)
     else:
         processes = int(policy.processes)
     backend = policy.backend if policy.backend != "auto" else ("nccl" if on_gpu else "gloo")
     return Layout(ranks=policy.ranks, processes=processes, backend=backend)
 
 
-def layout_change_problem(saved_processes: int, layout: Layout, *, allow_inexact: bool
-                          ) -> str | None:
-    """Why a checkpoint saved by ``saved_processes`` processes cannot continue bit-exactly
-    in ``layout``, or ``None`` when it can (or when inexact is allowed). Pure."""
-    if saved_processes == layout.processes or layout.ranks <= 2 or allow_inexact:
+def most_processes(ranks: int, gpus: int) -> int:
+    """The most processes that run ``ranks`` on ``gpus`` GPUs, one each: the largest
+    divisor of ``ranks`` not above ``gpus`` (1 without any)."""
+    return max(d for d in range(1, ranks + 1) if ranks % d == 0 and d <= max(1, gpus))
+
+
+def layout_problem(layout: Layout, gpus: int, *, device: str = "auto") -> str | None:
+    """Why ``layout`` cannot run on this runtime, or ``None`` when it can. Pure.
+
+    NCCL runs one process per GPU and refuses two on one: a group of more NCCL processes
+    than the GPUs it trains on would crash at its first collective, attempt after attempt.
+
+    Args:
+        layout: the session's layout (:func:`plan_layout`).
+        gpus: the GPUs this runtime has (:func:`visible_gpus`).
+        device: the spec's ``device`` (``cpu``: the GPUs are not used).
+
+    Returns:
+        One line: what is wrong, where, and how to fix it.
+    """
+    used = 0 if device == "cpu" else gpus
+    if layout.backend != "nccl" or not layout.is_grouped or layout.processes <= used:
         return None
-    return (f"this job's {layout.ranks} ranks ran in {saved_processes} process(es) and "
-            f"would continue in {layout.processes}: their gradients would be summed in "
-            "another order, and the run would not be bit-exact; run it on "
-            f"{saved_processes} process(es) (distributed.processes), or set "
-            "distributed.allow_inexact: true to continue anyway (docs/concepts.md"
-            "#several-processes)")
+    fits = most_processes(layout.ranks, used)
+    auto = (f"1 process, {layout.ranks} virtual ranks" if fits == 1
+            else f"{fits} processes of {layout.ranks // fits} virtual ranks each")
+    has = "device: cpu trains on none" if device == "cpu" else f"this runtime has {gpus}"
+    return (f"distributed.processes: {layout.processes} processes with NCCL need "
+            f"{layout.processes} GPUs, {has}: set processes: auto ({auto}), or backend: gloo")
+
+
+def layout_change_problem(saved_processes: int, layout: Layout, *, allow_inexact: bool,
+                          micro_batches: int = 1) -> str | None:
+    """Why a checkpoint saved by ``saved_processes`` processes cannot continue bit-exactly
+    in ``layout``, or ``None`` when it can (or when inexact is allowed). Pure.
+
+    Args:
+        saved_processes: the processes that ran the ranks when the checkpoint was saved.
+        layout: this runtime's.
+        allow_inexact: the spec's ``distributed.allow_inexact``.
+        micro_batches: the pieces each rank's batch is cut into (more than 1 after a CUDA
+            OOM: each process then adds its pieces before the processes add theirs).
+    """
+    if saved_processes == layout.processes or allow_inexact:
+        return None
+    if layout.ranks > 2:
+        why = f"this job's {layout.ranks} ranks"
+    elif micro_batches > 1 and layout.ranks > 1:
+        why = f"this job's ranks, cut into {micro_batches} micro-batches since a CUDA OOM,"
+    else:
+        return None
+    return (f"{why} ran in {saved_processes} process(es) and would continue in "
+            f"{layout.processes}: their gradients would be summed in another order, and the "
+            f"run would not be bit-exact; run it on {saved_processes} process(es) "
+            "(distributed.processes), or set distributed.allow_inexact: true to continue "
+            "anyway (docs/concepts.md#several-processes)")

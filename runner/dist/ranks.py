@@ -5,15 +5,18 @@ ask of them (docs/concepts.md#several-processes)."""
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from colabrun.jobs.errors import HandleError
-from colabrun.runner.dist.group import Group
+from colabrun.runner.dist.group import Group, GroupError
 from colabrun.runner.dist.layout import Layout, layout_change_problem
 from colabrun.runner.dist.streams import RankStreams
 from colabrun.runner.dist.virtual import RankStates, VirtualRanks
+
+if TYPE_CHECKING:
+    from colabrun.runner.train.resume import ResumePoint
 
 #: kept with the extras of a job of several ranks: the processes that ran them
 PROCESSES = "_colabrun_processes"
@@ -29,28 +32,32 @@ class Ranks:
     def __init__(self, group: Group) -> None:
         self.group = group
         self.layout: Layout = group.layout
-        self.streams = RankStreams(self.layout.hosted)
+        self.streams = RankStreams(self.layout.hosted, own_device=self.layout.ranks > 1)
         self.virtual = VirtualRanks(self.layout, self.streams, group)
 
-    def check_start(self, name: str | None, extras: Mapping[str, Any], *,
-                    allow_inexact: bool) -> None:
-        """Before training: every process starts from the leader's checkpoint ``name``
-        (``None``: scratch), saved by a layout this one continues exactly (or inexact is
-        allowed).
+    def check_start(self, point: ResumePoint | None, *, allow_inexact: bool) -> None:
+        """Before training: every process starts from the leader's checkpoint (``None``:
+        scratch), saved by a layout this one continues exactly (or inexact is allowed).
 
         Raises:
-            HandleError: the processes found different checkpoints, or the layout changed
-                where exactness cannot hold (nothing was trained).
+            GroupError: the processes found different checkpoints (the group restarts).
+            HandleError: the layout changed where exactness cannot hold (nothing was
+                trained).
         """
+        from colabrun.runner.train.restore import MICRO_BATCHES  # it imports this module
+
+        name = None if point is None else point.name
         leaders = self.group.agree(lambda: name)
-        if name != leaders:
-            raise HandleError(
+        if name != leaders:  # a read that failed in one process: the group starts again
+            raise GroupError(
                 f"process {self.layout.process} would resume from {name or 'scratch'}, the "
-                f"leader from {leaders or 'scratch'}: a checkpoint changed while they "
-                "started; run the job again")
-        problem = layout_change_problem(int(extras.get(PROCESSES, 1)), self.layout,
-                                        allow_inexact=allow_inexact)
-        if name is not None and problem is not None:
+                f"leader from {leaders or 'scratch'}")
+        if point is None:
+            return
+        problem = layout_change_problem(
+            int(point.extras.get(PROCESSES, 1)), self.layout, allow_inexact=allow_inexact,
+            micro_batches=int(point.extras.get(MICRO_BATCHES, 1)))
+        if problem is not None:
             raise HandleError(f"cannot resume from {name}: {problem}")
 
     def gather(self, epoch_rng: Mapping[str, Any] | None) -> RankStates | None:

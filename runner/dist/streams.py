@@ -14,6 +14,8 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
+import torch
+
 from colabrun.runner.train.rng import capture_rng, restore_rng, seed_everything, training_seed
 
 _GOLDEN = 0x9E3779B97F4A7C15
@@ -30,10 +32,15 @@ class RankStreams:
 
     Args:
         hosted: the ranks this process runs.
+        own_device: a job of several ranks: a rank's CUDA stream is that of the device it
+            trains on (``cuda:N`` in process N, ``cuda:0`` for virtual ranks), kept as one
+            state and put back on this process's device, whichever index it has; else every
+            device's, by index (a job of one rank, as before).
     """
 
-    def __init__(self, hosted: range = range(1)) -> None:
+    def __init__(self, hosted: range = range(1), *, own_device: bool = False) -> None:
         self.hosted = hosted
+        self._own_device = own_device
         self._aside: dict[int, dict[str, Any]] = {}
 
     @property
@@ -46,15 +53,15 @@ class RankStreams:
         for rank in reversed(self.hosted):
             seed_everything(rank_seed(seed, rank))
             if rank != self.first:
-                self._aside[rank] = capture_rng()
+                self._aside[rank] = self._capture()
 
     def states(self) -> dict[int, dict[str, Any]]:
         """Every hosted rank's stream now (outside ``run.split``)."""
-        return {self.first: capture_rng(), **self._aside}
+        return {self.first: self._capture(), **self._aside}
 
     def load(self, states: Mapping[int, Mapping[str, Any]]) -> None:
         """Put back the hosted ranks' streams from ``states`` (rank -> state)."""
-        restore_rng(dict(states[self.first]))
+        self._restore(dict(states[self.first]))
         self._aside = {rank: dict(states[rank]) for rank in self.hosted[1:]}
 
     @contextmanager
@@ -63,10 +70,25 @@ class RankStreams:
         if rank == self.first:
             yield
             return
-        home = capture_rng()
-        restore_rng(self._aside[rank])
+        home = self._capture()
+        self._restore(self._aside[rank])
         try:
             yield
         finally:
-            self._aside[rank] = capture_rng()
-            restore_rng(home)
+            self._aside[rank] = self._capture()
+            self._restore(home)
+
+    def _capture(self) -> dict[str, Any]:
+        state = capture_rng()
+        if self._own_device and "cuda" in state:
+            state["cuda"] = [torch.cuda.get_rng_state()]  # the current device's alone
+        return state
+
+    def _restore(self, state: Mapping[str, Any]) -> None:
+        if not self._own_device or "cuda" not in state:
+            restore_rng(dict(state))
+            return
+        restore_rng({key: value for key, value in state.items() if key != "cuda"})
+        if torch.cuda.is_available():
+            torch.cuda.set_rng_state(state["cuda"][0])  # onto this process's device
+

@@ -24,6 +24,7 @@ from colabrun.runner.dist.group import Group
 from colabrun.runner.dist.layout import Layout
 from colabrun.runner.dist.streams import RankStreams
 from colabrun.runner.train.data import split_batch
+from colabrun.runner.train.exactness import warn_inexact
 
 
 def unwrapped(obj: Any) -> Any:
@@ -118,6 +119,12 @@ class VirtualRanks:
         gradients local (they are reduced with the last piece's).
         """
         ranked = self._joined is not None and batch is self._joined
+        if self._joined is not None and not ranked:
+            warn_inexact(
+                f"run.split() got another batch than run.batches() gave this process's "
+                f"{self.layout.per_process} ranks (a copy, moved to the device?): it trains "
+                "as one piece", "pass run.split() the batch itself and move each piece "
+                "(docs/concepts.md#several-processes)", stacklevel=4)
         sizes = self._sizes if ranked else [0]
         pieces: list[tuple[int, Any, float]] = []
         start = 0

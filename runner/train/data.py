@@ -195,7 +195,12 @@ def _refuse_sharding(world: int, what: str) -> None:
 
 def _rebuild(loader: DataLoader[Any], *, seed: int, epoch: int, skip: int,
              generator: torch.Generator | None, ranks: range, world: int) -> DataLoader[Any]:
-    batches = epoch_batches(loader, seed=seed, epoch=epoch, generator=generator)
+    if world > 1:  # every process deals the same batches: a sampler drawing from torch's
+        with torch.random.fork_rng(devices=[]):  # generator draws from one shared here
+            torch.manual_seed(epoch_seed(seed, epoch) + 2)
+            batches = epoch_batches(loader, seed=seed, epoch=epoch, generator=generator)
+    else:
+        batches = epoch_batches(loader, seed=seed, epoch=epoch, generator=generator)
     numbers = shard_numbers(len(batches), skip=skip, ranks=ranks, world=world)
     base = epoch_seed(seed, epoch)
     workers = loader.num_workers

@@ -32,6 +32,7 @@ from colabrun.runner.dist.ranks import Ranks
 from colabrun.runner.dist.virtual import unwrapped
 from colabrun.runner.platform import use_deterministic_algorithms
 from colabrun.runner.save.saver import Saver
+from colabrun.runner.train.boundary import Decision
 from colabrun.runner.train.data import steps_per_epoch
 from colabrun.runner.train.generators import as_tracked
 from colabrun.runner.train.live import StopTraining, Wiring
@@ -236,9 +237,7 @@ class Loop:
         """Continue from ``point`` (``None``: a fresh start)."""
         self._restorer = Restorer(point, streams=self._streams)
         self._resumed = point is not None
-        self.ranks.check_start(None if point is None else point.name,
-                                {} if point is None else point.extras,
-                                allow_inexact=self.spec.distributed.allow_inexact)
+        self.ranks.check_start(point, allow_inexact=self.spec.distributed.allow_inexact)
         if point is None:
             return
         self.extras = {k: v for k, v in point.extras.items() if k not in OWN_EXTRAS}
@@ -263,7 +262,8 @@ class Loop:
         Mid-accumulation, a save or stop due waits (the stop is remembered)."""
         self._watch.look(current_frame())
         decision = self.group.agree(lambda: self.saving.decide(
-            self._tracked, at_epoch_end=at_epoch_end, last=last, resumed=self._resumed))
+            self._tracked, at_epoch_end=at_epoch_end, last=last, resumed=self._resumed),
+            kind=Decision)
         controls = self._wiring.controls
         if decision.stop is not None:
             controls.request_stop(decision.stop)

@@ -60,6 +60,12 @@ def ranks_in(main: Mapping[str, Any], hosted: range) -> dict[int, Mapping[str, A
     others' are under its :data:`RANKS`, or beside it in the payload (see :func:`save_context`).
     """
     others = main.get(RANKS, {})
+    missing = [rank for rank in hosted if rank and str(rank) not in others]
+    if missing:
+        raise HandleError(
+            f"the checkpoint keeps the random streams of {len(others) + 1} rank(s), not of "
+            f"rank {missing[0]}: it was saved with another distributed.ranks; train another "
+            "number of ranks as a new job (another name)")
     return {rank: main if rank == 0 else others[str(rank)] for rank in hosted}
 
 

@@ -22,7 +22,7 @@ from colabrun.jobs.imports import import_hint, working_folders
 from colabrun.jobs.spec import JobSpec
 from colabrun.runner.clock import Clock
 from colabrun.runner.display.console import Console, LogFlusher
-from colabrun.runner.dist.group import Group, Joined, opened
+from colabrun.runner.dist.group import Group, Joined, is_group_failure, opened
 from colabrun.runner.dist.layout import Layout
 from colabrun.runner.platform import choose_device, use_deterministic_algorithms
 from colabrun.runner.save.pace import UPLOAD_BUDGET
@@ -101,21 +101,11 @@ def _train_session(spec: JobSpec, ctx: SessionContext) -> Outcome:
     try:
         return _train(spec, ctx)
     except Exception as exc:
-        if ctx.layout.is_grouped and from_the_group(exc):  # a peer died or hung: restart
+        if ctx.layout.is_grouped and is_group_failure(exc):  # a peer died or hung: restart
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
             return Outcome(Exit.CRASHED, f"lost its group ({type(exc).__name__}: {first})",
                            error=exc, exit_code=1)
         return _translated(exc, ctx)
-
-
-def from_the_group(exc: BaseException) -> bool:
-    """Whether ``exc`` came from torch.distributed (a collective or the store failing: a
-    peer died, hung past the collective timeout, or the rendezvous could not form), not
-    from the training function's own code."""
-    if isinstance(exc, torch.distributed.DistError):
-        return True
-    frames = traceback.extract_tb(exc.__traceback__)
-    return bool(frames) and "torch/distributed/" in frames[-1].filename.replace("\\", "/")
 
 
 def _translated(exc: Exception, ctx: SessionContext) -> Outcome:

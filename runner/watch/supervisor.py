@@ -23,7 +23,9 @@ its heartbeats drive the bars and the stall watch (a peer that hangs holds it in
 collective), and requests, interrupts and the deadline go to it alone (it decides for
 all). A process that exits without saying how its session ended takes the group down:
 the others are killed and the attempt is a crash, restarted as a whole from the last
-checkpoint; a hung group has every process's stacks dumped (both judged by
+checkpoint. A follower that ends unfinished takes it down too, and its end is the
+attempt's (its code raised: the job fails, naming it; a CUDA OOM in any process is the
+attempt's OOM). A hung group has every process's stacks dumped (all judged by
 :mod:`~colabrun.runner.watch.workers`).
 """
 
@@ -250,12 +252,14 @@ class Supervisor:
         if isinstance(verdict, Outcome):
             return verdict
         ended, process = verdict
-        return self._ended(ended, process=process)
+        return self._ended(ended, process=process, micro_batches=workers.micro_batches())
 
-    def _ended(self, ended: Ended, *, process: int = 0) -> Outcome:
-        """The outcome a worker reported; a follower's names its process."""
-        if process == 0:
-            self.micro_batches = ended.micro_batches
+    def _ended(self, ended: Ended, *, process: int = 0,
+               micro_batches: int | None = None) -> Outcome:
+        """The outcome a worker reported; a follower's names its process. The next
+        attempt splits each batch into the most micro-batches any process reported
+        (``micro_batches``; by default ``ended``'s)."""
+        self.micro_batches = micro_batches or ended.micro_batches
         return Outcome(ended.exit, ended.detail if process == 0
                        else f"process {process}: {ended.detail}",
                        value=ended.value.load() if ended.value is not None else None,

@@ -13,11 +13,14 @@ the leader's c10d store (:func:`free_port`). The leader (process 0) speaks for i
 heartbeats move the bars and feed the stall watch, its printed lines are the job's (the
 others' are prefixed ``[process N]``), requests go to it alone (:meth:`Workers.tell`).
 What only the group shows is judged here: a process that exits without saying how its
-session ended takes the group down (the others are killed); once the leader is gone the
-others get :data:`GRACE_S` to end; a follower silent for the stall limit, or quiet for
-:data:`QUIET_BEATS` heartbeats when the leader ended unfinished, hung (every process's
-stacks are dumped, a stopped one's once the others are killed); and whose end is the
-attempt's (:func:`verdict_of`, pure).
+session ended, or a follower that ends unfinished (its code raised, CUDA ran out of memory),
+takes the group down at once (the others, waiting for it in a collective, are killed);
+once the leader is gone the others get :data:`GRACE_S` to end; a follower silent for the
+stall limit, or quiet for :data:`QUIET_BEATS` heartbeats when the leader ended unfinished,
+hung (every process's stacks are dumped, a stopped one's once the others are killed); and
+whose end is the attempt's (:func:`verdict_of`, pure: a follower's failure is the cause,
+the leader's crash on losing its group its consequence; any process's CUDA OOM is the
+attempt's).
 """
 
 from __future__ import annotations
@@ -232,8 +235,9 @@ class Workers:
     def check_exits(self) -> None:
         """Read to the end what each newly exited worker sent. One that exited on its own
         without an :class:`Ended` (a crash, a SIGKILL) or that could not start takes its
-        group down: the others are killed. Once the leader is gone the others get
-        :data:`GRACE_S` to end, then are killed."""
+        group down: the others are killed; so does a follower that ended unfinished
+        (:meth:`_take_down`). Once the leader is gone the others get :data:`GRACE_S` to
+        end, then are killed."""
         for each in self.processes:
             if each.exited or each.worker.is_running():
                 continue
@@ -241,6 +245,8 @@ class Workers:
             while (message := each.worker.receive(0)) is not None:
                 self._take(each, message)
             if each.ended is not None:
+                if each.index > 0 and each.ended.exit not in FINISHED:
+                    self._take_down(each, each.ended)
                 continue
             if (each.not_started is None and not each.killed and self.kill is None
                     and self.lost is None):
@@ -259,6 +265,17 @@ class Workers:
             self.console.info(f"{which} {', '.join(late)} still ran {GRACE_S:.0f} s after the "
                               "leader ended: killed")
             self._kill_workers()
+
+    def _take_down(self, each: _Process, ended: Ended) -> None:
+        """Follower ``each`` ended unfinished (``ended``: its code raised, CUDA ran out of
+        memory, it lost its group): the others would wait for it in their next collective
+        until it timed out, so they are killed now; its end is the cause
+        (:func:`cause_of`)."""
+        if self.kill is not None or self.lost is not None or not self.running():
+            return
+        self.console.info(f"process {each.index} ended ({ended.exit.value}): the other "
+                          "processes are killed")
+        self._kill_workers()
 
     def check_silent(self, *, now: float) -> None:
         """A process of the group, other than the leader, that has sent no heartbeat for
@@ -354,13 +371,18 @@ class Workers:
         """How the attempt ended, as its processes show it (:func:`verdict_of`)."""
         return verdict_of(self.processes, kill=self.kill, lost=self.lost)
 
+    def micro_batches(self) -> int | None:
+        """The most micro-batches any process reported in its :class:`Ended`
+        (:func:`largest_micro_batches`)."""
+        return largest_micro_batches(self.processes)
+
 
 def verdict_of(processes: list[_Process], *, kill: Kill | None,
-            lost: _Process | None) -> Outcome | tuple[Ended, int]:
+               lost: _Process | None) -> Outcome | tuple[Ended, int]:
     """How an attempt ended, as its processes show it (none of them failed to start). In a
     group: the leader's :class:`Ended` when it finished (completed, stopped, fenced); else
-    a process lost (crashed) or a hang; else a follower's failure over the leader's crash
-    (the user's code raised there), else the leader's :class:`Ended`.
+    a process lost (crashed) or a hang; else the :class:`Ended` that names the cause
+    (:func:`cause_of`), else the leader's crash.
 
     Args:
         processes: the attempt's processes, the leader first.
@@ -382,14 +404,31 @@ def verdict_of(processes: list[_Process], *, kill: Kill | None,
         return crashed(lost, grouped=grouped)
     if kill is not None and reason is KillReason.HUNG:
         return Outcome(Exit.HUNG, kill.detail)
-    failed = next((each for each in processes[1:]
-                   if each.ended is not None and each.ended.exit is Exit.FAILED), None)
-    if failed is not None and failed.ended is not None and (
-            ended is None or ended.exit is Exit.CRASHED):
-        return failed.ended, failed.index
-    if ended is not None:
-        return ended, 0
+    cause = cause_of(processes)
+    if cause is not None and cause.ended is not None:
+        return cause.ended, cause.index
     return crashed(leader, grouped=grouped)
+
+
+def cause_of(processes: list[_Process]) -> _Process | None:
+    """The process whose :class:`Ended` says why a group ended unfinished: one that ran out
+    of CUDA memory (any process's OOM is the attempt's: it restarts with more
+    micro-batches); else one whose own code failed, the leader first; else one that lost
+    its group (a crash: the consequence of another's end), the leader first. ``None`` when
+    none ended unfinished."""
+    unfinished = [each for each in processes
+                  if each.ended is not None and each.ended.exit not in FINISHED]
+    own = [each for each in unfinished
+           if each.ended is not None and each.ended.exit is not Exit.CRASHED]
+    oom = [each for each in own if each.ended is not None and each.ended.exit is Exit.OOM]
+    return next(iter(oom + own + unfinished), None)
+
+
+def largest_micro_batches(processes: list[_Process]) -> int | None:
+    """The most micro-batches any of ``processes`` reported in its :class:`Ended` (each
+    runs the same split); ``None`` when none sent one."""
+    return max((each.ended.micro_batches for each in processes if each.ended is not None),
+               default=None)
 
 
 def crashed(each: _Process, *, grouped: bool) -> Outcome:

@@ -11,6 +11,7 @@ from colabrun.jobs.spec import DistributedPolicy, JobSpec, changed_defining_fiel
 from colabrun.runner.dist.layout import (
     Layout,
     layout_change_problem,
+    layout_problem,
     plan_layout,
     visible_gpus,
 )
@@ -83,3 +84,54 @@ def test_the_ranks_define_the_job_but_one_rank_keeps_its_old_fingerprint() -> No
     assert changed_defining_fields(two.defining_fields(), two) == []
     more = two.model_copy(update={"distributed": DistributedPolicy(ranks=2, processes=2)})
     assert more.fingerprint() == two.fingerprint()  # processes only say how
+
+
+def test_two_ranks_cut_into_micro_batches_cannot_move_between_layouts_exactly() -> None:
+    one = Layout(ranks=2, processes=1)
+    problem = layout_change_problem(2, one, allow_inexact=False, micro_batches=2)
+    assert problem is not None and "2 micro-batches since a CUDA OOM" in problem
+    assert layout_change_problem(1, one, allow_inexact=False, micro_batches=2) is None
+    assert layout_change_problem(2, one, allow_inexact=True, micro_batches=2) is None
+
+
+@pytest.mark.parametrize(("ranks", "processes", "gpus", "device", "backend", "expected"), [
+    (2, 2, 2, "auto", "auto", None),            # one NCCL process per GPU
+    (2, 2, 0, "auto", "auto", None),            # gloo on the CPU
+    (2, 2, 1, "auto", "gloo", None),            # gloo may share a GPU
+    (2, 1, 0, "auto", "nccl", None),            # one process forms no group
+    (2, 2, 1, "auto", "auto", "distributed.processes: 2 processes with NCCL need 2 GPUs, "
+     "this runtime has 1: set processes: auto (1 process, 2 virtual ranks), or backend: gloo"),
+    (4, 4, 2, "auto", "auto", "distributed.processes: 4 processes with NCCL need 4 GPUs, "
+     "this runtime has 2: set processes: auto (2 processes of 2 virtual ranks each), or "
+     "backend: gloo"),
+    (2, 2, 0, "auto", "nccl", "this runtime has 0: set processes: auto (1 process"),
+    (2, 2, 2, "cpu", "nccl", "2 GPUs, device: cpu trains on none: set processes: auto (1 "),
+])
+def test_more_nccl_processes_than_gpus_is_a_problem_said_in_one_line(
+    ranks: int, processes: int, gpus: int, device: str, backend: str, expected: str | None
+) -> None:
+    policy = DistributedPolicy(ranks=ranks, processes=processes, backend=backend)
+    problem = layout_problem(plan_layout(policy, gpus=gpus, device=device), gpus, device=device)
+    if expected is None:
+        assert problem is None
+    else:
+        assert problem is not None and expected in problem and "\n" not in problem
+
+
+def test_an_error_of_the_group_is_told_from_the_training_functions_own() -> None:
+    import torch
+
+    from colabrun.jobs.errors import HandleError
+    from colabrun.runner.dist.group import GroupError, is_group_failure
+
+    peer = RuntimeError("[../third_party/gloo/gloo/transport/tcp/pair.cc:537] Read error "
+                        "[127.0.0.1]:6580: Connection reset by peer")
+    assert is_group_failure(peer)
+    assert is_group_failure(RuntimeError("Application timeout caused pair closure"))
+    assert is_group_failure(GroupError("process 1 would resume from a, the leader from b"))
+    assert is_group_failure(torch.distributed.DistNetworkError("port taken"))
+    wrapped = ValueError("in the user's code")
+    wrapped.__cause__ = peer
+    assert is_group_failure(wrapped)
+    assert not is_group_failure(RuntimeError("mat1 and mat2 shapes cannot be multiplied"))
+    assert not is_group_failure(HandleError("run.split(): cannot split a str"))

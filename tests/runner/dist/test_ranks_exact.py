@@ -215,7 +215,7 @@ def test_four_ranks_moved_to_another_layout_are_refused_before_training_unless_a
 ) -> None:
     """4 ranks in 2 processes (2 virtual ranks each, DDP's no_sync between them): their
     gradients cannot be summed in the same order in 1 process, so a resume there is refused
-    in one line, leaving the job as it was, unless ``allow_inexact``."""
+    in one line, with nothing trained, unless ``allow_inexact``."""
     def four(processes: int, epochs: int, **policy: Any) -> JobSpec:
         job = spec(tmp_path, processes=processes, epochs=epochs)
         return job.model_copy(update={"supervise": processes > 1, "distributed":

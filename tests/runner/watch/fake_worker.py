@@ -9,6 +9,7 @@ Started (``python -c`` :data:`ENTRY`) by the tests with its script, ``;``-separa
 - ``silent``: sleep, sending nothing (frozen, yet able to dump its stacks);
 - ``stall``: beat at the same step, for ever (its training hangs);
 - ``wait``: beat at the same step until a request comes, then print its class's name;
+- ``micro:N``: report N micro-batches in its :class:`Ended` (1 unless told);
 - ``end:EXIT[:DETAIL]``: send :class:`Ended` (``Exit(EXIT)``) and exit 0;
 - ``kill``, ``stop``: SIGKILL or SIGSTOP itself.
 
@@ -45,7 +46,7 @@ def main() -> None:
         conn.recv_bytes()  # the task: the script says what to do
     except EOFError:
         os._exit(0)
-    step = 0
+    step, micro_batches = 0, 1
     for action in script.split(";"):
         name, _, arg = action.partition(":")
         if name == "beat":
@@ -53,6 +54,8 @@ def main() -> None:
                 step += 1
                 conn.send(Beat(step=step, epoch=0, phase="train"))
                 _nap(parent)
+        elif name == "micro":
+            micro_batches = int(arg)
         elif name == "out":
             conn.send(Output(arg.replace("|", "\n")))
         elif name in ("silent", "stall"):
@@ -67,7 +70,8 @@ def main() -> None:
             conn.send(Output(f"got {type(conn.recv()).__name__}"))
         elif name == "end":
             exit_, _, detail = arg.partition(":")
-            conn.send(Ended(exit=Exit(exit_), detail=detail or exit_))
+            conn.send(Ended(exit=Exit(exit_), detail=detail or exit_,
+                            micro_batches=micro_batches))
             conn.close()
             os._exit(0)
         elif name in ("kill", "stop"):

@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 
+from colabrun.jobs.errors import SpecError
 from colabrun.jobs.spec import JobSpec
 from colabrun.runner import session
 from colabrun.runner.clock import SystemClock
@@ -128,7 +129,7 @@ def test_a_follower_killed_takes_the_group_down_and_the_group_restarts_whole(
 def test_a_killed_leader_is_a_crash_whatever_its_peers_then_raised(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     group = Group(tmp_path, monkeypatch, [
-        "beat:6;kill", "beat:1;end:failed:the training function raised RuntimeError: "
+        "beat:6;kill", "beat:40;end:failed:the training function raised RuntimeError: "
         "Connection closed by peer", "beat:2;end:completed", "beat:2;end:completed"])
     assert group.supervisor.run().exit is Exit.COMPLETED, group.text
     first = group.supervisor.history[0]
@@ -194,12 +195,41 @@ def test_a_leaders_failure_stands_when_the_others_are_alive(
 def test_a_followers_failure_wins_over_the_leaders_crash(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     group = Group(tmp_path, monkeypatch, [
-        "beat:2;end:crashed:its peer left", "beat:2;end:failed:the training function raised "
-        "ValueError: rank 1"])
+        "beat:2;end:crashed:lost its group (a collective failed: Connection closed by peer)",
+        "beat:2;end:failed:the training function raised ValueError: rank 1"])
     outcome = group.supervisor.run()
     assert outcome.exit is Exit.FAILED
     assert outcome.detail == "process 1: the training function raised ValueError: rank 1"
     assert len(group.supervisor.history) == 1, "a bug: no restart"
+
+
+def test_a_follower_that_fails_takes_the_waiting_leader_down_at_once(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The leader waits in its collective (``stall``) for the follower that raised: it is
+    killed as soon as the follower's end is seen, not at the collective's timeout."""
+    group = Group(tmp_path, monkeypatch, [
+        "stall", "beat:2;end:failed:the training function raised ValueError: rank 1"])
+    started = time.monotonic()
+    outcome = group.supervisor.run()
+    assert time.monotonic() - started < workers_module.GRACE_S, group.text
+    assert (outcome.exit, outcome.detail) == (
+        Exit.FAILED, "process 1: the training function raised ValueError: rank 1"), group.text
+    assert "process 1 ended (failed): the other processes are killed" in group.text
+    assert len(group.supervisor.history) == 1, "a bug: no restart"
+
+
+@pytest.mark.slow
+def test_a_followers_cuda_oom_is_the_attempts_and_its_micro_batches_count(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    group = Group(tmp_path, monkeypatch, [
+        "stall", "micro:2;beat:2;end:oom:CUDA out of memory", "beat:2;end:completed",
+        "beat:2;end:completed"], oom_halve_batch=True)
+    outcome = group.supervisor.run()
+    assert outcome.exit is Exit.COMPLETED, group.text
+    first = group.supervisor.history[0]
+    assert (first.exit, first.detail) == (Exit.OOM, "process 1: CUDA out of memory")
+    assert "restarting with 4 micro-batches per batch" in group.text
+    assert [task.micro_batches for task in group.tasks] == [1, 1, 4, 4]
 
 
 @pytest.mark.slow
@@ -227,6 +257,29 @@ def test_one_process_keeps_its_words(tmp_path: Path, monkeypatch: pytest.MonkeyP
         in group.text
     assert [task.address for task in group.tasks] == [None, None]
     assert group.tasks[0].layout == Layout(ranks=2, processes=1)
+
+
+def test_a_session_refuses_more_nccl_processes_than_gpus_before_starting_a_worker(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(session, "visible_gpus", lambda: 1)
+
+    def no_worker(cls: type[WorkerProcess]) -> WorkerProcess:
+        raise AssertionError("a worker was started")
+
+    monkeypatch.setattr(WorkerProcess, "start", classmethod(no_worker))
+    spec = JobSpec.model_validate({"name": "j", "entrypoint": "tests.jobs_for_tests:slow_train",
+                                   "epochs": 1, "root": str(tmp_path),
+                                   "distributed": {"ranks": 2, "processes": 2}})
+    with pytest.raises(SpecError) as refused:
+        session.run_job(spec, root=tmp_path, console=Console(out=io.StringIO()))
+    assert str(refused.value) == (
+        "cannot start job 'j': distributed.processes: 2 processes with NCCL need 2 GPUs, this "
+        "runtime has 1: set processes: auto (1 process, 2 virtual ranks), or backend: gloo")
+    assert refused.value.exit_code == 2
+    assert not (tmp_path / "j" / "state.json").exists()
+    gloo = spec.model_copy(update={"distributed": spec.distributed.model_copy(
+        update={"backend": "gloo"})})
+    assert session.session_layout(gloo, supervised=True).processes == 2
 
 
 def test_a_free_port_can_be_listened_on() -> None:

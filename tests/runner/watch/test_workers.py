@@ -12,7 +12,13 @@ from colabrun.runner.train.training import Outcome
 from colabrun.runner.watch.messages import Ended, Kill, KillReason
 from colabrun.runner.watch.restarts import Exit
 from colabrun.runner.watch.worker_process import WorkerProcess
-from colabrun.runner.watch.workers import _Process, quiet_follower, stacks_said, verdict_of
+from colabrun.runner.watch.workers import (
+    _Process,
+    largest_micro_batches,
+    quiet_follower,
+    stacks_said,
+    verdict_of,
+)
 
 
 def process(index: int = 0, *, ended: Ended | None = None, returncode: int = 0,
@@ -54,6 +60,26 @@ def test_a_finished_leader_stands_and_a_followers_failure_wins_over_its_crash() 
     failed_too = Ended(Exit.FAILED, "the training function raised KeyError: 'x'")
     assert verdict_of([process(ended=failed_too), process(1, ended=FAILED)],
                       kill=None, lost=None) == (failed_too, 0)
+
+
+def test_a_followers_end_is_the_cause_when_it_took_the_group_down() -> None:
+    lost = Ended(Exit.CRASHED, "lost its group (a collective failed: Connection closed)")
+    killed = process()  # the leader, killed when the follower's end was seen
+    assert verdict_of([killed, process(1, ended=FAILED)], kill=None, lost=None) == (FAILED, 1)
+    assert verdict_of([process(ended=lost), process(1, ended=FAILED)],
+                      kill=None, lost=None) == (FAILED, 1)
+    assert verdict_of([killed, process(1, ended=lost)], kill=None, lost=None) == (lost, 1)
+    assert verdict_of([process(ended=lost), process(1, ended=lost)],
+                      kill=None, lost=None) == (lost, 0)
+
+
+def test_a_cuda_oom_in_any_process_is_the_attempts() -> None:
+    oom = Ended(Exit.OOM, "CUDA out of memory", micro_batches=2)
+    assert verdict_of([process(), process(1, ended=oom)], kill=None, lost=None) == (oom, 1)
+    group = [process(ended=FAILED), process(1, ended=COMPLETED), process(2, ended=oom)]
+    assert verdict_of(group, kill=None, lost=None) == (oom, 2)
+    assert largest_micro_batches(group) == 2
+    assert largest_micro_batches([process(), process(1)]) is None
 
 
 def test_a_kill_decides_over_an_unfinished_leader() -> None:
