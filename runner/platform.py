@@ -188,11 +188,12 @@ def choose_device(
 
 
 def use_deterministic_algorithms(mode: bool) -> None:
-    """``torch.use_deterministic_algorithms(mode, warn_only=True)``, without its import of
-    ``torch._inductor.config`` (sympy, dynamo: 1.15 s measured on the project's 2-core
-    machine, on the path of every worker's start): the inductor's flag is set only where
-    something imported it already (``torch.compile``); the loop calls this again as
-    training starts, after the user's set-up."""
+    """``torch.use_deterministic_algorithms(mode, warn_only=True)``, without importing
+    ``torch._inductor.config`` itself (sympy, dynamo: 1.15 s on the project's 2-core
+    machine; the first optimizer imports it anyway, which the worker does ahead:
+    :func:`~colabrun.runner.watch.worker.import_ahead`): the inductor's flag is set where
+    something imported it already; the loop calls this again as training starts, after
+    the user's set-up."""
     import torch
 
     torch._C._set_deterministic_algorithms(mode, warn_only=True)

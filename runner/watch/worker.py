@@ -215,6 +215,7 @@ def worker_main(conn: Connection, *, parent: int, path: Sequence[str] = ()) -> N
     die_with_parent(parent)  # done already by WORKER_ENTRY: here for any other caller
     if path:
         sys.path[:] = training_path(path, sys.path)
+    import_ahead()
     try:
         blob = conn.recv_bytes()
     except EOFError:  # started ahead, and the session ended before training
@@ -253,6 +254,17 @@ def worker_main(conn: Connection, *, parent: int, path: Sequence[str] = ()) -> N
                        error=None if outcome.error is None else report_error(outcome.error)))
     conn.close()
     os._exit(EXIT_CODES.get(outcome.exit, 1))  # skip atexit: nothing of ours is left to flush
+
+
+def import_ahead() -> None:
+    """Import now what the training's first optimizer imports (``torch._dynamo``, through
+    ``torch._compile``: 1.1-1.2 s measured on the project's 2-core machine): a worker started
+    ahead does it while the supervisor takes the lease, not after (docs/colab.md#a-fresh-runtime).
+    Where it fails to import, the optimizer will say why."""
+    try:
+        import torch._dynamo  # noqa: F401
+    except Exception:  # noqa: S110 - an optional head start
+        pass
 
 
 def _load_task(conn: Connection, blob: bytes) -> WorkerTask:
