@@ -49,8 +49,16 @@ class Console:
         """A line the user should not miss."""
         self._emit(f"colabrun: WARNING: {message}")
 
+    def record(self, text: str) -> None:
+        """Keep ``text``'s lines in the job log only: lines printed elsewhere already (those
+        of a group's other processes, which the view shows)."""
+        self._keep(text)
+
     def _emit(self, line: str) -> None:
         print(line, file=self.out or sys.stdout, flush=True)
+        self._keep(line)
+
+    def _keep(self, line: str) -> None:
         if self.log_path is None or self.storage is None:
             return
         with self._lock:

@@ -215,8 +215,12 @@ class Workers:
     def _take(self, each: _Process, message: WorkerMessage) -> None:
         """Act on one message of process ``each``."""
         if isinstance(message, Output):
-            self.view.write(message.text if each.index == 0
-                            else _prefixed(message.text, f"[process {each.index}] "))
+            if each.index == 0:  # the leader keeps its own job log
+                self.view.write(message.text)
+            else:
+                said = _prefixed(message.text, f"[process {each.index}] ")
+                self.view.write(said)
+                self.console.record(said)
         elif isinstance(message, Beat):
             now = self.clock.monotonic()
             each.beat_at = now

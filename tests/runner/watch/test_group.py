@@ -62,8 +62,10 @@ class Group:
         self.job.statefile.write(state)
         self.out = io.StringIO()
         self.layout = Layout(ranks=2, processes=processes)
+        console = Console(out=self.out, storage=self.job.storage)
+        console.attach_log(self.job.path)  # the supervisor's, as colabrun.run opens it
         self.supervisor = Supervisor(spec, self.job, fence=fence_of(state), session=0,
-                                     clock=SystemClock(), console=Console(out=self.out),
+                                     clock=SystemClock(), console=console,
                                      deadline=Deadline(None), layout=self.layout)
         self.tasks: list[WorkerTask] = []
         self._scripts = iter(scripts)
@@ -105,6 +107,9 @@ def test_a_group_that_ends_takes_the_leaders_outcome_and_prefixes_the_others_lin
     assert (outcome.exit, outcome.detail) == (Exit.COMPLETED, "completed")
     assert "leader says" in group.text and "[process 0]" not in group.text
     assert "[process 1] one\n[process 1] two" in group.text
+    log = (group.job.path / "log" / "colabrun.log").read_text()
+    assert "[process 1] one\n[process 1] two" in log  # the leader's are the leader's to keep
+    assert "leader says" not in log
     assert [task.layout for task in group.tasks] == [group.layout.of_process(0),
                                                      group.layout.of_process(1)]
     addresses = {task.address for task in group.tasks}
