@@ -19,6 +19,8 @@ import torch
 from colabrun.runner.train.rng import capture_rng, restore_rng, seed_everything, training_seed
 
 _GOLDEN = 0x9E3779B97F4A7C15
+#: where a saved RNG value keeps the streams of ranks other than its own, by rank (as text)
+RANKS = "ranks"
 
 
 def rank_seed(seed: int, rank: int) -> int:

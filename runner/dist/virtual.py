@@ -22,7 +22,7 @@ import torch
 from colabrun.jobs.errors import HandleError
 from colabrun.runner.dist.group import Group
 from colabrun.runner.dist.layout import Layout
-from colabrun.runner.dist.streams import RankStreams
+from colabrun.runner.dist.streams import RANKS, RankStreams
 from colabrun.runner.train.data import split_batch
 from colabrun.runner.train.exactness import warn_inexact
 
@@ -125,6 +125,9 @@ class VirtualRanks:
                 f"{self.layout.per_process} ranks (a copy, moved to the device?): it trains "
                 "as one piece", "pass run.split() the batch itself and move each piece "
                 "(docs/concepts.md#several-processes)", stacklevel=4)
+        if not ranked and not self.layout.is_grouped:  # one rank, alone: the plain cut
+            yield from split_batch(batch, micro_batches)
+            return
         sizes = self._sizes if ranked else [0]
         pieces: list[tuple[int, Any, float]] = []
         start = 0
@@ -157,13 +160,12 @@ class RankStates:
 
     @classmethod
     def of(cls, streams: RankStreams, epoch_rng: Mapping[str, Any] | None) -> RankStates:
-        """A process's own: its ranks' streams now, and those kept as its epoch began."""
-        from colabrun.runner.train.restore import ranks_in  # the loop's format
-
+        """A process's own: its ranks' streams now, and those kept as its epoch began (the
+        globals were its first rank's, the others' under :data:`RANKS`)."""
         if epoch_rng is None:
             return cls(streams.states(), {})
-        started = ranks_in(_as_rank0(epoch_rng, streams.first), streams.hosted)
-        return cls(streams.states(), started)
+        aside = {int(rank): state for rank, state in epoch_rng.get(RANKS, {}).items()}
+        return cls(streams.states(), {streams.first: epoch_rng, **aside})
 
     @classmethod
     def merged(cls, gathered: Sequence[RankStates]) -> RankStates:
@@ -174,13 +176,3 @@ class RankStates:
             now.update(states.now)
             epoch.update(states.epoch)
         return cls(now, epoch)
-
-
-def _as_rank0(epoch_rng: Mapping[str, Any], first: int) -> Mapping[str, Any]:
-    """An epoch-start capture whose globals are rank ``first``'s, keyed as if rank 0's
-    (the form :func:`~colabrun.runner.train.restore.ranks_in` reads)."""
-    if first == 0:
-        return epoch_rng
-    from colabrun.runner.train.restore import RANKS
-
-    return {RANKS: {**epoch_rng.get(RANKS, {}), str(first): epoch_rng}}

@@ -18,6 +18,7 @@ sequence) is read and dropped, with an
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager, nullcontext
 from itertools import islice
 from typing import Any
 
@@ -195,11 +196,7 @@ def _refuse_sharding(world: int, what: str) -> None:
 
 def _rebuild(loader: DataLoader[Any], *, seed: int, epoch: int, skip: int,
              generator: torch.Generator | None, ranks: range, world: int) -> DataLoader[Any]:
-    if world > 1:  # every process deals the same batches: a sampler drawing from torch's
-        with torch.random.fork_rng(devices=[]):  # generator draws from one shared here
-            torch.manual_seed(epoch_seed(seed, epoch) + 2)
-            batches = epoch_batches(loader, seed=seed, epoch=epoch, generator=generator)
-    else:
+    with _shared_draws(seed, epoch) if world > 1 else nullcontext():
         batches = epoch_batches(loader, seed=seed, epoch=epoch, generator=generator)
     numbers = shard_numbers(len(batches), skip=skip, ranks=ranks, world=world)
     base = epoch_seed(seed, epoch)
@@ -219,6 +216,16 @@ def _rebuild(loader: DataLoader[Any], *, seed: int, epoch: int, skip: int,
         prefetch_factor=loader.prefetch_factor if workers else None,
         persistent_workers=loader.persistent_workers if workers else False,
     )
+
+
+@contextmanager
+def _shared_draws(seed: int, epoch: int) -> Iterator[None]:
+    """Torch's global generator, seeded from ``(seed, epoch)`` alone for the block, then
+    put back: with several ranks, a sampler that draws from it deals the same batches in
+    every process (each holds another rank's stream)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(epoch_seed(seed, epoch) + 2)
+        yield
 
 
 def _skip_by_reading(loader: Iterable[Any], skip: int, *, what: str, fix: str

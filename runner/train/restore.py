@@ -21,7 +21,7 @@ from typing import Any
 from colabrun.jobs.errors import HandleError
 from colabrun.jobs.handle import Stateful
 from colabrun.runner.dist.ranks import PROCESSES
-from colabrun.runner.dist.streams import RankStreams
+from colabrun.runner.dist.streams import RANKS, RankStreams
 from colabrun.runner.save.capture import SaveContext
 from colabrun.runner.train.generators import GeneratorState
 from colabrun.runner.train.position import EPOCH_START, IN_EPOCH
@@ -32,9 +32,6 @@ RNG = "rng"  # payload key: the RNG state at the save's program point
 RNG_EPOCH = "rng_epoch_start"  # payload key: the RNG state when the current epoch began
 GENERATORS = "tracked_generators"  # in RNG_EPOCH: the tracked generators' states
 LOADER = "loader"  # payload key: the data loader's own state, if it has one
-#: payload key, and key in RNG_EPOCH: the streams of ranks 1 and up, by rank (as text);
-#: rank 0's are RNG and RNG_EPOCH themselves (docs/concepts.md#several-processes)
-RANKS = "ranks"
 MICRO_BATCHES = "_colabrun_micro_batches"  # kept with the extras: survives restarts
 #: kept with the extras: the most batches between two run.step() calls (an accumulation)
 BATCHES_PER_STEP = "_colabrun_batches_per_step"

@@ -79,13 +79,19 @@ def test_split_gives_each_rank_its_rows_its_stream_and_half_the_weight() -> None
     assert pieces[1][3] == float(torch.rand(()))  # rank 1 drew from its own stream
 
 
-def test_split_cuts_each_rank_into_micro_batches_weighted_by_their_share(
-    monkeypatch: pytest.MonkeyPatch
-) -> None:
+@pytest.fixture
+def pair(monkeypatch: pytest.MonkeyPatch) -> VirtualRanks:
+    """Ranks 0 and 1 in one process, seeded; the inexact-resume warnings said afresh."""
     monkeypatch.setattr(exactness, "_said", set())
     streams = RankStreams(range(2))
-    virtual = VirtualRanks(Layout(ranks=2), streams, Group(Layout(ranks=2)))
     streams.seed(0)
+    return VirtualRanks(Layout(ranks=2), streams, Group(Layout(ranks=2)))
+
+
+def test_split_cuts_each_rank_into_micro_batches_weighted_by_their_share(
+    pair: VirtualRanks
+) -> None:
+    virtual = pair
     batch = virtual.next_batch(iter([torch.zeros(4), torch.ones(4)]))
     weights = [(float(x.sum()), w) for x, w in virtual.split(batch, micro_batches=2)]
     assert weights == [(0.0, 0.25), (0.0, 0.25), (2.0, 0.25), (2.0, 0.25)]
@@ -168,12 +174,8 @@ def test_a_ranks_cuda_stream_is_its_own_devices_and_goes_back_onto_this_processs
     assert devices[0].tolist() == [9]
 
 
-def test_split_of_a_copy_of_the_joined_batch_is_said_once(
-    monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(exactness, "_said", set())
-    streams = RankStreams(range(2))
-    virtual = VirtualRanks(Layout(ranks=2), streams, Group(Layout(ranks=2)))
+def test_split_of_a_copy_of_the_joined_batch_is_said_once(pair: VirtualRanks) -> None:
+    virtual = pair
     batch = virtual.next_batch(iter([torch.zeros(2), torch.ones(2)]))
     with pytest.warns(InexactResume, match="another batch than run.batches"):
         pieces = list(virtual.split(batch.clone(), micro_batches=1))
