@@ -69,6 +69,12 @@ def test_kill_at_point_then_resume(
 ) -> None:
     final, counts = reference
     nth = max(1, (counts[point] + 1) // 2)  # mid-run: after some checkpoints exist
+    if point.startswith("state."):
+        # the state is written twice as the session starts, then once per upload, whose
+        # number follows the upload pace: on a loaded machine only the first upload may
+        # come before the end, so the reference's count is no guide. The 3rd write is the
+        # first upload's: mid-run, with a checkpoint under the root
+        nth = min(nth, 3)
     root = tmp_path / "runs"
     spec_file = write_spec_file(tmp_path / "spec.json", digits_spec(root, name=NAME))
     killed = run_cli("run", str(spec_file), cwd=tmp_path,
