@@ -6,7 +6,7 @@ Saves and restores happen at two kinds of program point (:data:`IN_EPOCH`,
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Literal
 
 Where = Literal["in_epoch", "epoch_start"]
@@ -24,18 +24,21 @@ class Position:
     batch: int = 0
     step: int = 0
 
+    # Built directly, not with dataclasses.replace (which looks the fields up at each call):
+    # the loop moves twice per step.
+
     def after_step(self) -> Position:
         """One optimizer step later."""
-        return replace(self, step=self.step + 1)
+        return Position(self.epoch, self.batch, self.step + 1)
 
     def after_batch(self) -> Position:
         """One batch of the current epoch later."""
-        return replace(self, batch=self.batch + 1)
+        return Position(self.epoch, self.batch + 1, self.step)
 
     def after_epoch(self, epoch: int) -> Position:
         """Epoch ``epoch`` done: the next one starts at its first batch."""
-        return replace(self, epoch=epoch + 1, batch=0)
+        return Position(epoch + 1, 0, self.step)
 
     def saved_at(self, where: str) -> Position:
         """The position a checkpoint taken at ``where`` records (batch 0 between epochs)."""
-        return self if where == IN_EPOCH else replace(self, batch=0)
+        return self if where == IN_EPOCH else Position(self.epoch, 0, self.step)

@@ -19,7 +19,13 @@ from torch.utils.data import DataLoader, Dataset
 
 from colabrun.runner.train.batch_seed import SeededBatches, batch_seeds
 from colabrun.runner.train.data import remaining_batches
-from colabrun.runner.train.streams import mt_state_address, restore_streams, save_streams
+from colabrun.runner.train.streams import (
+    mt_state_address,
+    python_words,
+    restore_streams,
+    save_streams,
+    seed_streams,
+)
 
 SIZE, BATCH = 24, 4
 
@@ -116,6 +122,43 @@ def test_the_numpy_words_are_found_only_where_laid_out_as_expected() -> None:
     from colabrun.runner.train.streams import _layout_checked
 
     assert _layout_checked(np.random.PCG64(0)) is None
+
+
+def test_pythons_words_are_read_in_place_and_come_back_with_its_gaussian_cache() -> None:
+    found = python_words()
+    assert found is not None and found[0] is random.getstate.__self__  # CPython's layout
+    random.seed(7)
+    random.gauss(0.0, 1.0)  # one of a pair: the other waits in gauss_next
+    before = random.getstate()
+    saved = save_streams()
+    seed_streams(batch_seeds(9, 1))
+    random.random()
+    random.gauss(0.0, 1.0)
+    restore_streams(saved)
+    assert random.getstate() == before
+    twin = random.Random()
+    twin.setstate(before)
+    assert [random.gauss(0.0, 1.0), random.random()] == [twin.gauss(0.0, 1.0), twin.random()]
+
+
+def test_another_python_generator_behind_the_module_comes_back_through_getstate(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    class Own(random.Random):
+        """A subclass: its layout is not checked, getstate()/setstate() are used."""
+
+    own = Own(11)
+    for name in ("getstate", "setstate", "seed", "random"):
+        monkeypatch.setattr(random, name, getattr(own, name))
+    assert python_words() is None
+    before = own.getstate()
+    saved = save_streams()
+    seed_streams(batch_seeds(9, 2))
+    own.random()
+    restore_streams(saved)
+    assert own.getstate() == before
+    monkeypatch.undo()
+    assert python_words() is not None
 
 
 def test_batch_seeds_differ_by_batch_and_epoch_and_repeat() -> None:
