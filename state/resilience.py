@@ -6,10 +6,15 @@ A Drive mount (docs/colab.md#drive-pitfalls) fails in two ways, and each call of
 * **transient errors** are retried with exponential backoff (tenacity):
   ``EIO``, ``ENOTCONN`` (107, "Transport endpoint is not connected"),
   ``ETIMEDOUT``, ``EAGAIN``;
-* **hangs** meet a timeout per try: the call runs in a daemon thread, and if it
-  has not returned in time the caller gets :class:`StorageTimeout` (the stuck
-  thread is abandoned; nothing else can be done to a thread blocked in the
-  kernel).
+* **hangs** meet a timeout per try: the call runs in a daemon thread (a
+  :class:`Lane`, kept for the next call), and if it has not returned in time the
+  caller gets :class:`StorageTimeout` (the stuck thread is abandoned; nothing else
+  can be done to a thread blocked in the kernel).
+
+A call that succeeds at once, nearly every one, builds no retry machinery: an upload
+makes about 17 calls, and a thread started and a tenacity ``Retrying`` built for each
+cost ~0.15 ms of the training process's CPU apiece, taken from its steps while it holds
+the GIL (docs/concepts.md#the-adaptive-cadence).
 
 After the last try an ``OSError`` is translated into :class:`StorageError`,
 whose message names the path, the errno and what to check (the errors are
@@ -19,8 +24,11 @@ drawn in :mod:`colabrun.jobs.errors`: ``StorageTimeout`` is a ``StorageError``).
 from __future__ import annotations
 
 import errno
+import os
+import queue
 import threading
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -82,16 +90,25 @@ def call_resilient(what: str, path: Path, fn: Callable[[], T], *, attempts: int,
         StorageTimeout: one try did not return in time.
         StorageError: the last try failed with an ``OSError``.
     """
-    retrying = Retrying(
-        retry=retry_if_exception(is_transient),
-        stop=stop_after_attempt(attempts),
-        wait=wait_exponential(multiplier=backoff_s, max=10 * backoff_s),
-        reraise=True,
-        sleep=sleep,
-    )
+    once: Callable[[], T] = fn if limit_s is None else partial(
+        run_with_timeout, what, path, fn, limit_s)
     try:
-        result: T = (retrying(fn) if limit_s is None
-                     else retrying(run_with_timeout, what, path, fn, limit_s))
+        try:
+            return once()
+        except OSError as exc:
+            if not is_transient(exc) or attempts <= 1:
+                raise
+        # the retries: tenacity's, with its first wait taken here (the same schedule as
+        # one Retrying over every try: backoff_s, then doubling, up to ten times it)
+        sleep(backoff_s)
+        retrying = Retrying(
+            retry=retry_if_exception(is_transient),
+            stop=stop_after_attempt(attempts - 1),
+            wait=wait_exponential(multiplier=2 * backoff_s, max=10 * backoff_s),
+            reraise=True,
+            sleep=sleep,
+        )
+        result: T = retrying(once)
         return result
     except StorageError:
         raise
@@ -99,8 +116,65 @@ def call_resilient(what: str, path: Path, fn: Callable[[], T], *, attempts: int,
         raise translate(what, path, exc, tries=attempts) from exc
 
 
+#: the name of a lane's thread between calls (during one: ``colabrun-io-<what>``)
+IDLE_NAME = "colabrun-io-idle"
+
+
+class Lane:
+    """A daemon thread that runs storage calls one at a time, kept between calls.
+
+    Not a ``ThreadPoolExecutor``: its threads are joined at the interpreter's exit, and one
+    stuck in a frozen mount would hang the exit for ever. A lane whose call did not return
+    in time is abandoned, never reused, and its thread ends if the call ever does; idle
+    lanes wait in :data:`_IDLE`.
+    """
+
+    def __init__(self) -> None:
+        self._abandoned = False
+        self._calls: queue.SimpleQueue[tuple[str, Callable[[], Any], threading.Event,
+                                             dict[str, Any]]] = queue.SimpleQueue()
+        threading.Thread(target=self._serve, name=IDLE_NAME, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            what, fn, done, box = self._calls.get()
+            threading.current_thread().name = f"colabrun-io-{what}"  # fault points read it
+            try:
+                box["value"] = fn()
+            except BaseException as exc:  # handed back to the caller
+                box["error"] = exc
+            if self._abandoned:  # its caller gave up: nobody hands it a call again
+                return
+            threading.current_thread().name = IDLE_NAME
+            done.set()
+
+    def run(self, what: str, fn: Callable[[], Any], limit_s: float) -> dict[str, Any] | None:
+        """Run ``fn``; its outcome (``value`` or ``error``), or ``None`` past ``limit_s``."""
+        done, box = threading.Event(), dict[str, Any]()
+        self._calls.put((what, fn, done, box))
+        if done.wait(limit_s):
+            return box
+        self._abandoned = True
+        return None
+
+
+_IDLE: list[Lane] = []
+_IDLE_LOCK = threading.Lock()
+
+
+def _forget_lanes() -> None:
+    """In a forked child: the lanes' threads did not come along."""
+    global _IDLE_LOCK
+    _IDLE.clear()
+    _IDLE_LOCK = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_lanes)
+
+
 def run_with_timeout(what: str, path: Path, fn: Callable[[], T], limit_s: float) -> T:
-    """Run ``fn`` in a daemon thread, and give up waiting after ``limit_s``.
+    """Run ``fn`` in a daemon thread (an idle :class:`Lane`, or a new one), and give up
+    waiting after ``limit_s``.
 
     Args:
         what: the operation, for the message and the thread's name.
@@ -112,25 +186,20 @@ def run_with_timeout(what: str, path: Path, fn: Callable[[], T], limit_s: float)
         What ``fn`` returned.
 
     Raises:
-        StorageTimeout: ``fn`` is still running (its thread is abandoned).
+        StorageTimeout: ``fn`` is still running (its lane is abandoned).
         BaseException: whatever ``fn`` raised, raised again here.
     """
-    box: dict[str, Any] = {}
-
-    def target() -> None:
-        try:
-            box["value"] = fn()
-        except BaseException as exc:  # handed back to the caller below
-            box["error"] = exc
-
-    thread = threading.Thread(target=target, name=f"colabrun-io-{what}", daemon=True)
-    thread.start()
-    thread.join(limit_s)
-    if thread.is_alive():
+    with _IDLE_LOCK:
+        lane = _IDLE.pop() if _IDLE else None
+    lane = lane or Lane()
+    box = lane.run(what, fn, limit_s)
+    if box is None:  # the lane is left to its stuck call
         raise StorageTimeout(
             f"{what} {path} did not finish within {limit_s:g} s; the storage may be hanging "
             "(on Colab: is Google Drive still mounted? try `ls /content/drive/MyDrive`)"
         )
+    with _IDLE_LOCK:
+        _IDLE.append(lane)
     if "error" in box:
         raise box["error"]
     return box["value"]  # type: ignore[no-any-return]
