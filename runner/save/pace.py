@@ -52,6 +52,7 @@ class UploadPace:
     cost_s: float | None = None
     _clean: deque[float] = field(default_factory=deque)
     _typical: float | None = None
+    _typical_stale: bool = False  # a clean step came since the median was taken
     _excess: float = 0.0   # of the steps since the current upload began
     _paid: float = 0.0     # their duration
     _last_step_s: float | None = None
@@ -70,12 +71,19 @@ class UploadPace:
             self._clean.append(step_s)
             if len(self._clean) > self.window:
                 self._clean.popleft()
-            self._typical = statistics.median(self._clean)
+            self._typical_stale = True  # the median is taken when read: rarely
             self._clean_since += 1
             return
+        if self._typical_stale:
+            self._typical, self._typical_stale = statistics.median(self._clean), False
         if self._typical is not None and not is_outlier(step_s, self._typical):
             self._excess += step_s - self._typical
             self._paid += step_s
+
+    @property
+    def charged_s(self) -> float:
+        """What uploads cost training so far, the running upload's steps included."""
+        return self.toll_s + max(0.0, self._excess)
 
     @property
     def probe_due(self) -> bool:

@@ -18,6 +18,7 @@ def save_due(
     save_cost_s: float | None = None,
     writer_busy: bool = False,
     upload_ready: bool = True,
+    within_budget: bool = True,
 ) -> str | None:
     """The reason a checkpoint is due now, or ``None``.
 
@@ -34,6 +35,9 @@ def save_due(
             adaptive trigger waits for it: a save the uploader cannot take yet would be
             replaced by a newer one before it reaches the root, so it costs training and
             buys nothing against a runtime's death (docs/concepts.md#the-adaptive-cadence).
+        within_budget: whether what checkpointing has cost training so far is within
+            ``max_overhead`` of the time (:class:`OverheadAccount`): the adaptive trigger
+            waits for it, so what the cost estimate misses is made up by later saves.
 
     Returns:
         ``"epoch_end"``, ``"every_steps"``, ``"every_s"``, ``"adaptive"`` or ``None``. Within an
@@ -51,7 +55,7 @@ def save_due(
     ):
         return "every_s"
     if policy.max_overhead is not None and steps_since_save > 0 and not writer_busy \
-            and upload_ready:
+            and upload_ready and within_budget:
         if save_cost_s is None or seconds_since_save >= adaptive_interval_s(
                 policy.max_overhead, save_cost_s):
             return "adaptive"
@@ -68,6 +72,42 @@ def adaptive_interval_s(max_overhead: float, save_cost_s: float) -> float:
     session is taken at once: it measures the cost.
     """
     return save_cost_s * (1 - max_overhead) / max_overhead
+
+
+@dataclass
+class OverheadAccount:
+    """What checkpointing charged training, against what ``budget`` of the time allowed.
+
+    The adaptive interval (:func:`adaptive_interval_s`) is sized from an estimate of one
+    save's cost; what the estimate misses (a toll that grows, an upload's, a save of
+    another trigger such as an epoch's end) would go over the budget unseen. The account
+    is its correction: credit accrues at ``budget`` seconds per second and every second
+    the meters charge (stalls, tolls, uploads) is debited, as soon as it is measured. The
+    adaptive trigger waits while the account is in debt, so over any stretch the measured
+    share stays at the budget whatever the estimate says. Credit is never carried over
+    ``cap_s``: a long wait (an upload that could not start) buys no burst of saves.
+    Pure: fed with the meters' running total and the time.
+    """
+
+    budget: float
+    cap_s: float = 0.0
+    #: credit (positive) or debt (negative), in seconds of training
+    balance_s: float = 0.0
+    _at: float | None = None
+    _charged_s: float = 0.0
+
+    def observe(self, now: float, charged_s: float) -> None:
+        """The meters' total charge ``charged_s`` (a running sum) at monotonic ``now``."""
+        if self._at is not None:
+            earned = self.budget * (now - self._at)
+            self.balance_s = min(self.cap_s, self.balance_s + earned
+                                 - (charged_s - self._charged_s))
+        self._at, self._charged_s = now, charged_s
+
+    @property
+    def in_debt(self) -> bool:
+        """Whether checkpointing has cost more than the budget allowed so far."""
+        return self.balance_s < 0.0
 
 
 #: a step is left out of a toll (an evaluation, a GC pause) when it took over this many
@@ -169,6 +209,12 @@ class CostMeter:
     def typical_step_s(self) -> float | None:
         """The median of the recent steps (None until five were seen)."""
         return self._typical
+
+    @property
+    def charged_s(self) -> float:
+        """Every toll measured so far, the current save's part included (its steps so far;
+        booked into :attr:`tolls_s` at the next save)."""
+        return self.tolls_s + max(0.0, self._extra)
 
     @property
     def cost_s(self) -> float | None:

@@ -13,7 +13,7 @@ from colabrun.jobs.handle import Stateful
 from colabrun.jobs.spec import CheckpointPolicy
 from colabrun.runner.clock import Clock
 from colabrun.runner.save.capture import SaveContext
-from colabrun.runner.save.policy import CostMeter
+from colabrun.runner.save.policy import CostMeter, OverheadAccount
 from colabrun.runner.save.saver import Saver
 from colabrun.runner.save.task import WriteStats
 from colabrun.runner.train.boundary import Decision, Situation, decide, is_mid_accumulation
@@ -27,11 +27,18 @@ from colabrun.runner.train.save_guess import SaveGuess
 class SaveTelemetry:
     """What saves cost a run, as measured (for benchmarks and tests; live views)."""
 
-    #: seconds each save blocked the loop (the newest 1000)
-    stalls: Sequence[float]
-    #: the adaptive cadence's meter: ``stall_s`` and ``toll_s``
-    cost: CostMeter
+    cadence: SaveCadence
     saver: Saver
+
+    @property
+    def stalls(self) -> Sequence[float]:
+        """Seconds each save blocked the loop (the newest 1000)."""
+        return self.cadence.stalls
+
+    @property
+    def cost(self) -> CostMeter:
+        """The adaptive cadence's meter: ``stall_s`` and ``toll_s``."""
+        return self.cadence.meter
 
     @property
     def last_write(self) -> WriteStats | None:
@@ -40,9 +47,15 @@ class SaveTelemetry:
 
     @property
     def charged_s(self) -> float:
-        """Seconds of training the meters charged to checkpointing so far: the stalls (the
-        newest 1000), the saves' tolls and the uploads' (what the adaptive cadence paces by)."""
-        return sum(self.stalls) + self.cost.tolls_s + self.saver.uploader.pace.toll_s
+        """Seconds of training the meters charged to checkpointing so far: the stalls, the
+        saves' tolls and the uploads', the running ones' steps so far included (what the
+        adaptive cadence paces by: :class:`~colabrun.runner.save.policy.OverheadAccount`)."""
+        return charged_s(self.cadence, self.saver)
+
+
+def charged_s(cadence: SaveCadence, saver: Saver) -> float:
+    """What the meters charged to checkpointing so far (:attr:`SaveTelemetry.charged_s`)."""
+    return cadence.stalled_s + cadence.meter.charged_s + saver.uploader.pace.charged_s
 
 
 class Accumulation:
@@ -98,11 +111,13 @@ class Saving:
         self._guess = guess
         self.cadence = SaveCadence(now=clock.monotonic())
         self.accumulation = Accumulation()
+        self._account = None if policy.max_overhead is None else OverheadAccount(
+            policy.max_overhead)
 
     @property
     def telemetry(self) -> SaveTelemetry:
         """What saves cost this run so far."""
-        return SaveTelemetry(self.cadence.stalls, self.cadence.meter, self.saver)
+        return SaveTelemetry(self.cadence, self.saver)
 
     def stepped(self) -> float | None:
         """One optimizer step ended now; its duration (``None`` for the session's first)."""
@@ -149,6 +164,9 @@ class Saving:
     def _situation(self, tracked: Mapping[str, Stateful], at_epoch_end: bool, last: bool,
                    resumed: bool) -> Situation:
         cadence, controls = self.cadence, self._controls
+        account = self._account
+        if account is not None:
+            account.observe(self._clock.monotonic(), charged_s(cadence, self.saver))
         return Situation(
             steps_since_save=cadence.steps_since_save,
             seconds_since_save=cadence.seconds_since_save(self._clock.monotonic()),
@@ -156,6 +174,7 @@ class Saving:
             has_unsaved_work=self.has_unsaved_work(resumed=resumed),
             save_cost_s=self._save_cost_s(), writer_busy=self.saver.busy,
             upload_ready=self.saver.upload_ready,
+            within_budget=account is None or not account.in_debt,
             checkpoint_requested=controls.checkpoint_requested,
             stop_reason=controls.stop_reason, deadline=controls.deadline,
             now=self._clock.time(), step_s=cadence.step_s,

@@ -1,0 +1,149 @@
+"""The adaptive cadence's feedback (runner/save/policy.py, ``OverheadAccount``): pure, on a
+fake clock. The interval is sized from an estimate of one save's cost; the account holds
+the measured share to the budget whatever the estimate misses."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from colabrun.jobs.spec import CheckpointPolicy
+from colabrun.runner.clock import FakeClock
+from colabrun.runner.save.pace import UploadPace
+from colabrun.runner.save.policy import OverheadAccount, save_due
+from colabrun.runner.train.live import Controls
+from colabrun.runner.train.saving import Saving
+
+BUDGET = 0.02
+STEP_S = 0.01
+
+
+def test_credit_accrues_at_the_budget_and_charges_are_debited() -> None:
+    account = OverheadAccount(BUDGET, cap_s=1.0)
+    account.observe(100.0, charged_s=0.0)
+    assert account.balance_s == 0.0 and not account.in_debt
+    account.observe(110.0, charged_s=0.0)
+    assert account.balance_s == pytest.approx(0.2)
+    account.observe(110.0, charged_s=0.5)  # a save charged 0.5 s
+    assert account.balance_s == pytest.approx(-0.3) and account.in_debt
+    account.observe(125.0, charged_s=0.5)  # 15 s earn it back
+    assert account.balance_s == pytest.approx(0.0) and not account.in_debt
+
+
+def test_credit_is_never_carried_over_the_cap() -> None:
+    """A long wait (the root not taking uploads) buys no burst of saves after it."""
+    account = OverheadAccount(BUDGET)  # cap 0
+    account.observe(0.0, charged_s=0.0)
+    account.observe(3600.0, charged_s=0.0)
+    assert account.balance_s == 0.0
+    account.observe(3600.0, charged_s=0.01)
+    assert account.in_debt, "the next save's charge has to be earned first"
+
+
+def test_the_meters_running_total_is_what_counts_not_each_reading() -> None:
+    account = OverheadAccount(BUDGET)
+    account.observe(0.0, charged_s=5.0)  # what was charged before the account opened
+    assert account.balance_s == 0.0, "the first reading only sets the starting point"
+    account.observe(1.0, charged_s=5.0)
+    account.observe(1.0, charged_s=5.0)
+    assert account.balance_s == 0.0
+
+
+def test_only_the_adaptive_trigger_waits_for_the_account() -> None:
+    due: dict[str, Any] = {"steps_since_save": 100, "seconds_since_save": 1e6,
+                           "save_cost_s": 0.001}
+    adaptive = CheckpointPolicy(every_s=None, at_epoch_end=False)
+    assert save_due(adaptive, at_epoch_end=False, within_budget=True, **due) == "adaptive"
+    assert save_due(adaptive, at_epoch_end=False, within_budget=False, **due) is None
+    every = CheckpointPolicy(every_steps=10, every_s=None, at_epoch_end=True)
+    assert save_due(every, at_epoch_end=False, within_budget=False, **due) == "every_steps"
+    assert save_due(every, at_epoch_end=True, within_budget=False, **due) == "epoch_end"
+
+
+def _share(*, true_cost_s: float, estimate_s: float, epoch_steps: int | None = None,
+           feedback: bool = True, steps: int = 200_000) -> tuple[float, int]:
+    """Train ``steps`` steps of :data:`STEP_S` under the adaptive cadence at :data:`BUDGET`,
+    each save costing ``true_cost_s`` (a stall) while the cadence believes ``estimate_s``;
+    an epoch-end save every ``epoch_steps`` when given. Returns the share of the time the
+    saves cost and how many adaptive saves were taken."""
+    policy = CheckpointPolicy(every_s=None, at_epoch_end=epoch_steps is not None)
+    account = OverheadAccount(BUDGET)
+    now = charged = last_save = 0.0
+    since = adaptive = 0
+    for step in range(1, steps + 1):
+        now += STEP_S
+        since += 1
+        account.observe(now, charged)
+        epoch_end = epoch_steps is not None and step % epoch_steps == 0
+        reason = save_due(policy, steps_since_save=since, seconds_since_save=now - last_save,
+                          at_epoch_end=epoch_end, save_cost_s=estimate_s,
+                          within_budget=not feedback or not account.in_debt)
+        if reason is not None:
+            adaptive += reason == "adaptive"
+            now += true_cost_s
+            charged += true_cost_s
+            last_save, since = now, 0
+    return charged / now, adaptive
+
+
+@pytest.mark.parametrize("missed", [1.0, 1.5, 3.0])
+def test_what_the_estimate_misses_is_made_up_by_later_saves(missed: float) -> None:
+    share, saves = _share(true_cost_s=missed * 0.002, estimate_s=0.002)
+    assert share == pytest.approx(BUDGET, rel=0.03)
+    unchecked, more = _share(true_cost_s=missed * 0.002, estimate_s=0.002, feedback=False)
+    interval_s = 0.002 * (1 - BUDGET) / BUDGET  # what the estimate alone spaces saves by
+    expected = missed * 0.002 / (interval_s + missed * 0.002)
+    assert unchecked == pytest.approx(expected, rel=0.05), "the estimate alone"
+    assert saves <= more
+
+
+def test_a_dear_estimate_is_not_corrected_upwards() -> None:
+    """The account only ever holds saves back: an estimate above the truth keeps its
+    longer interval (the first save of a session measures it anyway)."""
+    share, _ = _share(true_cost_s=0.001, estimate_s=0.002)
+    assert share == pytest.approx(BUDGET / 2, rel=0.05)
+
+
+def test_epoch_end_saves_are_paid_for_by_fewer_adaptive_ones() -> None:
+    # epochs of 50 steps (0.5 s): an epoch's end comes 0.1 s after the second adaptive save
+    # of the epoch, sooner than the interval (0.196 s at 4 ms a save)
+    share, saves = _share(true_cost_s=0.004, estimate_s=0.004, epoch_steps=50)
+    assert share == pytest.approx(BUDGET, rel=0.03)
+    alone, more = _share(true_cost_s=0.004, estimate_s=0.004, epoch_steps=50, feedback=False)
+    assert alone > 1.15 * BUDGET, "without the account, the epoch ends come on top"
+    assert 0 < saves < more
+
+
+class _Saver:
+    """What :class:`Saving` reads of a saver, idle: nothing in flight, uploads ready."""
+
+    busy = uploading = False
+    upload_ready = True
+    newest_name = "step-1"
+    save_s = None
+    upload_cost_s = 0.0
+
+    def __init__(self) -> None:
+        self.uploader = type("Uploader", (), {"pace": UploadPace(budget=BUDGET)})()
+
+    def refresh_lease(self) -> None:
+        pass
+
+
+def test_the_loop_holds_adaptive_saves_while_the_meters_show_a_debt() -> None:
+    """Wired in the loop (runner/train/saving.py): the meters' total is what is debited."""
+    clock = FakeClock()
+    policy = CheckpointPolicy(every_s=None, at_epoch_end=False)
+    saving = Saving(_Saver(), clock=clock, policy=policy,  # type: ignore[arg-type]
+                    controls=Controls())
+    saving.cadence.meter.stall_s = 0.001  # one save measured: 1 ms, an interval of 49 ms
+    saving.cadence.steps_since_save = 1
+    clock.advance(1.0)
+    assert saving.decide({}, at_epoch_end=False, last=False, resumed=True).save == "adaptive"
+    saving.cadence.stalled_s += 0.5  # a save that cost far more than the estimate
+    clock.advance(1.0)
+    held = saving.decide({}, at_epoch_end=False, last=False, resumed=True)
+    assert held.save is None, "0.5 s charged in 2 s: 25 s to earn back at 2%"
+    clock.advance(24.5)
+    assert saving.decide({}, at_epoch_end=False, last=False, resumed=True).save == "adaptive"
