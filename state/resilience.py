@@ -14,7 +14,10 @@ A Drive mount (docs/colab.md#drive-pitfalls) fails in two ways, and each call of
 A call that succeeds at once, nearly every one, builds no retry machinery: an upload
 makes about 17 calls, and a thread started and a tenacity ``Retrying`` built for each
 cost ~0.15 ms of the training process's CPU apiece, taken from its steps while it holds
-the GIL (docs/concepts.md#the-adaptive-cadence).
+the GIL (docs/concepts.md#the-adaptive-cadence). For the same reason a timed call made
+inside another (:meth:`colabrun.state.storage.Storage.batch`: an upload's calls, timed
+once as a whole) runs inline in the outer call's lane, with its own retries: each handoff
+to a lane and back wakes a thread that must take the GIL from the training loop.
 
 After the last try an ``OSError`` is translated into :class:`StorageError`,
 whose message names the path, the errno and what to check (the errors are
@@ -136,6 +139,7 @@ class Lane:
         threading.Thread(target=self._serve, name=IDLE_NAME, daemon=True).start()
 
     def _serve(self) -> None:
+        _IN_LANE.active = True
         while True:
             what, fn, done, box = self._calls.get()
             threading.current_thread().name = f"colabrun-io-{what}"  # fault points read it
@@ -158,6 +162,7 @@ class Lane:
         return None
 
 
+_IN_LANE = threading.local()  # ``active`` in a lane's thread: nested calls run inline
 _IDLE: list[Lane] = []
 _IDLE_LOCK = threading.Lock()
 
@@ -174,7 +179,8 @@ os.register_at_fork(after_in_child=_forget_lanes)
 
 def run_with_timeout(what: str, path: Path, fn: Callable[[], T], limit_s: float) -> T:
     """Run ``fn`` in a daemon thread (an idle :class:`Lane`, or a new one), and give up
-    waiting after ``limit_s``.
+    waiting after ``limit_s``; in a lane already (a call within a timed call), run it
+    there and then: the outer call's limit covers it.
 
     Args:
         what: the operation, for the message and the thread's name.
@@ -189,6 +195,8 @@ def run_with_timeout(what: str, path: Path, fn: Callable[[], T], limit_s: float)
         StorageTimeout: ``fn`` is still running (its lane is abandoned).
         BaseException: whatever ``fn`` raised, raised again here.
     """
+    if getattr(_IN_LANE, "active", False):  # within a timed call: its limit covers this one
+        return fn()
     with _IDLE_LOCK:
         lane = _IDLE.pop() if _IDLE else None
     lane = lane or Lane()

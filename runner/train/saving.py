@@ -164,17 +164,17 @@ class Saving:
     def _situation(self, tracked: Mapping[str, Stateful], at_epoch_end: bool, last: bool,
                    resumed: bool) -> Situation:
         cadence, controls = self.cadence, self._controls
-        account = self._account
+        account, cost_s = self._account, self._save_cost_s()
         if account is not None:
-            account.observe(self._clock.monotonic(), charged_s(cadence, self.saver))
+            account.observe(self._clock.monotonic(), charged_s(cadence, self.saver), cost_s or 0.0)
         return Situation(
             steps_since_save=cadence.steps_since_save,
             seconds_since_save=cadence.seconds_since_save(self._clock.monotonic()),
             at_epoch_end=at_epoch_end, last_batch=last,
             has_unsaved_work=self.has_unsaved_work(resumed=resumed),
-            save_cost_s=self._save_cost_s(), writer_busy=self.saver.busy,
+            save_cost_s=cost_s, writer_busy=self.saver.busy,
             upload_ready=self.saver.upload_ready,
-            within_budget=account is None or not account.in_debt,
+            within_budget=account is None or account.affords_next,
             checkpoint_requested=controls.checkpoint_requested,
             stop_reason=controls.stop_reason, deadline=controls.deadline,
             now=self._clock.time(), step_s=cadence.step_s,

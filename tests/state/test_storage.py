@@ -293,6 +293,37 @@ def test_hanging_write_raises_storage_timeout(tmp_path: Path) -> None:
         release.set()
 
 
+def test_a_batch_runs_its_calls_in_one_thread_and_times_them_as_one(tmp_path: Path) -> None:
+    """An upload's ~17 calls: one handoff to a thread and back, not one per call; a hang
+    in any of them times the whole out, at twice the call's timeout at most here."""
+    path = tmp_path / "f.bin"
+    path.write_bytes(b"xyz")
+    threads: list[threading.Thread] = []
+    names: list[str] = []
+    storage = storage_with(FailingFs("stat_size", times=0), timeout_s=0.2)
+
+    def calls() -> int:
+        threads.append(threading.current_thread())
+        names.append(threading.current_thread().name)
+        size = storage.size_of(path)
+        storage.write_bytes(tmp_path / "g.bin", b"data")
+        threads.append(threading.current_thread())  # the calls ran here, not in lanes
+        return size
+
+    assert storage.batch("upload", path, calls) == 3
+    assert threads[0] is threads[1] is not threading.current_thread()
+    assert names == ["colabrun-io-upload"], "an upload's passes are the root's (faults.py)"
+    release = threading.Event()
+    hung = storage_with(FailingFs("fsync", hang=release), timeout_s=0.2)
+    try:
+        start = time.monotonic()
+        with pytest.raises(StorageTimeout, match="upload"):
+            hung.batch("upload", path, lambda: hung.write_bytes(tmp_path / "h.bin", b"x"))
+        assert 0.4 <= time.monotonic() - start < 1.5
+    finally:
+        release.set()
+
+
 # -- writes ------------------------------------------------------------------------
 
 

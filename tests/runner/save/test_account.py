@@ -4,6 +4,7 @@ the measured share to the budget whatever the estimate misses."""
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 import pytest
@@ -11,7 +12,7 @@ import pytest
 from colabrun.jobs.spec import CheckpointPolicy
 from colabrun.runner.clock import FakeClock
 from colabrun.runner.save.pace import UploadPace
-from colabrun.runner.save.policy import OverheadAccount, save_due
+from colabrun.runner.save.policy import CostMeter, OverheadAccount, save_due
 from colabrun.runner.train.live import Controls
 from colabrun.runner.train.saving import Saving
 
@@ -20,34 +21,43 @@ STEP_S = 0.01
 
 
 def test_credit_accrues_at_the_budget_and_charges_are_debited() -> None:
-    account = OverheadAccount(BUDGET, cap_s=1.0)
-    account.observe(100.0, charged_s=0.0)
-    assert account.balance_s == 0.0 and not account.in_debt
-    account.observe(110.0, charged_s=0.0)
-    assert account.balance_s == pytest.approx(0.2)
-    account.observe(110.0, charged_s=0.5)  # a save charged 0.5 s
-    assert account.balance_s == pytest.approx(-0.3) and account.in_debt
-    account.observe(125.0, charged_s=0.5)  # 15 s earn it back
-    assert account.balance_s == pytest.approx(0.0) and not account.in_debt
+    account = OverheadAccount(BUDGET)
+    account.observe(100.0, charged_s=0.0, next_save_s=1.0)
+    assert account.balance_s == 0.0 and not account.affords_next
+    account.observe(110.0, charged_s=0.0, next_save_s=1.0)
+    assert account.balance_s == pytest.approx(0.2) and not account.affords_next
+    account.observe(150.0, charged_s=0.0, next_save_s=1.0)
+    assert account.balance_s == pytest.approx(1.0) and account.affords_next
+    account.observe(150.0, charged_s=1.5, next_save_s=1.0)  # that save cost 1.5 s
+    assert account.balance_s == pytest.approx(-0.5) and not account.affords_next
+    account.observe(225.0, charged_s=1.5, next_save_s=1.0)  # 75 s earn the next one
+    assert account.balance_s == pytest.approx(1.0) and account.affords_next
 
 
-def test_credit_is_never_carried_over_the_cap() -> None:
+def test_credit_is_never_carried_over_one_saves_cost() -> None:
     """A long wait (the root not taking uploads) buys no burst of saves after it."""
-    account = OverheadAccount(BUDGET)  # cap 0
-    account.observe(0.0, charged_s=0.0)
-    account.observe(3600.0, charged_s=0.0)
-    assert account.balance_s == 0.0
-    account.observe(3600.0, charged_s=0.01)
-    assert account.in_debt, "the next save's charge has to be earned first"
+    account = OverheadAccount(BUDGET)
+    account.observe(0.0, charged_s=0.0, next_save_s=0.01)
+    account.observe(3600.0, charged_s=0.0, next_save_s=0.01)
+    assert account.balance_s == 0.01 and account.affords_next
+    account.observe(3600.0, charged_s=0.01, next_save_s=0.01)
+    assert not account.affords_next, "the next save's cost has to be earned first"
+
+
+def test_an_unmeasured_save_is_afforded_without_a_debt() -> None:
+    """The session's first save measures the cost: due at once."""
+    account = OverheadAccount(BUDGET)
+    account.observe(0.0, charged_s=0.0, next_save_s=0.0)
+    assert account.affords_next
 
 
 def test_the_meters_running_total_is_what_counts_not_each_reading() -> None:
     account = OverheadAccount(BUDGET)
-    account.observe(0.0, charged_s=5.0)  # what was charged before the account opened
+    account.observe(0.0, charged_s=5.0, next_save_s=1.0)  # charged before the account
     assert account.balance_s == 0.0, "the first reading only sets the starting point"
-    account.observe(1.0, charged_s=5.0)
-    account.observe(1.0, charged_s=5.0)
-    assert account.balance_s == 0.0
+    account.observe(1.0, charged_s=5.0, next_save_s=1.0)
+    account.observe(1.0, charged_s=5.0, next_save_s=1.0)
+    assert account.balance_s == pytest.approx(BUDGET)
 
 
 def test_only_the_adaptive_trigger_waits_for_the_account() -> None:
@@ -74,11 +84,11 @@ def _share(*, true_cost_s: float, estimate_s: float, epoch_steps: int | None = N
     for step in range(1, steps + 1):
         now += STEP_S
         since += 1
-        account.observe(now, charged)
+        account.observe(now, charged, estimate_s)
         epoch_end = epoch_steps is not None and step % epoch_steps == 0
         reason = save_due(policy, steps_since_save=since, seconds_since_save=now - last_save,
                           at_epoch_end=epoch_end, save_cost_s=estimate_s,
-                          within_budget=not feedback or not account.in_debt)
+                          within_budget=not feedback or account.affords_next)
         if reason is not None:
             adaptive += reason == "adaptive"
             now += true_cost_s
@@ -140,10 +150,27 @@ def test_the_loop_holds_adaptive_saves_while_the_meters_show_a_debt() -> None:
     saving.cadence.meter.stall_s = 0.001  # one save measured: 1 ms, an interval of 49 ms
     saving.cadence.steps_since_save = 1
     clock.advance(1.0)
-    assert saving.decide({}, at_epoch_end=False, last=False, resumed=True).save == "adaptive"
+    decide = partial(saving.decide, {}, at_epoch_end=False, last=False, resumed=True)
+    assert decide().save is None, "the account opens: no credit yet"
+    clock.advance(1.0)
+    assert decide().save == "adaptive", "20 ms earned pay for a 1 ms save"
     saving.cadence.stalled_s += 0.5  # a save that cost far more than the estimate
     clock.advance(1.0)
-    held = saving.decide({}, at_epoch_end=False, last=False, resumed=True)
-    assert held.save is None, "0.5 s charged in 2 s: 25 s to earn back at 2%"
+    assert decide().save is None, "0.5 s charged: 25 s to earn back at 2%"
     clock.advance(24.5)
-    assert saving.decide({}, at_epoch_end=False, last=False, resumed=True).save == "adaptive"
+    assert decide().save == "adaptive"
+
+
+def test_a_saves_toll_is_learned_as_its_last_paying_step_ends() -> None:
+    """Not at the next save: the next one would be sized, and afforded, by a cost that
+    leaves the last toll out (0.8 ms believed, 7-11 ms paid on the digits job)."""
+    meter = CostMeter(tail_steps=4)
+    for _ in range(30):
+        meter.observe_step(0.1)
+    meter.observe_save(0.01)
+    for paid in range(1, 5):
+        meter.observe_step(0.2)
+        assert meter.charged_s == pytest.approx(0.1 * paid), "charged as it is paid"
+        assert meter.cost_s == pytest.approx(0.01 + (0.4 if paid == 4 else 0.0))
+    meter.observe_step(0.1)
+    assert meter.tolls_s == pytest.approx(0.4) and meter.charged_s == pytest.approx(0.4)
