@@ -43,7 +43,9 @@ class Config:
     """Sizes and repetitions (``quick``: a smoke test of the suite itself)."""
 
     reps: int = 3
-    digits_epochs: int = 8
+    #: step_ratio's runs: 20 epochs of 45 steps, ~2 s, several adaptive intervals (at 8, a
+    #: run held 1-2 adaptive saves, and its metered share was one save's cost more or less)
+    digits_epochs: int = 20
     mlp_width: int = 4096
     mlp_layers: int = 4
     mlp_saves: int = 4

@@ -33,6 +33,8 @@ class SaveCadence:
         self.stalls: deque[float] = deque(maxlen=STALLS_KEPT)
         #: seconds all this session's saves blocked the loop
         self.stalled_s = 0.0
+        #: of which the saves that started the writer blocked it: a one-time cost
+        self.setup_s = 0.0
         self._last_step_at: float | None = None
         self._after_save = False  # the next step's time includes a save's stall
         self._after_epoch = False  # the next step's time includes the work between epochs
@@ -77,5 +79,7 @@ class SaveCadence:
         self.last_save_at = now
         self.stalls.append(receipt.stall_s)
         self.stalled_s += receipt.stall_s
+        if receipt.started_writer:
+            self.setup_s += receipt.stall_s
         self.meter.observe_save(receipt.stall_s, setup=receipt.started_writer)
         self._after_save = True
