@@ -15,9 +15,10 @@ A call that succeeds at once, nearly every one, builds no retry machinery: an up
 makes about 17 calls, and a thread started and a tenacity ``Retrying`` built for each
 cost ~0.15 ms of the training process's CPU apiece, taken from its steps while it holds
 the GIL (docs/concepts.md#the-adaptive-cadence). For the same reason a timed call made
-inside another (:meth:`colabrun.state.storage.Storage.batch`: an upload's calls, timed
-once as a whole) runs inline in the outer call's lane, with its own retries: each handoff
-to a lane and back wakes a thread that must take the GIL from the training loop.
+inside another (:meth:`colabrun.state.storage.Storage.batch`: the calls committing a
+checkpoint under the root) runs inline in the outer call's lane, with its own retries and
+its own time limit, counted from its own start: each handoff to a lane and back wakes a
+thread that must take the GIL from the training loop.
 
 After the last try an ``OSError`` is translated into :class:`StorageError`,
 whose message names the path, the errno and what to check (the errors are
@@ -30,6 +31,7 @@ import errno
 import os
 import queue
 import threading
+import time
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
@@ -128,41 +130,58 @@ class Lane:
 
     Not a ``ThreadPoolExecutor``: its threads are joined at the interpreter's exit, and one
     stuck in a frozen mount would hang the exit for ever. A lane whose call did not return
-    in time is abandoned, never reused, and its thread ends if the call ever does; idle
+    in time is abandoned, never reused, and its thread ends once the call does; the calls
+    a batch makes after its abandoned one are refused (:func:`run_with_timeout`). Idle
     lanes wait in :data:`_IDLE`.
     """
 
     def __init__(self) -> None:
-        self._abandoned = False
+        #: when the caller stops waiting (monotonic): each call made inside pushes it to its
+        #: own start plus its own limit, so a batch times out only where one call does
+        self.deadline = 0.0
+        #: the caller gave up waiting
+        self.abandoned = False
         self._calls: queue.SimpleQueue[tuple[str, Callable[[], Any], threading.Event,
-                                             dict[str, Any]]] = queue.SimpleQueue()
+                                             dict[str, Any]] | None] = queue.SimpleQueue()
         threading.Thread(target=self._serve, name=IDLE_NAME, daemon=True).start()
 
     def _serve(self) -> None:
-        _IN_LANE.active = True
+        _IN_LANE.lane = self
         while True:
-            what, fn, done, box = self._calls.get()
+            call = self._calls.get()
+            if call is None:  # abandoned while idle
+                return
+            what, fn, done, box = call
             threading.current_thread().name = f"colabrun-io-{what}"  # fault points read it
             try:
                 box["value"] = fn()
             except BaseException as exc:  # handed back to the caller
                 box["error"] = exc
-            if self._abandoned:  # its caller gave up: nobody hands it a call again
+            if self.abandoned:  # its caller gave up: nobody hands it a call again
                 return
             threading.current_thread().name = IDLE_NAME
             done.set()
+            del call, fn, done, box  # an idle lane keeps no payload nor what was read
 
     def run(self, what: str, fn: Callable[[], Any], limit_s: float) -> dict[str, Any] | None:
-        """Run ``fn``; its outcome (``value`` or ``error``), or ``None`` past ``limit_s``."""
+        """Run ``fn``; its outcome (``value`` or ``error``), or ``None`` once the deadline
+        (``limit_s`` from now, pushed further by the calls ``fn`` makes) has passed."""
         done, box = threading.Event(), dict[str, Any]()
+        self.deadline = time.monotonic() + limit_s
         self._calls.put((what, fn, done, box))
-        if done.wait(limit_s):
-            return box
-        self._abandoned = True
-        return None
+        while not done.wait(max(0.0, self.deadline - time.monotonic())):
+            if time.monotonic() >= self.deadline:
+                self.abandoned = True
+                self._calls.put(None)  # ends the thread if the call returned meanwhile
+                return None
+        return box
+
+    def extend(self, limit_s: float) -> None:
+        """A call made inside this lane's call starts now, with ``limit_s`` of its own."""
+        self.deadline = max(self.deadline, time.monotonic() + limit_s)
 
 
-_IN_LANE = threading.local()  # ``active`` in a lane's thread: nested calls run inline
+_IN_LANE = threading.local()  # ``lane``: the lane whose thread this is
 _IDLE: list[Lane] = []
 _IDLE_LOCK = threading.Lock()
 
@@ -174,13 +193,22 @@ def _forget_lanes() -> None:
     _IDLE_LOCK = threading.Lock()
 
 
-os.register_at_fork(after_in_child=_forget_lanes)
+if hasattr(os, "register_at_fork"):  # not on Windows
+    os.register_at_fork(after_in_child=_forget_lanes)
+
+
+def _hanging(what: str, path: Path, limit_s: float) -> StorageTimeout:
+    return StorageTimeout(
+        f"{what} {path} did not finish within {limit_s:g} s; the storage may be hanging "
+        "(on Colab: is Google Drive still mounted? try `ls /content/drive/MyDrive`)"
+    )
 
 
 def run_with_timeout(what: str, path: Path, fn: Callable[[], T], limit_s: float) -> T:
     """Run ``fn`` in a daemon thread (an idle :class:`Lane`, or a new one), and give up
-    waiting after ``limit_s``; in a lane already (a call within a timed call), run it
-    there and then: the outer call's limit covers it.
+    waiting after ``limit_s``. Within a lane already (a call a batch makes), run it there
+    and then, with the same limit: it pushes the lane's deadline to its own start plus
+    ``limit_s``; once the lane is abandoned, the batch's next calls are refused.
 
     Args:
         what: the operation, for the message and the thread's name.
@@ -192,20 +220,22 @@ def run_with_timeout(what: str, path: Path, fn: Callable[[], T], limit_s: float)
         What ``fn`` returned.
 
     Raises:
-        StorageTimeout: ``fn`` is still running (its lane is abandoned).
+        StorageTimeout: ``fn`` is still running (its lane is abandoned), or it is a call of
+            a batch that timed out.
         BaseException: whatever ``fn`` raised, raised again here.
     """
-    if getattr(_IN_LANE, "active", False):  # within a timed call: its limit covers this one
+    inside: Lane | None = getattr(_IN_LANE, "lane", None)
+    if inside is not None:
+        if inside.abandoned:  # the batch timed out: the rest of it is not done
+            raise _hanging(what, path, limit_s)
+        inside.extend(limit_s)
         return fn()
     with _IDLE_LOCK:
         lane = _IDLE.pop() if _IDLE else None
     lane = lane or Lane()
     box = lane.run(what, fn, limit_s)
     if box is None:  # the lane is left to its stuck call
-        raise StorageTimeout(
-            f"{what} {path} did not finish within {limit_s:g} s; the storage may be hanging "
-            "(on Colab: is Google Drive still mounted? try `ls /content/drive/MyDrive`)"
-        )
+        raise _hanging(what, path, limit_s)
     with _IDLE_LOCK:
         _IDLE.append(lane)
     if "error" in box:

@@ -93,22 +93,20 @@ class Storage:
                               sleep=self._sleep or time.sleep,
                               limit_s=try_limit_s(self.timeout_s, timeout_s))
 
-    def batch(self, what: str, path: Path, fn: Callable[[], T], *, expected_bytes: int = 0
-              ) -> T:
-        """Run ``fn``, which makes several calls of this storage, as one timed call: the
-        calls inside run in its thread, each with its own retries, and the whole is timed
-        once, at twice :attr:`timeout_s` plus ``expected_bytes`` at :attr:`bytes_per_s`
-        (an upload: ~17 calls, one handoff to a thread and back instead of one each).
-        Not retried as a whole.
+    def batch(self, what: str, path: Path, fn: Callable[[], T]) -> T:
+        """Run ``fn``, which makes several calls of this storage, in one thread: one handoff
+        to it and back instead of one per call (committing a checkpoint under the root: ~10
+        calls). Each call inside keeps its retries and its time limit, counted from its
+        own start; once one times out, the calls after it are refused. Not retried whole.
 
         Raises:
-            StorageTimeout: ``fn`` did not return in time (its thread is abandoned).
+            StorageTimeout: a call inside did not return in time (or ``fn`` spent
+                :attr:`timeout_s` between calls).
             StorageError, BaseException: what ``fn`` raised.
         """
-        limit = self._bulk_timeout(expected_bytes)
-        if limit is None:
+        if self.timeout_s is None:
             return fn()
-        return run_with_timeout(what, path, fn, limit + (self.timeout_s or 0.0))
+        return run_with_timeout(what, path, fn, self.timeout_s)
 
     def _bulk_timeout(self, expected_bytes: int) -> float | None:
         if self.timeout_s is None:

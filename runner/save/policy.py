@@ -84,8 +84,8 @@ class OverheadAccount:
     is its correction: credit accrues at ``budget`` seconds per second and every second
     the meters charge (stalls, tolls, uploads) is debited, as soon as it is measured. An
     adaptive save waits until the credit pays for it (:attr:`affords_next`), so the
-    measured share stays at the budget whatever the estimate says, at any moment, not
-    only on average. Credit is never carried over one save's cost: a long wait (an upload
+    measured share stays at the budget whatever the estimate says, give or take one save
+    and what its estimate missed, over any stretch of the session. Credit is never carried over one save's cost: a long wait (an upload
     that could not start) buys no burst of saves after it. Pure: fed with the meters'
     running total, the time and the estimate.
     """
@@ -199,6 +199,7 @@ class CostMeter:
         """
         self._since_written = 0
         if setup:
+            self._book()  # what the last save's steps paid stays charged
             self.stall_s, self.toll_s, self._extra, self._saves = None, 0.0, 0.0, 0
             self._tolls, self._pending = 0, False
             return

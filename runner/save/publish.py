@@ -76,17 +76,7 @@ class Publisher:
         Raises:
             LeaseLost: another runner took the job over (nothing was written).
             ColabrunError, OSError: the root failed; the upload may be retried whole.
-            StorageTimeout: the whole did not end in time (the root may be hanging).
         """
-        expected = sum(file.size_bytes for file in self.local.read_manifest(name).files)
-        upload = partial(self._upload, name, local_s=local_s, step_s=step_s, fresh=fresh,
-                         on_copied=on_copied)
-        # its ~17 root calls timed as one: one thread handoff, not one per call
-        return self.store.storage.batch("upload", self.store.dir / name, upload,
-                                        expected_bytes=expected)
-
-    def _upload(self, name: str, *, local_s: float, step_s: float | None, fresh: bool,
-                on_copied: Callable[[], None] | None) -> Uploaded:
         current = self.statefile.read()
         if current is not None:
             check_fence(current, self.fence)
@@ -96,7 +86,11 @@ class Publisher:
         if self.metrics is not None:
             self.metrics.sync()  # a failure fails this upload: it is retried whole
         started = self.clock.monotonic()
-        record = self.store.upload_from(self.local, name, verify_source=not fresh).record()
+        # the commit's ~10 root calls in one thread (not the state file's: its lock must
+        # never be left held by a call abandoned for hanging)
+        record = self.store.storage.batch(
+            "upload", self.store.dir / name,
+            partial(self.store.upload_from, self.local, name, verify_source=not fresh)).record()
         save_s = local_s + self.clock.monotonic() - started
         if on_copied is not None:
             on_copied()

@@ -293,35 +293,63 @@ def test_hanging_write_raises_storage_timeout(tmp_path: Path) -> None:
         release.set()
 
 
-def test_a_batch_runs_its_calls_in_one_thread_and_times_them_as_one(tmp_path: Path) -> None:
-    """An upload's ~17 calls: one handoff to a thread and back, not one per call; a hang
-    in any of them times the whole out, at twice the call's timeout at most here."""
+def test_a_batch_runs_its_calls_in_one_thread_each_with_its_retries(tmp_path: Path) -> None:
+    """Committing an upload: ~10 calls, one handoff to a thread and back, not one each."""
     path = tmp_path / "f.bin"
     path.write_bytes(b"xyz")
-    threads: list[threading.Thread] = []
-    names: list[str] = []
-    storage = storage_with(FailingFs("stat_size", times=0), timeout_s=0.2)
+    seen: list[tuple[threading.Thread, str]] = []
+    slept: list[float] = []
+    storage = storage_with(FailingFs("stat_size", times=1), slept=slept, timeout_s=5.0)
+
+    def record() -> None:
+        seen.append((threading.current_thread(), threading.current_thread().name))
 
     def calls() -> int:
-        threads.append(threading.current_thread())
-        names.append(threading.current_thread().name)
-        size = storage.size_of(path)
-        storage.write_bytes(tmp_path / "g.bin", b"data")
-        threads.append(threading.current_thread())  # the calls ran here, not in lanes
+        storage.call("stat", path, record)
+        size = storage.size_of(path)  # fails once, retried in place
+        storage.call("stat", path, record)
         return size
 
     assert storage.batch("upload", path, calls) == 3
-    assert threads[0] is threads[1] is not threading.current_thread()
-    assert names == ["colabrun-io-upload"], "an upload's passes are the root's (faults.py)"
+    assert slept == pytest.approx([0.01])
+    (first, name), (second, _) = seen
+    assert first is second is not threading.current_thread(), "the calls ran in the batch's"
+    assert name == "colabrun-io-upload", "an upload's passes are the root's (runner/faults.py)"
+
+
+def test_a_slow_batch_is_timed_call_by_call(tmp_path: Path) -> None:
+    """A root slow but alive: each call has its limit from its own start, not the whole."""
+    storage = storage_with(FailingFs("stat_size", times=0), timeout_s=0.2)
+
+    def calls() -> str:
+        for _ in range(3):
+            storage.call("stat", tmp_path, lambda: time.sleep(0.12))
+        return "done"
+
+    assert storage.batch("upload", tmp_path, calls) == "done"  # 0.36 s in all
+
+
+def test_once_a_call_of_a_batch_hangs_the_rest_is_not_made(tmp_path: Path) -> None:
     release = threading.Event()
-    hung = storage_with(FailingFs("fsync", hang=release), timeout_s=0.2)
+    made: list[str] = []
+    storage = storage_with(FailingFs("stat_size", times=0), timeout_s=0.2)
+
+    def calls() -> None:
+        storage.call("write", tmp_path, lambda: release.wait(10))
+        made.append("rename")  # never: the call after the hung one is refused
+        storage.call("rename", tmp_path, lambda: made.append("renamed"))
+
+    start = time.monotonic()
     try:
-        start = time.monotonic()
-        with pytest.raises(StorageTimeout, match="upload"):
-            hung.batch("upload", path, lambda: hung.write_bytes(tmp_path / "h.bin", b"x"))
-        assert 0.4 <= time.monotonic() - start < 1.5
+        with pytest.raises(StorageTimeout):
+            storage.batch("upload", tmp_path, calls)
+        assert 0.2 <= time.monotonic() - start < 1.0
     finally:
         release.set()
+    deadline = time.monotonic() + 5.0
+    while not made and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert made == ["rename"], "the batch went on, but its next call was refused"
 
 
 # -- writes ------------------------------------------------------------------------

@@ -174,3 +174,20 @@ def test_a_saves_toll_is_learned_as_its_last_paying_step_ends() -> None:
         assert meter.cost_s == pytest.approx(0.01 + (0.4 if paid == 4 else 0.0))
     meter.observe_step(0.1)
     assert meter.tolls_s == pytest.approx(0.4) and meter.charged_s == pytest.approx(0.4)
+
+
+def test_a_writers_start_is_not_repaid_by_holding_saves_back() -> None:
+    """A one-time cost: charged by the meters, left out of the account (repaid, it held a
+    session's second save back 0.6-0.8 s on the digits job)."""
+    clock = FakeClock()
+    saving = Saving(_Saver(), clock=clock,  # type: ignore[arg-type]
+                    policy=CheckpointPolicy(every_s=None, at_epoch_end=False),
+                    controls=Controls())
+    decide = partial(saving.decide, {}, at_epoch_end=False, last=False, resumed=True)
+    saving.cadence.steps_since_save = 1
+    assert decide().save == "adaptive", "the first save: taken at once"
+    saving.cadence.stalled_s += 0.5
+    saving.cadence.setup_s += 0.5  # that save started the writer process
+    clock.advance(0.01)
+    assert decide().save == "adaptive", "the next one measures, at once"
+    assert saving.telemetry.charged_s == pytest.approx(0.5), "the meters still count it"
