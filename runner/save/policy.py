@@ -85,9 +85,10 @@ class OverheadAccount:
     the meters charge (stalls, tolls, uploads) is debited, as soon as it is measured. An
     adaptive save waits until the credit pays for it (:attr:`affords_next`), so the
     measured share stays at the budget whatever the estimate says, give or take one save
-    and what its estimate missed, over any stretch of the session. Credit is never carried over one save's cost: a long wait (an upload
-    that could not start) buys no burst of saves after it. Pure: fed with the meters'
-    running total, the time and the estimate.
+    and what its estimate missed, over any stretch of the session. Credit is never
+    carried over one save's cost: a long wait (an upload that could not start) buys no
+    burst of saves after it. Pure: fed with the meters' running total, the time and the
+    estimate.
     """
 
     budget: float

@@ -174,7 +174,9 @@ def _python_layout_checked(generator: Any) -> tuple[Any, Any] | None:
     """``generator`` and its index and words in place, if the module's ``getstate`` and
     ``setstate`` are its own, plain ``random.Random``'s, and the bytes after its header
     match what ``getstate()`` says."""
-    if (sys.implementation.name != "cpython" or type(generator) is not random.Random
+    if (sys.implementation.name != "cpython"
+            or not getattr(sys, "_is_gil_enabled", lambda: True)()  # a copy is not atomic
+            or type(generator) is not random.Random
             or not all(getattr(getattr(random, name), "__self__", None) is generator
                        and getattr(getattr(random, name), "__func__", None)
                        is getattr(random.Random, name) for name in ("getstate", "setstate"))
