@@ -31,8 +31,8 @@ class Situation:
         save_cost_s: the measured cost of one save, ``None`` until measured.
         writer_busy: whether the last save is still being written.
         upload_ready: whether an upload of a new checkpoint would start now.
-        within_budget: whether checkpointing has cost no more than ``max_overhead`` of the
-            time so far (:class:`~colabrun.runner.save.policy.OverheadAccount`).
+        within_budget: whether the credit checkpointing earned at ``max_overhead`` of the
+            time pays for the next save (:class:`~colabrun.runner.save.policy.OverheadAccount`).
         checkpoint_requested: whether a save was asked for (``colabrun checkpoint``).
         stop_reason: why a stop was asked for, if one was.
         deadline: the runtime's deadline.
