@@ -18,19 +18,12 @@ import statistics
 from collections import deque
 from dataclasses import dataclass, field
 
-from colabrun.runner.save.policy import is_outlier
+from colabrun.runner.save.policy import PROBE_EVERY, PROBE_STEPS, is_outlier
 
 #: the share of training time uploads may cost when the spec sets no ``max_overhead``
 UPLOAD_BUDGET = 0.01
 #: the weight of the newest upload in :attr:`UploadPace.cost_s`
 COST_ALPHA = 0.3
-#: clean steps kept between two uploads, at least, when too few were seen lately: the
-#: typical step stays measured
-PROBE_STEPS = 3
-#: uploads that may follow each other without a clean step between them, at most. A probe
-#: after each one would rest an upload every 3 steps of the 30 ms job 3 steps more each
-#: time (issue 19), for a typical step that drifts over seconds, not steps
-PROBE_EVERY = 4
 
 
 @dataclass
@@ -87,8 +80,9 @@ class UploadPace:
 
     @property
     def probe_due(self) -> bool:
-        """Whether the next upload rests :data:`PROBE_STEPS` clean steps first: too few
-        were seen since the :data:`PROBE_EVERY` uploads before it began."""
+        """Whether the next upload rests :data:`~colabrun.runner.save.policy.PROBE_STEPS`
+        clean steps first: too few were seen since the
+        :data:`~colabrun.runner.save.policy.PROBE_EVERY` uploads before it began."""
         return sum(self._clean_lately) + self._clean_since < PROBE_STEPS
 
     @property
@@ -104,7 +98,8 @@ class UploadPace:
 
         Its cost is the time its steps lost, learned into :attr:`cost_s`; the rest makes
         that ``budget`` of the time from this upload's start to the next's, and leaves
-        :data:`PROBE_STEPS` clean steps when too few were seen lately (:attr:`probe_due`).
+        :data:`~colabrun.runner.save.policy.PROBE_STEPS` clean steps when too few were seen
+        lately (:attr:`probe_due`).
         The average, not this upload's own toll: on a shared VM one upload's steps may
         all fall in a slow second, and a rest of 50 times that held the next checkpoint
         back for seconds (issue 19).

@@ -33,6 +33,8 @@ class Situation:
         upload_ready: whether an upload of a new checkpoint would start now.
         within_budget: whether the credit checkpointing earned at ``max_overhead`` of the
             time pays for the next save (:class:`~colabrun.runner.save.policy.OverheadAccount`).
+        probing: whether the cost meter waits for clean steps to measure the typical step
+            by (:attr:`~colabrun.runner.save.policy.CostMeter.probe_due`).
         checkpoint_requested: whether a save was asked for (``colabrun checkpoint``).
         stop_reason: why a stop was asked for, if one was.
         deadline: the runtime's deadline.
@@ -54,6 +56,7 @@ class Situation:
     writer_busy: bool = False
     upload_ready: bool = True
     within_budget: bool = True
+    probing: bool = False
     checkpoint_requested: bool = False
     stop_reason: str | None = None
     deadline: Deadline = Deadline(ends_at=None)
@@ -123,7 +126,8 @@ def decide(policy: CheckpointPolicy, situation: Situation) -> Decision:
     reason = None if s.last_batch and policy.at_epoch_end else save_due(
         policy, steps_since_save=s.steps_since_save, seconds_since_save=s.seconds_since_save,
         at_epoch_end=s.at_epoch_end or s.epoch_end_owed, save_cost_s=s.save_cost_s,
-        writer_busy=s.writer_busy, upload_ready=s.upload_ready, within_budget=s.within_budget)
+        writer_busy=s.writer_busy, upload_ready=s.upload_ready, within_budget=s.within_budget,
+        probing=s.probing)
     if reason is None and s.checkpoint_requested:
         reason = "requested"
     if reason is None and stop is not None and s.has_unsaved_work:

@@ -178,6 +178,7 @@ class Saving:
             save_cost_s=cost_s, writer_busy=self.saver.busy,
             upload_ready=self.saver.upload_ready,
             within_budget=account is None or account.affords_next,
+            probing=cadence.meter.probe_due,
             checkpoint_requested=controls.checkpoint_requested,
             stop_reason=controls.stop_reason, deadline=controls.deadline,
             now=self._clock.time(), step_s=cadence.step_s,

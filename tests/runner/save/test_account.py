@@ -147,6 +147,8 @@ def test_the_loop_holds_adaptive_saves_while_the_meters_show_a_debt() -> None:
     policy = CheckpointPolicy(every_s=None, at_epoch_end=False)
     saving = Saving(_Saver(), clock=clock, policy=policy,  # type: ignore[arg-type]
                     controls=Controls())
+    for _ in range(5):  # the typical step the tolls are measured against
+        saving.cadence.meter.observe_step(0.03)
     saving.cadence.meter.stall_s = 0.001  # one save measured: 1 ms, an interval of 49 ms
     saving.cadence.steps_since_save = 1
     clock.advance(1.0)

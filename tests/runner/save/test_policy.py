@@ -81,6 +81,16 @@ def test_adaptive_waits_for_the_uploader_and_the_other_triggers_do_not(cost: flo
                     **due) == "epoch_end"
 
 
+def test_adaptive_waits_for_the_meters_probe_and_the_other_triggers_do_not() -> None:
+    due = {"steps_since_save": 100, "seconds_since_save": 1e6, "save_cost_s": 0.001}
+    assert save_due(adaptive(), at_epoch_end=False, probing=True, **due) is None
+    assert save_due(adaptive(), at_epoch_end=False, probing=False, **due) == "adaptive"
+    assert save_due(adaptive(every_steps=10), at_epoch_end=False, probing=True,
+                    **due) == "every_steps"
+    assert save_due(adaptive(at_epoch_end=True), at_epoch_end=True, probing=True,
+                    **due) == "epoch_end"
+
+
 def test_the_default_policy_is_adaptive_at_two_percent() -> None:
     assert CheckpointPolicy().max_overhead == 0.02
     assert save_due(CheckpointPolicy(), steps_since_save=1, seconds_since_save=0.0,
