@@ -110,6 +110,8 @@ class Saving:
         self._save_s = save_s
         self._guess = guess
         self.cadence = SaveCadence(now=clock.monotonic())
+        # each adaptive save is uploaded at once: its upload's steps are its cost
+        self.cadence.meter.charges_uploads = policy.max_overhead is not None
         self.accumulation = Accumulation()
         self._account = None if policy.max_overhead is None else OverheadAccount(
             policy.max_overhead)

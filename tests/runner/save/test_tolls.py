@@ -122,3 +122,28 @@ def test_a_dense_cadence_keeps_its_typical_step_measured_and_its_toll_seen() -> 
     assert toll_s == pytest.approx(true_s, rel=0.05)
     blind_s, _ = _dense_run(probes=False)
     assert blind_s == 0.0, "the failure the probes prevent"
+
+
+@pytest.mark.parametrize("charges_uploads", [True, False])
+def test_an_adaptive_saves_upload_and_the_steps_after_it_are_its_toll(
+        charges_uploads: bool) -> None:
+    """The digits job's save: written during one step, uploaded during the next two, and
+    the 3 steps after the upload still slower. With the adaptive cadence (each save is
+    uploaded at once) all of it is the save's; with a fixed one, the upload's steps past the
+    save's tail are the upload pace's, whose rest keeps uploads at their own budget."""
+    meter, pace = CostMeter(charges_uploads=charges_uploads), UploadPace()
+    for _ in range(10):
+        meter.observe_step(0.0025)
+        pace.observe_step(0.0025, uploading=False, writing=meter.paid)
+    meter.observe_save(0.0005)
+    steps = [(0.004, True, False)] + [(0.005, False, True)] * 5 + [(0.0045, False, False)] * 3
+    for step_s, writing, uploading in steps + [(0.0025, False, False)] * 10:
+        meter.observe_step(step_s, writing=writing, uploading=uploading)
+        pace.observe_step(step_s, uploading=uploading, writing=meter.paid)
+    pace.rest_s(0.1)
+    if charges_uploads:
+        assert meter.tolls_s == pytest.approx(0.0015 + 5 * 0.0025 + 3 * 0.002)
+        assert pace.cost_s is None, "no upload step was the pace's"
+    else:
+        assert meter.tolls_s == pytest.approx(0.0015 + 4 * 0.0025), "the tail: 4 steps"
+        assert pace.cost_s == pytest.approx(0.0025), "the 5th upload step"
