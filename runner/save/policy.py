@@ -40,7 +40,7 @@ def save_due(
             time pays for this save (:class:`OverheadAccount`): the adaptive trigger waits
             for it, so what the cost estimate misses is made up by later saves.
         probing: whether the cost meter waits for clean steps to measure the typical step
-            by (:attr:`CostMeter.probe_due`): the adaptive trigger waits for them, since
+            by (:meth:`CostMeter.holds_save`): the adaptive trigger waits for them, since
             each save would make the steps after it pay for it, and a toll measured
             against a stale typical step is no measure (docs/concepts.md#the-adaptive-cadence).
 
@@ -126,6 +126,10 @@ PROBE_STEPS = 3
 #: after each one would hold every save of the 30 ms job 3 steps more (issue 19), for a
 #: typical step that drifts over seconds, not steps
 PROBE_EVERY = 4
+#: steps since the last save that the meter did not see (each epoch's first, never
+#: compared) after which a probe holds no adaptive save: a loop of one step an epoch
+#: never shows the meter a step, and would be held for ever
+PROBE_HOLD_STEPS = 20
 
 #: a step is left out of a toll (an evaluation, a GC pause) when it took over this many
 #: typical steps...
@@ -171,12 +175,13 @@ class CostMeter:
     window: int = 15
     #: steps that pay for a save after it is written
     tail_steps: int = 4
-    #: whether a save's upload, begun while its steps pay for it, is part of its cost (the
-    #: adaptive cadence's, which uploads each save at once): the steps that end while it
-    #: runs pay for the save, and the tail counts from its end. Otherwise (a fixed cadence)
-    #: those past the tail are the upload pace's, whose rest keeps uploads at their budget.
-    #: On the digits job (the write during a save's first step, the upload during the next
-    #: two) steps 6-8 were still 0.5-2 ms slower: 2-4 ms of a save's ~15 went uncharged
+    #: whether an upload that runs while a save's steps pay for it is part of that save's
+    #: cost (the adaptive cadence's: it uploads each save at once, so the upload is the
+    #: save's own, or one an epoch-end save queued behind): the steps that end while it runs
+    #: pay for the save, and the tail counts from its end. Otherwise (a fixed cadence) those
+    #: past the tail are the upload pace's, whose rest keeps uploads at their budget. On the
+    #: digits job (the write during a save's first step, the upload during the next two)
+    #: steps 6-8 were still 0.5-2 ms slower: 2-4 ms of a save's 10-25 went uncharged
     charges_uploads: bool = False
     stall_s: float | None = None
     toll_s: float = 0.0
@@ -193,6 +198,7 @@ class CostMeter:
     _tolls: int = 0  # tolls learned
     _pending: bool = False  # the last save's toll is not booked yet
     _since_written: int = 1 << 30  # steps since a save was last seen in flight
+    _observed: int = 0  # steps observed since the last save
     #: whether the last step observed paid for a save (in flight, or in its tail)
     paid: bool = False
 
@@ -200,9 +206,11 @@ class CostMeter:
                      uploading: bool = False) -> None:
         """One step's duration (for the step after a save: without the stall);
         ``writing``: the last save was still being written when the step ended;
-        ``uploading``: an upload ran (a step neither clean nor a save's toll)."""
+        ``uploading``: an upload ran (a step neither clean nor a save's toll, unless the
+        upload is the save's and :attr:`charges_uploads`)."""
         paying = writing or self._since_written < self.tail_steps
         self.paid = paying
+        self._observed += 1
         busy = writing or (uploading and paying and self.charges_uploads)
         self._since_written = 0 if busy else self._since_written + 1
         if uploading and not paying:
@@ -227,7 +235,7 @@ class CostMeter:
         copy-on-write faults slow the next steps): a one-time cost, not learned.
         The meter starts over, so the next save, which measures, is due at once.
         """
-        self._since_written = 0
+        self._since_written = self._observed = 0
         self._clean_lately.append(self._clean_since)
         self._clean_since = 0
         if setup:
@@ -275,6 +283,12 @@ class CostMeter:
             return False  # the first save measures: it comes at once
         return self.typical_step_s is None or (
             sum(self._clean_lately) + self._clean_since < PROBE_STEPS)
+
+    def holds_save(self, steps_since_save: int) -> bool:
+        """Whether a probe holds the next adaptive save now (:attr:`probe_due`): until
+        :data:`PROBE_HOLD_STEPS` of the ``steps_since_save`` went unseen by the meter. Steps
+        it saw hold on: those of a long upload (a slow root's), then its tail, then 3 clean."""
+        return self.probe_due and steps_since_save - self._observed < PROBE_HOLD_STEPS
 
     @property
     def charged_s(self) -> float:

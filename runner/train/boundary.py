@@ -34,7 +34,7 @@ class Situation:
         within_budget: whether the credit checkpointing earned at ``max_overhead`` of the
             time pays for the next save (:class:`~colabrun.runner.save.policy.OverheadAccount`).
         probing: whether the cost meter waits for clean steps to measure the typical step
-            by (:attr:`~colabrun.runner.save.policy.CostMeter.probe_due`).
+            by (:meth:`~colabrun.runner.save.policy.CostMeter.holds_save`).
         checkpoint_requested: whether a save was asked for (``colabrun checkpoint``).
         stop_reason: why a stop was asked for, if one was.
         deadline: the runtime's deadline.

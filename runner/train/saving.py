@@ -180,7 +180,7 @@ class Saving:
             save_cost_s=cost_s, writer_busy=self.saver.busy,
             upload_ready=self.saver.upload_ready,
             within_budget=account is None or account.affords_next,
-            probing=cadence.meter.probe_due,
+            probing=cadence.meter.holds_save(cadence.steps_since_save),
             checkpoint_requested=controls.checkpoint_requested,
             stop_reason=controls.stop_reason, deadline=controls.deadline,
             now=self._clock.time(), step_s=cadence.step_s,
@@ -189,9 +189,13 @@ class Saving:
 
     def _save_cost_s(self) -> float | None:
         """What one save costs training, its upload included (``None`` until measured):
-        each adaptive save is uploaded at once, so the two share the budget."""
-        local = self.cadence.meter.cost_s
-        return None if local is None else local + self.saver.upload_cost_s
+        each adaptive save is uploaded at once, so the two share the budget. The meter
+        that charges uploads has the upload in the save's toll already: the pace's cost,
+        learned from an upload no save's steps paid for (a retry), is not added again."""
+        meter = self.cadence.meter
+        if meter.cost_s is None:
+            return None
+        return meter.cost_s + (0.0 if meter.charges_uploads else self.saver.upload_cost_s)
 
     def save(self, tracked: Mapping[str, Stateful], position: Position, reason: str,
              context: SaveContext) -> None:

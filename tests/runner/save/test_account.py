@@ -12,7 +12,12 @@ import pytest
 from colabrun.jobs.spec import CheckpointPolicy
 from colabrun.runner.clock import FakeClock
 from colabrun.runner.save.pace import UploadPace
-from colabrun.runner.save.policy import CostMeter, OverheadAccount, save_due
+from colabrun.runner.save.policy import (
+    PROBE_HOLD_STEPS,
+    CostMeter,
+    OverheadAccount,
+    save_due,
+)
 from colabrun.runner.train.live import Controls
 from colabrun.runner.train.saving import Saving
 
@@ -161,6 +166,56 @@ def test_the_loop_holds_adaptive_saves_while_the_meters_show_a_debt() -> None:
     assert decide().save is None, "0.5 s charged: 25 s to earn back at 2%"
     clock.advance(24.5)
     assert decide().save == "adaptive"
+
+
+def _measured_saving(policy: CheckpointPolicy) -> tuple[Saving, FakeClock]:
+    """A loop one save into its session (1 ms measured), one step after it."""
+    clock = FakeClock()
+    saving = Saving(_Saver(), clock=clock, policy=policy,  # type: ignore[arg-type]
+                    controls=Controls())
+    saving.cadence.meter.observe_save(0.001)
+    saving.cadence.steps_since_save = 1
+    return saving, clock
+
+
+def test_the_loop_holds_an_adaptive_save_for_the_meters_probe_but_not_for_ever() -> None:
+    """Wired in the loop: no typical step measured yet, so the next save's toll could not
+    be; 5 clean steps measure it. A loop whose steps the meter never sees (one step an
+    epoch) is held :data:`PROBE_HOLD_STEPS` steps, then saves as before; steps it sees (a
+    slow root's long upload) hold on."""
+    saving, clock = _measured_saving(CheckpointPolicy(every_s=None, at_epoch_end=False))
+    decide = partial(saving.decide, {}, at_epoch_end=False, last=False, resumed=True)
+    for _ in range(3):
+        clock.advance(10.0)  # credit for far more than one save
+        assert decide().save is None, "probing"
+    for _ in range(4 + 5):  # the save's tail, then 5 clean steps
+        saving.cadence.meter.observe_step(0.03)
+    assert decide().save == "adaptive"
+    saving, clock = _measured_saving(CheckpointPolicy(every_s=None, at_epoch_end=False))
+    decide = partial(saving.decide, {}, at_epoch_end=False, last=False, resumed=True)
+    clock.advance(10.0)
+    decide()
+    clock.advance(10.0)
+    saving.cadence.steps_since_save = PROBE_HOLD_STEPS - 1
+    assert decide().save is None
+    saving.cadence.steps_since_save = PROBE_HOLD_STEPS
+    assert decide().save == "adaptive", "never seen a step: held no longer"
+    saving, clock = _measured_saving(CheckpointPolicy(every_s=None, at_epoch_end=False))
+    decide = partial(saving.decide, {}, at_epoch_end=False, last=False, resumed=True)
+    for _ in range(3 * PROBE_HOLD_STEPS):
+        saving.cadence.meter.observe_step(0.05, uploading=True)
+    saving.cadence.steps_since_save = 3 * PROBE_HOLD_STEPS + 1
+    clock.advance(10.0)
+    decide()
+    clock.advance(10.0)
+    assert decide().save is None, "an upload's steps were seen: they are no probe"
+
+
+def test_only_the_adaptive_cadence_charges_a_saves_upload_to_it() -> None:
+    adaptive_saving, _ = _measured_saving(CheckpointPolicy())
+    fixed, _ = _measured_saving(CheckpointPolicy(every_steps=25, max_overhead=None))
+    assert adaptive_saving.cadence.meter.charges_uploads
+    assert not fixed.cadence.meter.charges_uploads, "the upload pace meters those"
 
 
 def test_a_saves_toll_is_learned_as_its_last_paying_step_ends() -> None:
