@@ -14,11 +14,9 @@ asked for a number.
 
 from __future__ import annotations
 
-import statistics
-from collections import deque
 from dataclasses import dataclass, field
 
-from colabrun.runner.save.policy import PROBE_EVERY, PROBE_STEPS, is_outlier
+from colabrun.runner.save.policy import PROBE_STEPS, CleanSteps, is_outlier
 
 #: the share of training time uploads may cost when the spec sets no ``max_overhead``
 UPLOAD_BUDGET = 0.01
@@ -32,26 +30,20 @@ class UploadPace:
 
     Args:
         budget: the share of training time uploads may cost.
-        window: clean steps the typical step is the median of.
     """
 
     budget: float = UPLOAD_BUDGET
-    window: int = 31
     #: seconds of training uploads cost so far (their steps' excess over the typical)
     toll_s: float = 0.0
     #: seconds uploads ran while steps were measured
     measured_s: float = 0.0
     #: seconds of training one upload costs (a moving average; ``None`` before one)
     cost_s: float | None = None
-    _clean: deque[float] = field(default_factory=deque)
-    _typical: float | None = None
-    _typical_stale: bool = False  # a clean step came since the median was taken
+    #: the steps that paid for nothing: the typical step is the median of the newest 31
+    clean: CleanSteps = field(default_factory=lambda: CleanSteps(window=31, least=1))
     _excess: float = 0.0   # of the steps since the current upload began
     _paid: float = 0.0     # their duration
     _last_step_s: float | None = None
-    _clean_since: int = 0  # clean steps since the last upload ended
-    # clean steps between the last uploads (the newest PROBE_EVERY - 1 intervals)
-    _clean_lately: deque[int] = field(default_factory=lambda: deque(maxlen=PROBE_EVERY - 1))
 
     def observe_step(self, step_s: float, *, uploading: bool, writing: bool = False) -> None:
         """One step's duration; ``uploading``: an upload ran when it ended; ``writing``: it
@@ -61,16 +53,11 @@ class UploadPace:
         if writing:
             return
         if not uploading:
-            self._clean.append(step_s)
-            if len(self._clean) > self.window:
-                self._clean.popleft()
-            self._typical_stale = True  # the median is taken when read: rarely
-            self._clean_since += 1
+            self.clean.add(step_s)
             return
-        if self._typical_stale:
-            self._typical, self._typical_stale = statistics.median(self._clean), False
-        if self._typical is not None and not is_outlier(step_s, self._typical):
-            self._excess += step_s - self._typical
+        typical = self.clean.typical_s
+        if typical is not None and not is_outlier(step_s, typical):
+            self._excess += step_s - typical
             self._paid += step_s
 
     @property
@@ -83,7 +70,7 @@ class UploadPace:
         """Whether the next upload rests :data:`~colabrun.runner.save.policy.PROBE_STEPS`
         clean steps first: too few were seen since the
         :data:`~colabrun.runner.save.policy.PROBE_EVERY` uploads before it began."""
-        return sum(self._clean_lately) + self._clean_since < PROBE_STEPS
+        return self.clean.probe_due
 
     @property
     def slowdown(self) -> float | None:
@@ -114,6 +101,5 @@ class UploadPace:
         probe = 0.0
         if self._last_step_s is not None and self.probe_due:
             probe = PROBE_STEPS * self._last_step_s
-        self._clean_lately.append(self._clean_since)
-        self._clean_since = 0
+        self.clean.interval_ended()
         return max((self.cost_s or 0.0) / self.budget - upload_s, probe)

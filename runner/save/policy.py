@@ -146,6 +146,49 @@ def is_outlier(step_s: float, typical_s: float) -> bool:
 
 
 @dataclass
+class CleanSteps:
+    """The steps that paid for nothing (no save, no upload), which a meter compares the
+    others with: the typical step, the median of the newest ``window`` (taken when read,
+    once ``least`` were seen), and how many came between the last saves or uploads, for
+    the probes that keep it measured (:attr:`probe_due`). Pure."""
+
+    window: int
+    least: int = 5
+    _steps: deque[float] = field(default_factory=deque)
+    _typical: float | None = None
+    _stale: bool = False  # a step came since the median was taken
+    _since: int = 0  # since the last interval ended
+    # in the last intervals (the newest PROBE_EVERY - 1)
+    _lately: deque[int] = field(default_factory=lambda: deque(maxlen=PROBE_EVERY - 1))
+
+    def add(self, step_s: float) -> None:
+        """One clean step's duration."""
+        self._steps.append(step_s)
+        if len(self._steps) > self.window:
+            self._steps.popleft()
+        self._stale = True
+        self._since += 1
+
+    def interval_ended(self) -> None:
+        """A save (or an upload) came: the clean steps since then close an interval."""
+        self._lately.append(self._since)
+        self._since = 0
+
+    @property
+    def typical_s(self) -> float | None:
+        """The median of the newest clean steps (``None`` until ``least`` were seen)."""
+        if self._stale and len(self._steps) >= self.least:
+            self._typical, self._stale = statistics.median(self._steps), False
+        return self._typical
+
+    @property
+    def probe_due(self) -> bool:
+        """Whether fewer than :data:`PROBE_STEPS` clean steps came in the current interval
+        and the :data:`PROBE_EVERY` - 1 before it."""
+        return sum(self._lately) + self._since < PROBE_STEPS
+
+
+@dataclass
 class CostMeter:
     """What a save costs training, measured from the loop itself.
 
@@ -170,9 +213,6 @@ class CostMeter:
     """
 
     alpha: float = 0.3
-    #: steps the typical step is the median of (steps that paid for no save): a few
-    #: seconds' worth when saves are dense, so the warm-up's slower steps leave it soon
-    window: int = 15
     #: steps that pay for a save after it is written
     tail_steps: int = 4
     #: whether an upload that runs while a save's steps pay for it is part of that save's
@@ -187,12 +227,9 @@ class CostMeter:
     toll_s: float = 0.0
     #: every toll measured so far, summed (``toll_s`` is their moving average)
     tolls_s: float = 0.0
-    _clean: deque[float] = field(default_factory=deque)
-    _typical: float | None = None
-    _typical_stale: bool = False  # a clean step came since the median was taken
-    _clean_since: int = 0  # clean steps since the last save
-    # clean steps between the last saves (the newest PROBE_EVERY - 1 intervals)
-    _clean_lately: deque[int] = field(default_factory=lambda: deque(maxlen=PROBE_EVERY - 1))
+    #: the steps that paid for no save: the newest 15, a few seconds' worth when saves are
+    #: dense, so the warm-up's slower steps leave the typical step soon
+    clean: CleanSteps = field(default_factory=lambda: CleanSteps(window=15))
     _extra: float = 0.0
     _saves: int = 0
     _tolls: int = 0  # tolls learned
@@ -216,11 +253,7 @@ class CostMeter:
         if uploading and not paying:
             return
         if not paying:
-            self._clean.append(step_s)
-            if len(self._clean) > self.window:
-                self._clean.popleft()
-            self._typical_stale = True  # the median is taken when read
-            self._clean_since += 1
+            self.clean.add(step_s)
             return
         typical = self.typical_step_s
         if self._saves and typical is not None and not is_outlier(step_s, typical):
@@ -236,8 +269,7 @@ class CostMeter:
         The meter starts over, so the next save, which measures, is due at once.
         """
         self._since_written = self._observed = 0
-        self._clean_lately.append(self._clean_since)
-        self._clean_since = 0
+        self.clean.interval_ended()
         if setup:
             self._book()  # what the last save's steps paid stays charged
             self.stall_s, self.toll_s, self._extra, self._saves = None, 0.0, 0.0, 0
@@ -268,9 +300,7 @@ class CostMeter:
     @property
     def typical_step_s(self) -> float | None:
         """The median of the recent clean steps (None until five were seen)."""
-        if self._typical_stale and len(self._clean) >= 5:
-            self._typical, self._typical_stale = statistics.median(self._clean), False
-        return self._typical
+        return self.clean.typical_s
 
     @property
     def probe_due(self) -> bool:
@@ -281,8 +311,7 @@ class CostMeter:
         save's tail first)."""
         if self.stall_s is None:
             return False  # the first save measures: it comes at once
-        return self.typical_step_s is None or (
-            sum(self._clean_lately) + self._clean_since < PROBE_STEPS)
+        return self.typical_step_s is None or self.clean.probe_due
 
     def holds_save(self, steps_since_save: int) -> bool:
         """Whether a probe holds the next adaptive save now (:attr:`probe_due`): until

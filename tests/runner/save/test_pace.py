@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from colabrun.runner.save.pace import PROBE_EVERY, PROBE_STEPS, UploadPace
+from colabrun.runner.save.pace import UploadPace
+from colabrun.runner.save.policy import PROBE_EVERY, PROBE_STEPS
 
 
 def _paced(clean_s: float, during_s: float, steps: int, *, budget: float = 0.01) -> UploadPace:
