@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import statistics
 from collections import deque
 from dataclasses import dataclass, field
@@ -18,7 +19,6 @@ def save_due(
     save_cost_s: float | None = None,
     writer_busy: bool = False,
     upload_ready: bool = True,
-    within_budget: bool = True,
     probing: bool = False,
 ) -> str | None:
     """The reason a checkpoint is due now, or ``None``.
@@ -28,17 +28,15 @@ def save_due(
         steps_since_save: optimizer steps since the last save (or the start).
         seconds_since_save: monotonic seconds since the last save (or the start).
         at_epoch_end: whether this boundary closes an epoch.
-        save_cost_s: the measured cost of one save (:attr:`CostMeter.cost_s`);
-            ``None`` until one was measured.
+        save_cost_s: the cost the adaptive interval is sized by: one save's measured cost
+            (:attr:`CostMeter.cost_s`), with a share of the overhead account's debt where
+            one is kept (:attr:`OverheadAccount.sizing_s`); ``None`` until one was measured.
         writer_busy: whether the last save is still being written.
         upload_ready: whether an upload of a new checkpoint would start now (the last
             one reached the root, or failed, and the upload pace's rest is over). The
             adaptive trigger waits for it: a save the uploader cannot take yet would be
             replaced by a newer one before it reaches the root, so it costs training and
             buys nothing against a runtime's death (docs/concepts.md#the-adaptive-cadence).
-        within_budget: whether the credit checkpointing earned at ``max_overhead`` of the
-            time pays for this save (:class:`OverheadAccount`): the adaptive trigger waits
-            for it, so what the cost estimate misses is made up by later saves.
         probing: whether the cost meter waits for clean steps to measure the typical step
             by (:meth:`CostMeter.holds_save`): the adaptive trigger waits for them, since
             each save would make the steps after it pay for it, and a toll measured
@@ -60,7 +58,7 @@ def save_due(
     ):
         return "every_s"
     if policy.max_overhead is not None and steps_since_save > 0 and not writer_busy \
-            and upload_ready and within_budget and not probing:
+            and upload_ready and not probing:
         if save_cost_s is None or seconds_since_save >= adaptive_interval_s(
                 policy.max_overhead, save_cost_s):
             return "adaptive"
@@ -79,6 +77,18 @@ def adaptive_interval_s(max_overhead: float, save_cost_s: float) -> float:
     return save_cost_s * (1 - max_overhead) / max_overhead
 
 
+#: saves over which the account spreads a debt (or a credit beyond the next save's cost):
+#: each adaptive interval is sized as if the save cost its estimate plus this share of
+#: what the credit lacks (:attr:`OverheadAccount.sizing_s`). Held until the whole debt was
+#: repaid, the 30 ms job went 12-40 steps without a save after one that cost 3x its
+#: estimate, and those gaps were most of what a runtime's death lost there (issue 19)
+REPAY_SAVES = 4
+#: the credit the account keeps at most, in estimated saves: one beyond the next save's,
+#: so the budget a held save could not spend (its upload not ready, a probe) shortens the
+#: next intervals, by 1/:data:`REPAY_SAVES` at most, instead of being lost
+CREDIT_SAVES = 2
+
+
 @dataclass
 class OverheadAccount:
     """What checkpointing charged training, against what ``budget`` of the time allowed.
@@ -87,13 +97,16 @@ class OverheadAccount:
     save's cost; what the estimate misses (a toll that grows, an upload's, a save of
     another trigger such as an epoch's end) would go over the budget unseen. The account
     is its correction: credit accrues at ``budget`` seconds per second and every second
-    the meters charge (stalls, tolls, uploads) is debited, as soon as it is measured. An
-    adaptive save waits until the credit pays for it (:attr:`affords_next`), so the
-    measured share stays at the budget whatever the estimate says, give or take one save
-    and what its estimate missed, over any stretch of the session. Credit is never
-    carried over one save's cost: a long wait (an upload that could not start) buys no
-    burst of saves after it. Pure: fed with the meters' running total, the time and the
-    estimate.
+    the meters charge (stalls, tolls, uploads) is debited, as soon as it is measured. The
+    next interval is sized by :attr:`sizing_s`: the estimate, plus a
+    :data:`REPAY_SAVES`-th of what the credit lacks to pay for the next save. A save that
+    cost more than its estimate stretches the next few intervals a little each, not one a
+    lot; what the estimate misses for good keeps a standing debt of :data:`REPAY_SAVES`
+    times the miss, and the intervals stretch to the true cost: over a session the
+    measured share stays at the budget whatever the estimate says. Credit is never
+    carried over :data:`CREDIT_SAVES` saves' cost: a long wait (an upload that could not
+    start) buys no burst of saves after it. Pure: fed with the meters' running total, the
+    time and the estimate.
     """
 
     budget: float
@@ -109,13 +122,16 @@ class OverheadAccount:
         if self._at is not None:
             earned = self.budget * (now - self._at)
             self.balance_s += earned - (charged_s - self._charged_s)
-        self.balance_s = min(self.balance_s, next_save_s)
+        self.balance_s = min(self.balance_s, CREDIT_SAVES * next_save_s)
         self._at, self._charged_s, self._next_s = now, charged_s, next_save_s
 
     @property
-    def affords_next(self) -> bool:
-        """Whether the credit pays for the next save, as estimated."""
-        return self.balance_s >= self._next_s
+    def sizing_s(self) -> float:
+        """The cost the next adaptive interval is sized by: the estimate, plus a
+        :data:`REPAY_SAVES`-th of the debt against the next save (minus as much of the
+        credit beyond it); 0 while unmeasured, so the first save comes at once."""
+        lacking = self._next_s - self.balance_s
+        return max(0.0, self._next_s + lacking / REPAY_SAVES)
 
 
 #: clean steps (paying for no save, no upload running) the cost meter sees, at least, in
@@ -126,6 +142,13 @@ PROBE_STEPS = 3
 #: after each one would hold every save of the 30 ms job 3 steps more (issue 19), for a
 #: typical step that drifts over seconds, not steps
 PROBE_EVERY = 4
+#: how long a save's after-effects on training last once it is written and uploaded
+#: (seconds): the tail of steps that still pay for it (:attr:`CostMeter.tail`). 4 steps of
+#: the digits job (~3 ms): its steps 6-8 after a save were 0.5-2 ms slower, and no more
+#: after them; on the 30 ms job (~45 ms steps here) only the first step after a save was
+#: slower (4-7 ms), and a tail of 4 such steps left none clean between saves every 4-5
+#: (issue 19)
+TAIL_S = 0.012
 #: steps since the last save that the meter did not see (each epoch's first, never
 #: compared) after which a probe holds no adaptive save: a loop of one step an epoch
 #: never shows the meter a step, and would be held for ever
@@ -197,7 +220,7 @@ class CostMeter:
     the save took, whatever the cause (the writer competing for the GIL, the
     cores, the memory bus; copy-on-write faults of a forked writer; cold caches
     after a snapshot). The steps that pay are those that end while the save is
-    being written, and the first ``tail_steps`` after that. The typical step is
+    being written, and those after it within its tail (:attr:`tail`). The typical step is
     the median of the recent steps that paid for nothing: a machine whose speed
     drifts (a shared VM's does, by tens of percent over seconds) moves both, so
     the drift is no save's toll. The differences are summed signed, so noise
@@ -213,8 +236,11 @@ class CostMeter:
     """
 
     alpha: float = 0.3
-    #: steps that pay for a save after it is written
+    #: steps that pay for a save after it is written, at most
     tail_steps: int = 4
+    #: how long a save's after-effects last once it is written (seconds): its tail is as
+    #: many steps as span this, one at least (``None``: always ``tail_steps``)
+    tail_s: float | None = TAIL_S
     #: whether an upload that runs while a save's steps pay for it is part of that save's
     #: cost (the adaptive cadence's: it uploads each save at once, so the upload is the
     #: save's own, or one an epoch-end save queued behind): the steps that end while it runs
@@ -245,7 +271,8 @@ class CostMeter:
         ``writing``: the last save was still being written when the step ended;
         ``uploading``: an upload ran (a step neither clean nor a save's toll, unless the
         upload is the save's and :attr:`charges_uploads`)."""
-        paying = writing or self._since_written < self.tail_steps
+        tail = self.tail
+        paying = writing or self._since_written < tail
         self.paid = paying
         self._observed += 1
         busy = writing or (uploading and paying and self.charges_uploads)
@@ -258,7 +285,7 @@ class CostMeter:
         typical = self.typical_step_s
         if self._saves and typical is not None and not is_outlier(step_s, typical):
             self._extra += step_s - typical  # (after a setup save: nobody's toll)
-        if not writing and self._since_written == self.tail_steps:
+        if not writing and self._since_written >= tail:
             self._book()  # the save's last paying step: its toll is known now
 
     def observe_save(self, stall_s: float, *, setup: bool = False) -> None:
@@ -301,6 +328,16 @@ class CostMeter:
     def typical_step_s(self) -> float | None:
         """The median of the recent clean steps (None until five were seen)."""
         return self.clean.typical_s
+
+    @property
+    def tail(self) -> int:
+        """The steps that pay for a save after it is written: as many typical steps as span
+        :attr:`tail_s`, one at least and :attr:`tail_steps` at most (those, until the
+        typical step is measured)."""
+        typical = self.typical_step_s
+        if self.tail_s is None or typical is None or typical <= 0:
+            return self.tail_steps
+        return max(1, min(self.tail_steps, math.ceil(self.tail_s / typical - 1e-9)))
 
     @property
     def probe_due(self) -> bool:

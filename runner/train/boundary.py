@@ -28,11 +28,12 @@ class Situation:
         last_batch: whether it follows an epoch's last batch, where a periodic save
             would only precede the epoch-end save at the same step.
         has_unsaved_work: whether stopping now would lose anything.
-        save_cost_s: the measured cost of one save, ``None`` until measured.
+        save_cost_s: the cost the adaptive interval is sized by (one save's, measured,
+            with a share of the overhead account's debt:
+            :attr:`~colabrun.runner.save.policy.OverheadAccount.sizing_s`), ``None`` until
+            measured.
         writer_busy: whether the last save is still being written.
         upload_ready: whether an upload of a new checkpoint would start now.
-        within_budget: whether the credit checkpointing earned at ``max_overhead`` of the
-            time pays for the next save (:class:`~colabrun.runner.save.policy.OverheadAccount`).
         probing: whether the cost meter waits for clean steps to measure the typical step
             by (:meth:`~colabrun.runner.save.policy.CostMeter.holds_save`).
         checkpoint_requested: whether a save was asked for (``colabrun checkpoint``).
@@ -55,7 +56,6 @@ class Situation:
     save_cost_s: float | None = None
     writer_busy: bool = False
     upload_ready: bool = True
-    within_budget: bool = True
     probing: bool = False
     checkpoint_requested: bool = False
     stop_reason: str | None = None
@@ -126,7 +126,7 @@ def decide(policy: CheckpointPolicy, situation: Situation) -> Decision:
     reason = None if s.last_batch and policy.at_epoch_end else save_due(
         policy, steps_since_save=s.steps_since_save, seconds_since_save=s.seconds_since_save,
         at_epoch_end=s.at_epoch_end or s.epoch_end_owed, save_cost_s=s.save_cost_s,
-        writer_busy=s.writer_busy, upload_ready=s.upload_ready, within_budget=s.within_budget,
+        writer_busy=s.writer_busy, upload_ready=s.upload_ready,
         probing=s.probing)
     if reason is None and s.checkpoint_requested:
         reason = "requested"

@@ -203,7 +203,7 @@ def test_noise_cancels_in_the_toll() -> None:
 
 def test_only_the_steps_that_pay_for_a_save_are_its_toll() -> None:
     """Those that end while it is written, and the first few after it; not the rest."""
-    meter = CostMeter(tail_steps=2)
+    meter = CostMeter(tail_steps=2, tail_s=None)
     for _ in range(30):
         meter.observe_step(0.1)
     meter.observe_save(0.01)
@@ -264,7 +264,7 @@ def test_the_stall_is_averaged_without_dropping_long_ones() -> None:
 
 
 def test_the_toll_follows_the_saves() -> None:
-    meter = CostMeter(alpha=0.5)
+    meter = CostMeter(alpha=0.5, tail_s=None)
     for _ in range(30):
         meter.observe_step(0.1)
     meter.observe_save(0.1)

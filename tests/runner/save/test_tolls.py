@@ -6,7 +6,13 @@ from __future__ import annotations
 import pytest
 
 from colabrun.runner.save.pace import UploadPace
-from colabrun.runner.save.policy import PROBE_EVERY, PROBE_STEPS, CostMeter, is_outlier
+from colabrun.runner.save.policy import (
+    PROBE_EVERY,
+    PROBE_STEPS,
+    TAIL_S,
+    CostMeter,
+    is_outlier,
+)
 
 
 def test_a_short_step_held_up_by_a_gil_switch_interval_is_no_outlier() -> None:
@@ -27,7 +33,7 @@ def test_the_save_toll_counts_the_steps_a_background_thread_held_up() -> None:
 
 
 def test_a_save_and_the_steps_it_pays_for_are_flagged() -> None:
-    meter = CostMeter(tail_steps=2)
+    meter = CostMeter(tail_steps=2, tail_s=None)
     flags = []
     for writing in (False, True, True, False, False, False, False):
         meter.observe_step(0.1, writing=writing)
@@ -39,7 +45,7 @@ def test_a_step_paying_for_a_save_during_an_upload_is_counted_once() -> None:
     """An upload starts as its save's write ends, so the save's tail runs during it: those
     steps are the save's toll, and the upload pace leaves them out, as the loop feeds it
     (:meth:`colabrun.runner.train.saving.Saving.stepped`)."""
-    meter, pace = CostMeter(tail_steps=4), UploadPace(budget=0.02)
+    meter, pace = CostMeter(tail_steps=4, tail_s=None), UploadPace(budget=0.02)
     for _ in range(30):
         meter.observe_step(0.03)
         pace.observe_step(0.03, uploading=False, writing=meter.paid)
@@ -54,7 +60,7 @@ def test_a_step_paying_for_a_save_during_an_upload_is_counted_once() -> None:
 
 
 def test_the_first_save_is_not_held_then_the_typical_step_is_measured_before_the_next() -> None:
-    meter = CostMeter(tail_steps=4)
+    meter = CostMeter(tail_steps=4, tail_s=None)
     assert not meter.probe_due, "nothing measured yet: the first save measures"
     meter.observe_save(0.001)
     held = []
@@ -67,7 +73,7 @@ def test_the_first_save_is_not_held_then_the_typical_step_is_measured_before_the
 
 def test_saves_that_leave_no_step_clean_wait_for_a_probe_every_few_saves() -> None:
     """The 30 ms job's cadence: a save every 4 steps, each paying for the last (issue 19)."""
-    meter = CostMeter(tail_steps=4)
+    meter = CostMeter(tail_steps=4, tail_s=None)
     for _ in range(10):
         meter.observe_step(0.03)
     for _ in range(PROBE_EVERY - 1):
@@ -87,7 +93,7 @@ def test_saves_that_leave_no_step_clean_wait_for_a_probe_every_few_saves() -> No
 
 
 def test_steps_of_an_upload_are_no_probe() -> None:
-    meter = CostMeter(tail_steps=1)
+    meter = CostMeter(tail_steps=1, tail_s=None)
     for _ in range(10):
         meter.observe_step(0.03)
     for _ in range(PROBE_EVERY):
@@ -103,7 +109,7 @@ def _dense_run(*, probes: bool) -> tuple[float, float]:
     """The 30 ms job saving as often as it may: 10 slower steps of warm-up, then 30 ms
     steps; each save's write and the 4 steps after it take 3 ms more. Returns the toll the
     meter learned (its moving average) and the true one."""
-    meter, since, steps = CostMeter(tail_steps=4), -6, 0
+    meter, since, steps = CostMeter(tail_steps=4, tail_s=None), -6, 0
     while steps < 400:
         if since >= 4 and not (probes and meter.probe_due):
             meter.observe_save(0.001)
@@ -147,3 +153,33 @@ def test_an_adaptive_saves_upload_and_the_steps_after_it_are_its_toll(
     else:
         assert meter.tolls_s == pytest.approx(0.0015 + 4 * 0.0025), "the tail: 4 steps"
         assert pace.cost_s == pytest.approx(0.0025), "the 5th upload step"
+
+
+@pytest.mark.parametrize(("typical_s", "tail"), [(0.0025, 4), (0.003, 4), (0.005, 3),
+                                                 (0.012, 1), (0.045, 1), (None, 4)])
+def test_a_saves_tail_spans_its_after_effects_in_time(typical_s: float | None,
+                                                       tail: int) -> None:
+    """:data:`TAIL_S` of steps, one at least, four at most; four until the typical step is
+    measured. The 30 ms job's steps 2-4 after a save were no slower than the others
+    (issue 19), and a tail of 4 left none clean between saves every 4."""
+    meter = CostMeter()
+    for _ in range(30 if typical_s is not None else 0):
+        meter.observe_step(typical_s)
+    assert meter.tail == tail
+    assert TAIL_S == pytest.approx(0.012)
+
+
+def test_saves_every_3_steps_of_45_ms_keep_the_typical_step_measured_without_probes() -> None:
+    """Each save slows only the step after it: the next two are clean, so the typical step
+    follows the machine's speed, no probe holds a save, and each toll is the one step's."""
+    meter = CostMeter()
+    for _ in range(10):
+        meter.observe_step(0.045)
+    for step in range(300):
+        if step % 3 == 0:
+            assert not meter.holds_save(3), step
+            meter.observe_save(0.001)
+        base = 0.045 if step < 150 else 0.040  # the machine speeds up
+        meter.observe_step(base + (0.003 if step % 3 == 0 else 0.0))
+    assert meter.typical_step_s == pytest.approx(0.040)
+    assert meter.toll_s == pytest.approx(0.003)
