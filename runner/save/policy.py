@@ -100,13 +100,14 @@ class OverheadAccount:
     the meters charge (stalls, tolls, uploads) is debited, as soon as it is measured. The
     next interval is sized by :attr:`sizing_s`: the estimate, plus a
     :data:`REPAY_SAVES`-th of what the credit lacks to pay for the next save. A save that
-    cost more than its estimate stretches the next few intervals a little each, not one a
-    lot; what the estimate misses for good keeps a standing debt of :data:`REPAY_SAVES`
-    times the miss, and the intervals stretch to the true cost: over a session the
-    measured share stays at the budget whatever the estimate says. Credit is never
-    carried over :data:`CREDIT_SAVES` saves' cost: a long wait (an upload that could not
-    start) buys no burst of saves after it. Pure: fed with the meters' running total, the
-    time and the estimate.
+    cost more than its estimate stretches the next few intervals a little each (the lack
+    shrinks by about a quarter a save), not one a lot. An estimate below the true cost
+    settles where the credit lacks :data:`REPAY_SAVES` times the miss, and the intervals
+    are the true cost's: over a session the measured share stays at the budget. An
+    estimate above it is corrected by a quarter at most (credit is never carried over
+    :data:`CREDIT_SAVES` saves' cost, so a long wait, an upload that could not start, buys
+    no burst of saves after it). Pure: fed with the meters' running total, the time and
+    the estimate.
     """
 
     budget: float
@@ -128,8 +129,10 @@ class OverheadAccount:
     @property
     def sizing_s(self) -> float:
         """The cost the next adaptive interval is sized by: the estimate, plus a
-        :data:`REPAY_SAVES`-th of the debt against the next save (minus as much of the
-        credit beyond it); 0 while unmeasured, so the first save comes at once."""
+        :data:`REPAY_SAVES`-th of what the credit lacks to pay for the next save (minus as
+        much of the credit beyond it); 0 while unmeasured, so the first save comes at once."""
+        if self._next_s == 0.0:
+            return 0.0
         lacking = self._next_s - self.balance_s
         return max(0.0, self._next_s + lacking / REPAY_SAVES)
 
@@ -143,11 +146,10 @@ PROBE_STEPS = 3
 #: typical step that drifts over seconds, not steps
 PROBE_EVERY = 4
 #: how long a save's after-effects on training last once it is written and uploaded
-#: (seconds): the tail of steps that still pay for it (:attr:`CostMeter.tail`). 4 steps of
-#: the digits job (~3 ms): its steps 6-8 after a save were 0.5-2 ms slower, and no more
-#: after them; on the 30 ms job (~45 ms steps here) only the first step after a save was
-#: slower (4-7 ms), and a tail of 4 such steps left none clean between saves every 4-5
-#: (issue 19)
+#: (seconds): its tail is as many steps as span this (:attr:`CostMeter.tail`). 4 steps of
+#: the digits job (~3 ms), whose steps after the upload were still 0.5-2 ms slower; on the
+#: 30 ms job (~40-45 ms steps here) only the first step after a save was slower (2-4 ms),
+#: and a tail of 4 such steps left none clean between saves every 4-5 (issue 19)
 TAIL_S = 0.012
 #: steps since the last save that the meter did not see (each epoch's first, never
 #: compared) after which a probe holds no adaptive save: a loop of one step an epoch
@@ -261,6 +263,7 @@ class CostMeter:
     _tolls: int = 0  # tolls learned
     _pending: bool = False  # the last save's toll is not booked yet
     _since_written: int = 1 << 30  # steps since a save was last seen in flight
+    _tail: int = 4  # the last save's tail (:attr:`tail` when it was taken)
     _observed: int = 0  # steps observed since the last save
     #: whether the last step observed paid for a save (in flight, or in its tail)
     paid: bool = False
@@ -271,12 +274,14 @@ class CostMeter:
         ``writing``: the last save was still being written when the step ended;
         ``uploading``: an upload ran (a step neither clean nor a save's toll, unless the
         upload is the save's and :attr:`charges_uploads`)."""
-        tail = self.tail
+        tail = self._tail  # fixed per save: a clean step after it may move the typical one
         paying = writing or self._since_written < tail
         self.paid = paying
         self._observed += 1
         busy = writing or (uploading and paying and self.charges_uploads)
         self._since_written = 0 if busy else self._since_written + 1
+        if busy:  # (no clean step comes while a save is paid for: its tail as taken)
+            self._tail = self.tail
         if uploading and not paying:
             return
         if not paying:
@@ -296,6 +301,7 @@ class CostMeter:
         The meter starts over, so the next save, which measures, is due at once.
         """
         self._since_written = self._observed = 0
+        self._tail = self.tail
         self.clean.interval_ended()
         if setup:
             self._book()  # what the last save's steps paid stays charged

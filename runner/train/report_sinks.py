@@ -83,7 +83,7 @@ class TensorBoardSink:
         self.min_gap_s = min_gap_s
         self._writers: dict[int, Any] = {}
         self._last: dict[tuple[int, str], float] = {}  # a series' last point's time
-        self._held: dict[tuple[int, str], tuple[float, int, float]] = {}  # its newest since
+        self._held: dict[tuple[int, str], tuple[float, int, float]] = {}  # newest since
 
     def __call__(self, records: list[dict[str, Any]]) -> None:
         touched = set()
@@ -91,10 +91,14 @@ class TensorBoardSink:
             session = int(record.get("session", 0))
             writer = self._writer(session)
             at = record.get("time")
+            if isinstance(at, bool) or not isinstance(at, (int, float)) \
+                    or not math.isfinite(at):
+                at = None  # no wall time: every point is written, at the time of writing
             for name, value in scalars_of(record).items():
                 series = (session, name)
-                if isinstance(at, (int, float)):
-                    if at - self._last.get(series, -math.inf) < self.min_gap_s - TIME_EPS_S:
+                if at is not None:
+                    since = at - self._last.get(series, -math.inf)
+                    if 0.0 <= since < self.min_gap_s - TIME_EPS_S:  # (a clock set back: not)
                         self._held[series] = (value, record["step"], at)
                         continue
                     self._last[series] = at

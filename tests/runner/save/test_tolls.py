@@ -183,3 +183,22 @@ def test_saves_every_3_steps_of_45_ms_keep_the_typical_step_measured_without_pro
         meter.observe_step(base + (0.003 if step % 3 == 0 else 0.0))
     assert meter.typical_step_s == pytest.approx(0.040)
     assert meter.toll_s == pytest.approx(0.003)
+
+
+def test_a_saves_tail_is_fixed_when_it_is_taken() -> None:
+    """A clean step after the tail can move the typical step (6.5 ms to 3 ms: a tail of 2
+    steps to 4); the steps after it then pay for no save, which was booked already."""
+    meter = CostMeter()
+    for step_s in [0.0065] * 8 + [0.003] * 7:
+        meter.observe_step(step_s)
+    assert meter.tail == 2
+    meter.observe_save(0.001)
+    for step_s in (0.004, 0.004):
+        meter.observe_step(step_s)
+        assert meter.paid
+    booked = meter.tolls_s
+    meter.observe_step(0.003)  # clean: the median of the 16 newest is now 3 ms
+    assert meter.tail == 4 and not meter.paid
+    meter.observe_step(0.010)
+    assert not meter.paid, "no save is paid for any more"
+    assert meter.charged_s == booked
