@@ -263,10 +263,13 @@ class CostMeter:
     _tolls: int = 0  # tolls learned
     _pending: bool = False  # the last save's toll is not booked yet
     _since_written: int = 1 << 30  # steps since a save was last seen in flight
-    _tail: int = 4  # the last save's tail (:attr:`tail` when it was taken)
+    _tail: int = 0  # the last save's tail (:attr:`tail` when it was taken)
     _observed: int = 0  # steps observed since the last save
     #: whether the last step observed paid for a save (in flight, or in its tail)
     paid: bool = False
+
+    def __post_init__(self) -> None:
+        self._tail = self.tail_steps
 
     def observe_step(self, step_s: float, *, writing: bool = False,
                      uploading: bool = False) -> None:
@@ -280,8 +283,6 @@ class CostMeter:
         self._observed += 1
         busy = writing or (uploading and paying and self.charges_uploads)
         self._since_written = 0 if busy else self._since_written + 1
-        if busy:  # (no clean step comes while a save is paid for: its tail as taken)
-            self._tail = self.tail
         if uploading and not paying:
             return
         if not paying:

@@ -185,11 +185,6 @@ class Saver:
         self.uploader.observe_step(work_s, writing=writing)
 
     @property
-    def upload_cost_s(self) -> float:
-        """Seconds of training one upload costs, as measured (0 before one was)."""
-        return self.uploader.pace.cost_s or 0.0
-
-    @property
     def upload_ready(self) -> bool:
         """Whether a checkpoint committed now would start uploading at once (also while
         the root is failing: local saves then go on at their own pace)."""

@@ -126,8 +126,7 @@ def decide(policy: CheckpointPolicy, situation: Situation) -> Decision:
     reason = None if s.last_batch and policy.at_epoch_end else save_due(
         policy, steps_since_save=s.steps_since_save, seconds_since_save=s.seconds_since_save,
         at_epoch_end=s.at_epoch_end or s.epoch_end_owed, save_cost_s=s.save_cost_s,
-        writer_busy=s.writer_busy, upload_ready=s.upload_ready,
-        probing=s.probing)
+        writer_busy=s.writer_busy, upload_ready=s.upload_ready, probing=s.probing)
     if reason is None and s.checkpoint_requested:
         reason = "requested"
     if reason is None and stop is not None and s.has_unsaved_work:

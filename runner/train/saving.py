@@ -166,7 +166,8 @@ class Saving:
     def _situation(self, tracked: Mapping[str, Stateful], at_epoch_end: bool, last: bool,
                    resumed: bool) -> Situation:
         cadence, controls = self.cadence, self._controls
-        account, cost_s = self._account, self._save_cost_s()
+        # each adaptive save's upload is in its toll (the meter ``charges_uploads``)
+        account, cost_s = self._account, cadence.meter.cost_s
         if account is not None:
             # a writer's start is a one-time cost: charged by the meters, not by the account
             # (repaid, it held a session's second save back 0.6-0.8 s on the digits job)
@@ -186,16 +187,6 @@ class Saving:
             now=self._clock.time(), step_s=cadence.step_s,
             save_s=self.expected_save_s(tracked), mid_accumulation=self.accumulation.is_mid,
             epoch_end_owed=self.accumulation.epoch_end_owed)
-
-    def _save_cost_s(self) -> float | None:
-        """What one save costs training, its upload included (``None`` until measured):
-        each adaptive save is uploaded at once, so the two share the budget. The meter
-        that charges uploads has the upload in the save's toll already: the pace's cost,
-        learned from an upload no save's steps paid for (a retry), is not added again."""
-        meter = self.cadence.meter
-        if meter.cost_s is None:
-            return None
-        return meter.cost_s + (0.0 if meter.charges_uploads else self.saver.upload_cost_s)
 
     def save(self, tracked: Mapping[str, Stateful], position: Position, reason: str,
              context: SaveContext) -> None:

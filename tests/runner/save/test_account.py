@@ -179,7 +179,6 @@ class _Saver:
     upload_ready = True
     newest_name = "step-1"
     save_s = None
-    upload_cost_s = 0.0
 
     def __init__(self) -> None:
         self.uploader = type("Uploader", (), {"pace": UploadPace(budget=BUDGET)})()
