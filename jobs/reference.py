@@ -32,6 +32,8 @@ one runtime to the next.
 def _type_of(field: dict[str, Any]) -> str:
     if "enum" in field:
         return " \\| ".join(f"`{json.dumps(v)}`" for v in field["enum"])
+    if "const" in field:  # a one-value Literal in a union
+        return f"`{json.dumps(field['const'])}`"
     if "anyOf" in field:
         return " \\| ".join(_type_of(option) for option in field["anyOf"])
     if "$ref" in field:

@@ -26,6 +26,8 @@ ENTRYPOINT_PATTERN = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
 DEFINING_FIELDS: tuple[str, ...] = ("entrypoint", "params", "seed")
 
 Device = Literal["auto", "cuda", "cpu"]
+#: ``checkpoint.at_epoch_end``'s default: epoch-end saves within the adaptive budget
+AUTO: Literal["auto"] = "auto"
 Platform = Literal["auto", "colab", "colab_pro", "kaggle", "local"]
 
 
@@ -57,7 +59,13 @@ class CheckpointPolicy(BaseModel):
     every_s: float | None = Field(
         default=300.0, gt=0, description="Save when this many seconds passed since the last save."
     )
-    at_epoch_end: bool = Field(default=True, description="Save after every epoch.")
+    at_epoch_end: bool | Literal["auto"] = Field(
+        default=AUTO,
+        description="Save after every epoch (true), after none as such (false), or 'auto': "
+        "after every epoch that lasted at least the adaptive interval, so that epochs of a "
+        "fraction of a second do not each spend a save (their adaptive saves checkpoint "
+        "them); every epoch when max_overhead is null or keep_best is set.",
+    )
     max_overhead: float | None = Field(
         default=0.02, gt=0, lt=1,
         description="Adaptive cadence: save as often as keeps checkpointing's measured cost "

@@ -7,7 +7,10 @@ import statistics
 from collections import deque
 from dataclasses import dataclass, field
 
-from colabrun.jobs.spec import CheckpointPolicy
+from colabrun.jobs.spec import AUTO, CheckpointPolicy
+
+#: the reason of a save taken for an epoch's end
+EPOCH_END = "epoch_end"
 
 
 def save_due(
@@ -17,6 +20,7 @@ def save_due(
     seconds_since_save: float,
     at_epoch_end: bool,
     save_cost_s: float | None = None,
+    epoch_s: float = math.inf,
     writer_busy: bool = False,
     upload_ready: bool = True,
     probing: bool = False,
@@ -31,6 +35,9 @@ def save_due(
         save_cost_s: the cost the adaptive interval is sized by: one save's measured cost
             (:attr:`CostMeter.cost_s`), with a share of the overhead account's debt where
             one is kept (:attr:`OverheadAccount.sizing_s`); ``None`` until one was measured.
+        epoch_s: how long the epoch this boundary closes took (``at_epoch_end: auto``
+            saves at the end of an epoch as long as the adaptive interval:
+            :func:`epoch_end_wanted`).
         writer_busy: whether the last save is still being written.
         upload_ready: whether an upload of a new checkpoint would start now (the last
             one reached the root, or failed, and the upload pace's rest is over). The
@@ -49,8 +56,9 @@ def save_due(
     """
     if steps_since_save <= 0 and not at_epoch_end:
         return None
-    if at_epoch_end and policy.at_epoch_end:
-        return "epoch_end"
+    if at_epoch_end and epoch_end_wanted(policy, epoch_s=epoch_s, save_cost_s=save_cost_s,
+                                         steps_since_save=steps_since_save):
+        return EPOCH_END
     if policy.every_steps is not None and steps_since_save >= policy.every_steps:
         return "every_steps"
     if policy.every_s is not None and steps_since_save > 0 and (
@@ -63,6 +71,36 @@ def save_due(
                 policy.max_overhead, save_cost_s):
             return "adaptive"
     return None
+
+
+def epoch_end_wanted(policy: CheckpointPolicy, *, epoch_s: float, save_cost_s: float | None,
+                     steps_since_save: int = 1) -> bool:
+    """Whether an epoch's end is a save by itself (a pure decision).
+
+    ``at_epoch_end: true`` saves at every epoch's end, ``false`` at none. ``auto`` (the
+    default) saves at the end of every epoch that lasted at least the adaptive interval
+    (:func:`adaptive_interval_s`): every epoch of minutes, none of epochs of a fraction of
+    a second, whose saves alone would cost more than ``max_overhead`` (the digits
+    example's 0.14 s epochs spent 3.8% on them: docs/concepts.md#the-adaptive-cadence);
+    the adaptive saves checkpoint those. It saves at every one as ``true`` does when
+    there is no budget (``max_overhead: null``), when ``keep_best`` compares the metrics
+    an epoch logs, or before a save's cost is measured; never when no step was taken
+    since the last save (a save an instant before, at the epoch's last batch, holds the
+    same state).
+
+    Args:
+        policy: the spec's checkpoint policy.
+        epoch_s: how long the epoch lasted (from the last epoch's end, or the session's
+            start).
+        save_cost_s: what the adaptive interval is sized by (as :func:`save_due`'s).
+        steps_since_save: optimizer steps since the last save of any trigger.
+    """
+    if policy.at_epoch_end != AUTO:
+        return bool(policy.at_epoch_end)
+    if policy.max_overhead is None or policy.keep_best is not None or save_cost_s is None:
+        return True
+    return steps_since_save > 0 and epoch_s >= adaptive_interval_s(policy.max_overhead,
+                                                                    save_cost_s)
 
 
 def adaptive_interval_s(max_overhead: float, save_cost_s: float) -> float:

@@ -10,10 +10,11 @@ boundary that follows a ``run.step()``, at most k-1 batches later
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from colabrun.jobs.spec import CheckpointPolicy
-from colabrun.runner.save.policy import save_due
+from colabrun.runner.save.policy import epoch_end_wanted, save_due
 from colabrun.runner.watch.deadline import Deadline
 
 
@@ -24,9 +25,13 @@ class Situation:
     Args:
         steps_since_save: optimizer steps since the last save (or the start).
         seconds_since_save: monotonic seconds since the last save (or the start).
+        epoch_s: how long the epoch lasted so far (from the last epoch's end, or the
+            session's start), which ``at_epoch_end: auto`` compares with the adaptive
+            interval.
         at_epoch_end: whether this boundary closes an epoch.
         last_batch: whether it follows an epoch's last batch, where a periodic save
-            would only precede the epoch-end save at the same step.
+            would only precede the epoch-end save at the same step (when the policy
+            wants one there: :func:`~colabrun.runner.save.policy.epoch_end_wanted`).
         has_unsaved_work: whether stopping now would lose anything.
         save_cost_s: the cost the adaptive interval is sized by (one save's, measured,
             with a share of the overhead account's debt:
@@ -45,11 +50,13 @@ class Situation:
         mid_accumulation: whether batches were trained since the last ``run.step()`` of a
             loop that accumulates (:func:`is_mid_accumulation`): nothing is saved or stopped.
         epoch_end_owed: an epoch-end save was held for an accumulation that spanned the
-            epoch's end: the next boundary not mid-accumulation takes it.
+            epoch's end: the next boundary not mid-accumulation takes it (owed only where
+            the policy wanted it, so taken whatever the new epoch's length).
     """
 
     steps_since_save: int
     seconds_since_save: float
+    epoch_s: float = math.inf
     at_epoch_end: bool = False
     last_batch: bool = False
     has_unsaved_work: bool = True
@@ -123,9 +130,12 @@ def decide(policy: CheckpointPolicy, situation: Situation) -> Decision:
     stop = s.stop_reason
     if stop is None and s.deadline.must_save_now(s.now, step_s=s.step_s, save_s=s.save_s):
         stop = "deadline"
-    reason = None if s.last_batch and policy.at_epoch_end else save_due(
+    epoch_end_next = s.last_batch and epoch_end_wanted(
+        policy, epoch_s=s.epoch_s, save_cost_s=s.save_cost_s, steps_since_save=s.steps_since_save)
+    reason = None if epoch_end_next else save_due(
         policy, steps_since_save=s.steps_since_save, seconds_since_save=s.seconds_since_save,
         at_epoch_end=s.at_epoch_end or s.epoch_end_owed, save_cost_s=s.save_cost_s,
+        epoch_s=math.inf if s.epoch_end_owed else s.epoch_s,
         writer_busy=s.writer_busy, upload_ready=s.upload_ready, probing=s.probing)
     if reason is None and s.checkpoint_requested:
         reason = "requested"

@@ -24,6 +24,8 @@ class SaveCadence:
     def __init__(self, now: float) -> None:
         self.steps_since_save = 0
         self.last_save_at = now
+        #: when the current epoch began: the last epoch's end (or the session's start)
+        self.epoch_started_at = now
         #: the last step's duration (``None`` before two steps)
         self.step_s: float | None = None
         #: the last step's duration without a save's stall (``None`` before two steps)
@@ -67,11 +69,17 @@ class SaveCadence:
         self.steps_since_save += 1
         return self.step_s
 
-    def on_epoch_end(self) -> None:
-        """An epoch ended: the next step is timed, but metered for no save or upload. Learned
-        as the epoch-end save's toll, it held the next saves back: on a loaded VM the 30 ms
-        job's root had nothing newer than an epoch-end save 18-29 steps later (issue 19)."""
+    def epoch_s(self, now: float) -> float:
+        """How long the current epoch has lasted at ``now`` (monotonic seconds)."""
+        return now - self.epoch_started_at
+
+    def on_epoch_end(self, now: float) -> None:
+        """An epoch ended at ``now``: the next one begins. Its first step is timed, but
+        metered for no save or upload. Learned as the epoch-end save's toll, it held the next
+        saves back: on a loaded VM the 30 ms job's root had nothing newer than an epoch-end
+        save 18-29 steps later (issue 19)."""
         self._after_epoch = True
+        self.epoch_started_at = now
 
     def on_save(self, receipt: SaveReceipt, now: float) -> None:
         """A save was handed to the writer at ``now``, blocking the loop ``receipt.stall_s``."""

@@ -13,7 +13,7 @@ from colabrun.jobs.handle import Stateful
 from colabrun.jobs.spec import CheckpointPolicy
 from colabrun.runner.clock import Clock
 from colabrun.runner.save.capture import SaveContext
-from colabrun.runner.save.policy import CostMeter, OverheadAccount
+from colabrun.runner.save.policy import CostMeter, OverheadAccount, epoch_end_wanted
 from colabrun.runner.save.saver import Saver
 from colabrun.runner.save.task import WriteStats
 from colabrun.runner.train.boundary import Decision, Situation, decide, is_mid_accumulation
@@ -148,10 +148,12 @@ class Saving:
             LeaseLost: another runner took the job over.
         """
         self.saver.refresh_lease()
+        situation = self._situation(tracked, at_epoch_end, last, resumed)
         if at_epoch_end:
-            self.cadence.on_epoch_end()
-        decision = decide(self._policy, self._situation(tracked, at_epoch_end, last, resumed))
-        if decision.held and at_epoch_end:
+            self.cadence.on_epoch_end(self._clock.monotonic())
+        decision = decide(self._policy, situation)
+        if decision.held and at_epoch_end and epoch_end_wanted(
+                self._policy, epoch_s=situation.epoch_s, save_cost_s=situation.save_cost_s):
             self.accumulation.epoch_end_owed = True
         return decision
 
@@ -168,14 +170,16 @@ class Saving:
         cadence, controls = self.cadence, self._controls
         # each adaptive save's upload is in its toll (the meter ``charges_uploads``)
         account, cost_s = self._account, cadence.meter.cost_s
+        now = self._clock.monotonic()
         if account is not None:
             # a writer's start is a one-time cost: charged by the meters, not by the account
             # (repaid, it held a session's second save back 0.6-0.8 s on the digits job)
-            account.observe(self._clock.monotonic(),
-                            charged_s(cadence, self.saver) - cadence.setup_s, cost_s or 0.0)
+            account.observe(now, charged_s(cadence, self.saver) - cadence.setup_s,
+                            cost_s or 0.0)
         return Situation(
             steps_since_save=cadence.steps_since_save,
-            seconds_since_save=cadence.seconds_since_save(self._clock.monotonic()),
+            seconds_since_save=cadence.seconds_since_save(now),
+            epoch_s=cadence.epoch_s(now),
             at_epoch_end=at_epoch_end, last_batch=last,
             has_unsaved_work=self.has_unsaved_work(resumed=resumed),
             save_cost_s=cost_s if account is None or cost_s is None else account.sizing_s,

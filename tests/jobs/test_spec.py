@@ -109,7 +109,7 @@ def test_checkpoint_policy_defaults() -> None:
     policy = CheckpointPolicy()
     assert policy.every_steps is None
     assert policy.every_s == 300.0  # "a few minutes"
-    assert policy.at_epoch_end is True
+    assert policy.at_epoch_end == "auto"  # every epoch, within the adaptive budget
     assert policy.keep_last == 3
 
 

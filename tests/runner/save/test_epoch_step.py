@@ -23,7 +23,7 @@ def test_the_step_spanning_an_epoch_end_is_no_saves_toll() -> None:
     cadence.on_save(SaveReceipt("a", 0.001, False), now=now)
     now = _steps(cadence, now, 6, 0.03)
     cadence.on_save(SaveReceipt("b", 0.001, False), now=now)  # the epoch-end save
-    cadence.on_epoch_end()
+    cadence.on_epoch_end(now)
     now = _steps(cadence, now, 1, 0.08, writing=True)  # evaluation, scheduler, loader
     assert cadence.step_s == pytest.approx(0.08) and not cadence.is_comparable
     now = _steps(cadence, now, 6, 0.03)

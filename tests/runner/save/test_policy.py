@@ -17,8 +17,13 @@ import pytest
 import torch
 
 from colabrun import runner
-from colabrun.jobs.spec import CheckpointPolicy, JobSpec
-from colabrun.runner.save.policy import CostMeter, adaptive_interval_s, save_due
+from colabrun.jobs.spec import CheckpointPolicy, JobSpec, KeepBest
+from colabrun.runner.save.policy import (
+    CostMeter,
+    adaptive_interval_s,
+    epoch_end_wanted,
+    save_due,
+)
 from colabrun.runner.save.saver import Saver
 from colabrun.state.manifest import Manifest
 from colabrun.state.model import Status
@@ -137,6 +142,66 @@ def test_the_other_triggers_still_win() -> None:
     # when they are not due, the adaptive trigger still is
     assert save_due(adaptive(every_steps=50, every_s=1e7), at_epoch_end=False,
                     **due) == "adaptive"
+
+
+# -- at_epoch_end: auto -----------------------------------------------------------------------
+
+
+def test_auto_saves_at_the_end_of_an_epoch_as_long_as_the_adaptive_interval() -> None:
+    """The digits example's epochs: 0.14 s each, saves of 5 ms at 2% (an interval of 0.245 s):
+    no epoch end saves (each one did, which alone spent 3.8%); epochs of minutes all do."""
+    policy = adaptive(0.02, at_epoch_end="auto")
+    interval = adaptive_interval_s(0.02, 0.005)
+    due = [epoch_end_wanted(policy, epoch_s=s, save_cost_s=0.005)
+           for s in (0.14, interval - 1e-9, interval, 600.0)]
+    assert due == [False, False, True, True]
+    assert save_due(policy, steps_since_save=45, seconds_since_save=0.14, at_epoch_end=True,
+                    save_cost_s=0.005, epoch_s=0.14) is None
+    assert save_due(policy, steps_since_save=45, seconds_since_save=0.28, at_epoch_end=True,
+                    save_cost_s=0.005, epoch_s=0.28) == "epoch_end"
+    long_epochs = [epoch_end_wanted(policy, epoch_s=600.0, save_cost_s=c)
+                   for c in (0.005, 1.0, 5.0)]
+    assert long_epochs == [True, True, True], "epochs of minutes: every one"
+
+
+def test_auto_ends_a_long_epoch_with_a_save_even_just_after_an_adaptive_one() -> None:
+    """Epochs longer than the interval each end with a checkpoint, as with ``true``."""
+    policy = adaptive(0.02, at_epoch_end="auto")
+    assert save_due(policy, steps_since_save=3, seconds_since_save=0.01, at_epoch_end=True,
+                    save_cost_s=0.005, epoch_s=60.0) == "epoch_end"
+
+
+@pytest.mark.parametrize("fields", [
+    {"max_overhead": None},
+    {"keep_best": KeepBest(metric="val_loss")},
+])
+def test_auto_saves_every_epoch_without_a_budget_or_with_keep_best(fields: dict[str, Any]
+                                                                   ) -> None:
+    policy = adaptive(**{"max_overhead": 0.02, "at_epoch_end": "auto", **fields})
+    assert epoch_end_wanted(policy, epoch_s=0.01, save_cost_s=5.0)
+
+
+def test_auto_saves_the_first_epoch_end_before_any_cost_is_known() -> None:
+    policy = adaptive(0.02, at_epoch_end="auto")
+    assert epoch_end_wanted(policy, epoch_s=0.01, save_cost_s=None)
+
+
+def test_auto_never_saves_an_epoch_end_with_no_step_since_the_last_save() -> None:
+    """A save at the epoch's last batch, an instant before, holds the same state."""
+    policy = adaptive(0.02, at_epoch_end="auto")
+    assert not epoch_end_wanted(policy, epoch_s=60.0, save_cost_s=0.005, steps_since_save=0)
+
+
+@pytest.mark.parametrize(("value", "expected"), [(True, True), (False, False)])
+def test_true_and_false_ignore_the_budget(value: bool, expected: bool) -> None:
+    policy = adaptive(0.02, at_epoch_end=value)
+    for since in (0.0, 0.01, 1e6):
+        assert epoch_end_wanted(policy, epoch_s=since, save_cost_s=5.0,
+                                steps_since_save=0) is expected
+
+
+def test_the_default_is_auto() -> None:
+    assert CheckpointPolicy().at_epoch_end == "auto"
 
 
 # -- CostMeter: what a save costs, measured from the loop ------------------------------------
@@ -309,10 +374,10 @@ class Weights:
 # -- one run with the adaptive cadence -----------------------------------------------------------
 
 
-def _spec(root: Path, **checkpoint: Any) -> JobSpec:
+def _spec(root: Path, epochs: int = 3, **checkpoint: Any) -> JobSpec:
     policy = CheckpointPolicy(**{"every_steps": None, "every_s": None, "at_epoch_end": True,
                                  "keep_last": 2, "max_overhead": None, **checkpoint})
-    return JobSpec(name="heavy", entrypoint=rng_heavy_train, epochs=3, seed=3,
+    return JobSpec(name="heavy", entrypoint=rng_heavy_train, epochs=epochs, seed=3,
                    params={"lr": 0.01}, supervise=False, checkpoint=policy,
                    root=str(root), local_dir=str(root / "local"))
 
@@ -351,4 +416,32 @@ def test_an_adaptive_run_saves_mid_epoch_and_trains_the_same(
     steps = [m.step for m in adaptive_saves]
     assert steps == sorted(set(steps)), "one save per step at most, in order"
     assert_exactly_equal(final_payload(tmp_path / "adaptive" / "heavy"),
+                         final_payload(tmp_path / "plain" / "heavy"))
+
+
+def test_auto_epoch_end_saves_of_short_epochs_stay_within_the_budget(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Epochs of a few milliseconds at ``max_overhead: 0.001`` (an interval of ~1000 saves'
+    cost): most epoch ends save nothing under ``auto``, and the run trains the same."""
+    committed: list[Manifest] = []
+    on_committed = Saver._committed
+
+    def spy(self: Saver, manifest: Manifest, stats: Any) -> None:
+        committed.append(manifest)
+        on_committed(self, manifest, stats)
+
+    monkeypatch.setattr(Saver, "_committed", spy)
+    mode = torch.are_deterministic_algorithms_enabled()
+    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
+    try:
+        auto = runner.run(_spec(tmp_path / "auto", epochs=12, at_epoch_end="auto",
+                                max_overhead=0.001))
+        reasons = [m.meta["reason"] for m in committed]
+        plain = runner.run(_spec(tmp_path / "plain", epochs=12))
+    finally:
+        torch.use_deterministic_algorithms(mode, warn_only=warn_only)
+    assert auto.status is Status.COMPLETED and plain.status is Status.COMPLETED
+    assert reasons.count("epoch_end") <= 6, reasons
+    assert_exactly_equal(final_payload(tmp_path / "auto" / "heavy"),
                          final_payload(tmp_path / "plain" / "heavy"))

@@ -37,6 +37,28 @@ def test_after_an_epochs_last_batch_the_epoch_end_save_is_left_to_come() -> None
         save="every_steps"), "unless no epoch-end save comes"
 
 
+def test_after_an_epochs_last_batch_auto_takes_a_save_that_its_epoch_end_would_skip() -> None:
+    """``at_epoch_end: auto`` with epochs shorter than the adaptive interval: no epoch-end
+    save comes, so a periodic save due at the last batch is taken there."""
+    auto = CheckpointPolicy(every_steps=4, every_s=None, at_epoch_end="auto", max_overhead=0.02)
+    short = situation(steps_since_save=4, last_batch=True, save_cost_s=0.005,
+                      epoch_s=0.1)
+    assert decide(auto, short) == Decision(save="every_steps")
+    long = situation(steps_since_save=4, last_batch=True, save_cost_s=0.005,
+                     epoch_s=60.0)
+    assert decide(auto, long).goes_on, "an epoch-end save comes at the same step"
+    assert decide(auto, situation(steps_since_save=4, at_epoch_end=True, save_cost_s=0.005,
+                                  epoch_s=60.0)) == Decision(save="epoch_end")
+
+
+def test_an_owed_epoch_end_save_is_taken_whatever_the_new_epochs_length() -> None:
+    """Held for an accumulation spanning the epoch's end, then owed: the next epoch has
+    just begun, but the save was wanted for the epoch that ended."""
+    auto = CheckpointPolicy(every_s=None, at_epoch_end="auto", max_overhead=0.02)
+    owed = situation(steps_since_save=1, epoch_end_owed=True, save_cost_s=0.005, epoch_s=0.01)
+    assert decide(auto, owed) == Decision(save="epoch_end")
+
+
 def test_a_requested_checkpoint_saves_and_goes_on() -> None:
     assert decide(EVERY_4, situation(checkpoint_requested=True)) == Decision(save="requested")
     assert decide(EVERY_4, situation(steps_since_save=4, checkpoint_requested=True)) == \

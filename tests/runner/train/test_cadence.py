@@ -31,6 +31,16 @@ def test_a_save_restarts_the_counters_and_keeps_its_stall() -> None:
     assert cadence.meter.stall_s == pytest.approx(0.25)
 
 
+def test_an_epoch_is_timed_from_the_last_epochs_end() -> None:
+    """``at_epoch_end: auto`` compares an epoch's length with the adaptive interval; saves
+    within it do not restart it."""
+    cadence = SaveCadence(now=10.0)
+    assert cadence.epoch_s(12.0) == pytest.approx(2.0), "the first, from the session's start"
+    cadence.on_save(receipt(0.01), now=12.5)
+    cadence.on_epoch_end(13.0)
+    assert cadence.epoch_s(13.5) == pytest.approx(0.5)
+
+
 def test_the_step_holding_a_save_is_metered_without_its_stall() -> None:
     """The step after a save took 0.25 s, 0.15 of it the save's stall: the meter sees
     a 0.1 s step, as typical, so the save is charged no toll on top of its stall
