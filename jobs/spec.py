@@ -62,9 +62,10 @@ class CheckpointPolicy(BaseModel):
     at_epoch_end: bool | Literal["auto"] = Field(
         default=AUTO,
         description="Save after every epoch (true), after none as such (false), or 'auto': "
-        "after every epoch that lasted at least the adaptive interval, so that epochs of a "
-        "fraction of a second do not each spend a save (their adaptive saves checkpoint "
-        "them); every epoch when max_overhead is null or keep_best is set.",
+        "after every epoch that lasted at least the adaptive interval (a save's cost / "
+        "max_overhead), so that epochs of a fraction of a second do not each spend a save "
+        "(their adaptive saves checkpoint them); every epoch when max_overhead is null or "
+        "keep_best is set.",
     )
     max_overhead: float | None = Field(
         default=0.02, gt=0, lt=1,

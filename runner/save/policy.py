@@ -56,8 +56,7 @@ def save_due(
     """
     if steps_since_save <= 0 and not at_epoch_end:
         return None
-    if at_epoch_end and epoch_end_wanted(policy, epoch_s=epoch_s, save_cost_s=save_cost_s,
-                                         steps_since_save=steps_since_save):
+    if at_epoch_end and epoch_end_wanted(policy, epoch_s=epoch_s, save_cost_s=save_cost_s):
         return EPOCH_END
     if policy.every_steps is not None and steps_since_save >= policy.every_steps:
         return "every_steps"
@@ -73,34 +72,31 @@ def save_due(
     return None
 
 
-def epoch_end_wanted(policy: CheckpointPolicy, *, epoch_s: float, save_cost_s: float | None,
-                     steps_since_save: int = 1) -> bool:
+def epoch_end_wanted(policy: CheckpointPolicy, *, epoch_s: float,
+                     save_cost_s: float | None) -> bool:
     """Whether an epoch's end is a save by itself (a pure decision).
 
     ``at_epoch_end: true`` saves at every epoch's end, ``false`` at none. ``auto`` (the
     default) saves at the end of every epoch that lasted at least the adaptive interval
-    (:func:`adaptive_interval_s`): every epoch of minutes, none of epochs of a fraction of
-    a second, whose saves alone would cost more than ``max_overhead`` (the digits
-    example's 0.14 s epochs spent 3.8% on them: docs/concepts.md#the-adaptive-cadence);
-    the adaptive saves checkpoint those. It saves at every one as ``true`` does when
-    there is no budget (``max_overhead: null``), when ``keep_best`` compares the metrics
-    an epoch logs, or before a save's cost is measured; never when no step was taken
-    since the last save (a save an instant before, at the epoch's last batch, holds the
-    same state).
+    (:func:`adaptive_interval_s`, a save's cost / ``max_overhead``): every epoch of
+    minutes unless a save costs seconds, none of epochs of a fraction of a second, whose
+    saves alone would cost more than ``max_overhead`` (the digits example's 0.14 s epochs
+    spent 3.8% on them: docs/concepts.md#the-adaptive-cadence); the adaptive saves
+    checkpoint those. It saves at every one as ``true`` does when there is no budget
+    (``max_overhead: null``), when ``keep_best`` compares the metrics an epoch logs, or
+    before a save's cost is measured.
 
     Args:
         policy: the spec's checkpoint policy.
         epoch_s: how long the epoch lasted (from the last epoch's end, or the session's
             start).
         save_cost_s: what the adaptive interval is sized by (as :func:`save_due`'s).
-        steps_since_save: optimizer steps since the last save of any trigger.
     """
     if policy.at_epoch_end != AUTO:
         return bool(policy.at_epoch_end)
     if policy.max_overhead is None or policy.keep_best is not None or save_cost_s is None:
         return True
-    return steps_since_save > 0 and epoch_s >= adaptive_interval_s(policy.max_overhead,
-                                                                    save_cost_s)
+    return epoch_s >= adaptive_interval_s(policy.max_overhead, save_cost_s)
 
 
 def adaptive_interval_s(max_overhead: float, save_cost_s: float) -> float:

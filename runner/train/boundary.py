@@ -130,8 +130,8 @@ def decide(policy: CheckpointPolicy, situation: Situation) -> Decision:
     stop = s.stop_reason
     if stop is None and s.deadline.must_save_now(s.now, step_s=s.step_s, save_s=s.save_s):
         stop = "deadline"
-    epoch_end_next = s.last_batch and epoch_end_wanted(
-        policy, epoch_s=s.epoch_s, save_cost_s=s.save_cost_s, steps_since_save=s.steps_since_save)
+    epoch_end_next = s.last_batch and epoch_end_wanted(policy, epoch_s=s.epoch_s,
+                                                       save_cost_s=s.save_cost_s)
     reason = None if epoch_end_next else save_due(
         policy, steps_since_save=s.steps_since_save, seconds_since_save=s.seconds_since_save,
         at_epoch_end=s.at_epoch_end or s.epoch_end_owed, save_cost_s=s.save_cost_s,

@@ -148,9 +148,10 @@ class Saving:
             LeaseLost: another runner took the job over.
         """
         self.saver.refresh_lease()
-        situation = self._situation(tracked, at_epoch_end, last, resumed)
+        now = self._clock.monotonic()
+        situation = self._situation(tracked, at_epoch_end, last, resumed, now)
         if at_epoch_end:
-            self.cadence.on_epoch_end(self._clock.monotonic())
+            self.cadence.on_epoch_end(now)
         decision = decide(self._policy, situation)
         if decision.held and at_epoch_end and epoch_end_wanted(
                 self._policy, epoch_s=situation.epoch_s, save_cost_s=situation.save_cost_s):
@@ -166,11 +167,10 @@ class Saving:
                                                                     self.cadence.step_s)
 
     def _situation(self, tracked: Mapping[str, Stateful], at_epoch_end: bool, last: bool,
-                   resumed: bool) -> Situation:
+                   resumed: bool, now: float) -> Situation:
         cadence, controls = self.cadence, self._controls
         # each adaptive save's upload is in its toll (the meter ``charges_uploads``)
         account, cost_s = self._account, cadence.meter.cost_s
-        now = self._clock.monotonic()
         if account is not None:
             # a writer's start is a one-time cost: charged by the meters, not by the account
             # (repaid, it held a session's second save back 0.6-0.8 s on the digits job)

@@ -91,7 +91,7 @@ def test_validate_prints_the_normalised_spec_as_json(
     assert set(printed) == set(JobSpec.model_fields)
     assert printed["seed"] == 0 and printed["device"] == "auto"
     assert printed["checkpoint"] == {"every_steps": 5, "every_s": 300.0,
-                                     "at_epoch_end": True, "max_overhead": 0.02,
+                                     "at_epoch_end": "auto", "max_overhead": 0.02,
                                      "snapshot": "auto", "keep_last": 3,
                                      "keep_best": None}
     assert JobSpec.model_validate(printed) == load_spec(spec_file)  # round-trips

@@ -10,7 +10,7 @@ from typing import Any
 import torch
 
 from colabrun import runner
-from colabrun.jobs.spec import JobSpec
+from colabrun.jobs.spec import CheckpointPolicy, JobSpec
 from colabrun.runner.display.console import Console
 from colabrun.runner.display.progress import ProgressView, postfix, wants_bar
 from colabrun.state.storage import Storage
@@ -104,8 +104,10 @@ def _train(run: Any) -> None:
 
 
 def _spec(root: Path) -> JobSpec:
+    # every epoch ends with a save (``auto`` skips these epochs of a few milliseconds)
     return JobSpec(name="p", entrypoint=_train, epochs=2, root=str(root),
-                   local_dir=str(root / "local"), supervise=False)
+                   local_dir=str(root / "local"), supervise=False,
+                   checkpoint=CheckpointPolicy(at_epoch_end=True))
 
 
 def test_real_bars_in_the_terminal_and_none_in_the_log(tmp_path: Path) -> None:

@@ -186,18 +186,19 @@ def test_auto_saves_the_first_epoch_end_before_any_cost_is_known() -> None:
     assert epoch_end_wanted(policy, epoch_s=0.01, save_cost_s=None)
 
 
-def test_auto_never_saves_an_epoch_end_with_no_step_since_the_last_save() -> None:
-    """A save at the epoch's last batch, an instant before, holds the same state."""
-    policy = adaptive(0.02, at_epoch_end="auto")
-    assert not epoch_end_wanted(policy, epoch_s=60.0, save_cost_s=0.005, steps_since_save=0)
+def test_auto_saves_a_long_epochs_end_with_no_step_since_the_last_save_as_true_does() -> None:
+    """A loop that never calls ``run.step()``: its epoch ends are its only saves (the
+    position moved to the next epoch), and no other trigger fires without a step."""
+    policy = adaptive(0.02, at_epoch_end="auto", every_s=300.0)
+    assert save_due(policy, steps_since_save=0, seconds_since_save=600.0, at_epoch_end=True,
+                    save_cost_s=0.005, epoch_s=600.0) == "epoch_end"
 
 
 @pytest.mark.parametrize(("value", "expected"), [(True, True), (False, False)])
 def test_true_and_false_ignore_the_budget(value: bool, expected: bool) -> None:
     policy = adaptive(0.02, at_epoch_end=value)
     for since in (0.0, 0.01, 1e6):
-        assert epoch_end_wanted(policy, epoch_s=since, save_cost_s=5.0,
-                                steps_since_save=0) is expected
+        assert epoch_end_wanted(policy, epoch_s=since, save_cost_s=5.0) is expected
 
 
 def test_the_default_is_auto() -> None:
