@@ -11,9 +11,9 @@ when a payload is saved or loaded: ``colabrun status`` needs none.
 from __future__ import annotations
 
 import pickle
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any, cast
 
 from colabrun.jobs.errors import CheckpointError
 from colabrun.state.manifest import PAYLOAD_NAME
@@ -23,7 +23,13 @@ if TYPE_CHECKING:
 
 
 def save_tensors(payload: Mapping[str, Any], file: IO[bytes]) -> None:
-    """Write ``payload`` into ``file`` with ``torch.save``.
+    """Write ``payload`` into ``file`` with ``torch.save``, without zip CRC32s.
+
+    The manifest's sha256 of every piece covers the same bytes and is checked before a
+    checkpoint is loaded or uploaded; the CRC32s cost the save a third more CPU
+    (benchmarks/README.md#measurements-behind-the-constants): on a GPU runtime, where a
+    writer thread saves in the training process, CPU that the training's data loading
+    and Python could use. ``torch.load`` reads such a file; ``unzip -t`` would flag it.
 
     Args:
         payload: tensors and plain data, by name.
@@ -31,7 +37,60 @@ def save_tensors(payload: Mapping[str, Any], file: IO[bytes]) -> None:
     """
     import torch
 
-    torch.save(dict(payload), file)
+    with _without_zip_crc32(file) as target:
+        torch.save(dict(payload), target)
+
+
+@contextmanager
+def _without_zip_crc32(file: IO[bytes]) -> Iterator[IO[bytes]]:
+    """``file``, to which a ``torch.save`` started inside writes no zip CRC32s.
+
+    The option is process-wide, but torch reads it once, when its zip writer opens,
+    before any byte is written: it is switched off here and back on at the first write
+    (or on the way out). Another thread's ``torch.save`` (the training code's own) keeps
+    its CRC32s unless its writer opens in that window, the pickling of this payload's
+    structure (milliseconds). Before torch 2.5 there is no option: the CRC32s stay.
+    """
+    import torch.serialization
+
+    set_option = getattr(torch.serialization, "set_crc32_options", None)
+    if set_option is None:
+        yield file
+        return
+    previous = torch.serialization.get_crc32_options()
+    restore = _Once(lambda: set_option(previous))
+    set_option(False)
+    try:
+        yield cast("IO[bytes]", _FirstWrite(file, restore))
+    finally:
+        restore()
+
+
+class _Once:
+    """Calls ``fn`` the first time it is called, never again."""
+
+    def __init__(self, fn: Callable[[], object]) -> None:
+        self._fn: Callable[[], object] | None = fn
+
+    def __call__(self) -> None:
+        fn, self._fn = self._fn, None
+        if fn is not None:
+            fn()
+
+
+class _FirstWrite:
+    """A file that calls ``before`` ahead of its first write, and passes the rest on."""
+
+    def __init__(self, file: IO[bytes], before: Callable[[], None]) -> None:
+        self._file = file
+        self._before = before
+
+    def write(self, data: bytes | bytearray | memoryview) -> int:
+        self._before()
+        return self._file.write(data)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._file, name)
 
 
 def load_tensors(file: IO[bytes], map_location: str | torch.device = "cpu") -> Any:

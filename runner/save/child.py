@@ -69,11 +69,10 @@ def fork_child() -> int:
 
 def become_writer(parent: int, conn: Connection) -> None:
     """In a freshly forked child: nothing inherited is ever collected, die with the
-    parent, write payloads without zip CRC32s, keep only ``conn`` (and the standard)
-    descriptors, quiet streams. It keeps the training process's CPU priority: at the
-    lowest (``SCHED_IDLE``) a busy CPU starved it, and the loop waited for it at the
-    next save (benchmarks/README.md#measurements-behind-the-constants)."""
-    skip_zip_crc32()
+    parent, keep only ``conn`` (and the standard) descriptors, quiet streams. It keeps
+    the training process's CPU priority: at the lowest (``SCHED_IDLE``) a busy CPU
+    starved it, and the loop waited for it at the next save
+    (benchmarks/README.md#measurements-behind-the-constants)."""
     # The parent's garbage may hold storages (a DataLoader's shared-memory batches)
     # whose descriptors are closed below; torch aborts the process freeing one.
     gc.freeze()
@@ -81,22 +80,6 @@ def become_writer(parent: int, conn: Connection) -> None:
     close_fds_except(0, 1, 2, conn.fileno())
     sys.stdout = sys.stderr = open(os.devnull, "w")  # noqa: SIM115 - the worker's
     # streams forward to the supervisor's socket, closed just above
-
-
-def skip_zip_crc32() -> None:
-    """In a writer child: ``torch.save`` writes its zip records without CRC32s.
-
-    The manifest's sha256 of every piece covers every byte and is checked before a
-    checkpoint is loaded or uploaded; the CRC32 of the same bytes cost a third more
-    CPU (benchmarks/README.md#measurements-behind-the-constants). ``torch.load`` reads such a
-    file (``torch.serialization.set_crc32_options``); ``unzip -t`` would flag it.
-    Set in the child only: the training process's own ``torch.save`` calls keep it.
-    """
-    import torch.serialization
-
-    set_crc32_options = getattr(torch.serialization, "set_crc32_options", None)
-    if set_crc32_options is not None:  # torch 2.5 and later; before, the CRC32s stay
-        set_crc32_options(False)
 
 
 def release_gradients(params: Iterable[torch.Tensor]) -> None:

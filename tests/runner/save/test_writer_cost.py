@@ -1,8 +1,8 @@
 """What keeps a big save cheap for training (issue 19): ``auto`` picks a copy unless training
 leaves most of the state as it is (a pure decision); every writer child keeps the training
-process's CPU priority and writes no zip CRC32s (read from the real child, while it waits at
-a save point); a writer process frees its inherited view of the live state, and big copies go
-to one too."""
+process's CPU priority (read from the real child, while it waits at a save point) and its
+payload, without zip CRC32s as every save's (tests/state/test_payload.py), loads; a writer
+process frees its inherited view of the live state, and big copies go to one too."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import torch
 
 from colabrun.runner.clock import SystemClock
 from colabrun.runner.save.capture import take_snapshot
-from colabrun.runner.save.child import release_storages, skip_zip_crc32
+from colabrun.runner.save.child import release_storages
 from colabrun.runner.save.fork_writer import ForkWriter
 from colabrun.runner.save.process_writer import ProcessWriter
 from colabrun.runner.save.snapshot import (
@@ -99,24 +99,7 @@ def test_snapshot_hands_its_live_sources_over_once_and_big_copies_go_to_a_proces
     assert buffers.take_sources() == [], "handed over once"
 
 
-# -- the child's priority and its payload's CRC32s, read from the real child ---------------
-
-
-def test_skip_zip_crc32_in_a_forked_process_only() -> None:
-    if not fork_available():
-        pytest.skip("Linux only")
-    read, write = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # pragma: no cover - the child
-        skip_zip_crc32()
-        os.write(write, str(torch.serialization.get_crc32_options()).encode())
-        os._exit(0)
-    os.close(write)
-    crc = os.read(read, 100).decode()
-    os.close(read)
-    os.waitpid(pid, 0)
-    assert crc == "False"
-    assert torch.serialization.get_crc32_options() is True, "the parent keeps its CRC32s"
+# -- the child's priority, read from the real child ------------------------------------------
 
 
 def _children() -> list[int]:
