@@ -58,35 +58,30 @@ def _without_zip_crc32(file: IO[bytes]) -> Iterator[IO[bytes]]:
         yield file
         return
     previous = torch.serialization.get_crc32_options()
-    restore = _Once(lambda: set_option(previous))
+    target = _FirstWrite(file, lambda: set_option(previous))
     set_option(False)
     try:
-        yield cast("IO[bytes]", _FirstWrite(file, restore))
+        yield cast("IO[bytes]", target)
     finally:
-        restore()
-
-
-class _Once:
-    """Calls ``fn`` the first time it is called, never again."""
-
-    def __init__(self, fn: Callable[[], object]) -> None:
-        self._fn: Callable[[], object] | None = fn
-
-    def __call__(self) -> None:
-        fn, self._fn = self._fn, None
-        if fn is not None:
-            fn()
+        target.done()
 
 
 class _FirstWrite:
-    """A file that calls ``before`` ahead of its first write, and passes the rest on."""
+    """A file that calls ``before`` once, ahead of its first write (or at :meth:`done`,
+    if none came), and passes the rest on."""
 
-    def __init__(self, file: IO[bytes], before: Callable[[], None]) -> None:
+    def __init__(self, file: IO[bytes], before: Callable[[], object]) -> None:
         self._file = file
-        self._before = before
+        self._before: Callable[[], object] | None = before
+
+    def done(self) -> None:
+        """Call ``before`` unless it was called."""
+        before, self._before = self._before, None
+        if before is not None:
+            before()
 
     def write(self, data: bytes | bytearray | memoryview) -> int:
-        self._before()
+        self.done()
         return self._file.write(data)
 
     def __getattr__(self, name: str) -> Any:

@@ -383,9 +383,10 @@ def _spec(root: Path, epochs: int = 3, **checkpoint: Any) -> JobSpec:
                    root=str(root), local_dir=str(root / "local"))
 
 
-def test_an_adaptive_run_saves_mid_epoch_and_trains_the_same(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def _runs_and_saves(monkeypatch: pytest.MonkeyPatch, *specs: JobSpec
+                    ) -> list[tuple[Any, list[Manifest]]]:
+    """Run each spec in this process: its result, and the checkpoints it committed (torch's
+    deterministic mode, which a run sets, is put back after)."""
     committed: list[Manifest] = []
     on_committed = Saver._committed
 
@@ -396,13 +397,21 @@ def test_an_adaptive_run_saves_mid_epoch_and_trains_the_same(
     monkeypatch.setattr(Saver, "_committed", spy)
     mode = torch.are_deterministic_algorithms_enabled()
     warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
+    runs = []
     try:
-        adaptive_result = runner.run(_spec(tmp_path / "adaptive", max_overhead=0.5))
-        adaptive_saves = list(committed)
-        committed.clear()
-        plain_result = runner.run(_spec(tmp_path / "plain"))
+        for spec in specs:
+            committed.clear()
+            runs.append((runner.run(spec), list(committed)))
     finally:
         torch.use_deterministic_algorithms(mode, warn_only=warn_only)
+    return runs
+
+
+def test_an_adaptive_run_saves_mid_epoch_and_trains_the_same(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (adaptive_result, adaptive_saves), (plain_result, committed) = _runs_and_saves(
+        monkeypatch, _spec(tmp_path / "adaptive", max_overhead=0.5), _spec(tmp_path / "plain"))
     assert adaptive_result.status is Status.COMPLETED and adaptive_result.value == 45
     assert plain_result.status is Status.COMPLETED and plain_result.value == 45
     assert [m.meta["reason"] for m in committed] == ["epoch_end"] * 3, "no adaptive saves"
@@ -425,23 +434,10 @@ def test_auto_epoch_end_saves_of_short_epochs_stay_within_the_budget(
 ) -> None:
     """Epochs of a few milliseconds at ``max_overhead: 0.001`` (an interval of ~1000 saves'
     cost): most epoch ends save nothing under ``auto``, and the run trains the same."""
-    committed: list[Manifest] = []
-    on_committed = Saver._committed
-
-    def spy(self: Saver, manifest: Manifest, stats: Any) -> None:
-        committed.append(manifest)
-        on_committed(self, manifest, stats)
-
-    monkeypatch.setattr(Saver, "_committed", spy)
-    mode = torch.are_deterministic_algorithms_enabled()
-    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
-    try:
-        auto = runner.run(_spec(tmp_path / "auto", epochs=12, at_epoch_end="auto",
-                                max_overhead=0.001))
-        reasons = [m.meta["reason"] for m in committed]
-        plain = runner.run(_spec(tmp_path / "plain", epochs=12))
-    finally:
-        torch.use_deterministic_algorithms(mode, warn_only=warn_only)
+    (auto, saves), (plain, _) = _runs_and_saves(
+        monkeypatch, _spec(tmp_path / "auto", epochs=12, at_epoch_end="auto", max_overhead=0.001),
+        _spec(tmp_path / "plain", epochs=12))
+    reasons = [m.meta["reason"] for m in saves]
     assert auto.status is Status.COMPLETED and plain.status is Status.COMPLETED
     assert reasons.count("epoch_end") <= 6, reasons
     assert_exactly_equal(final_payload(tmp_path / "auto" / "heavy"),
